@@ -1,0 +1,169 @@
+// Content headers (frame type 2) and the 14 basic-class properties, plus body splitting.
+//
+// Payload: class-id (short) · weight (short) · body-size (longlong) · property flags (short,
+// bit 15 = first property, bit 0 = another flags short follows) · present properties in flag
+// order. All strings and the headers table are views: after decode() they point into the
+// payload and live as long as it does; for encode() they point at the caller's memory, which
+// must stay valid until encoding returns. Nothing here allocates or throws; all functions may be
+// called from any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "codec/error.h"
+#include "codec/frame.h"
+#include "codec/wire.h"
+
+namespace warren::codec {
+
+inline constexpr std::uint16_t basic_class_id = 60;
+
+// Members are in flag order. A property is on the wire iff its bit is set in `flags`; the
+// setters set value and bit together. Members whose bit is clear are ignored by encode() and
+// left default by decode().
+struct basic_properties {
+  static constexpr std::uint16_t content_type_flag = 1u << 15;
+  static constexpr std::uint16_t content_encoding_flag = 1u << 14;
+  static constexpr std::uint16_t headers_flag = 1u << 13;
+  static constexpr std::uint16_t delivery_mode_flag = 1u << 12;
+  static constexpr std::uint16_t priority_flag = 1u << 11;
+  static constexpr std::uint16_t correlation_id_flag = 1u << 10;
+  static constexpr std::uint16_t reply_to_flag = 1u << 9;
+  static constexpr std::uint16_t expiration_flag = 1u << 8;
+  static constexpr std::uint16_t message_id_flag = 1u << 7;
+  static constexpr std::uint16_t timestamp_flag = 1u << 6;
+  static constexpr std::uint16_t type_flag = 1u << 5;
+  static constexpr std::uint16_t user_id_flag = 1u << 4;
+  static constexpr std::uint16_t app_id_flag = 1u << 3;
+  static constexpr std::uint16_t cluster_id_flag = 1u << 2;
+  // Bits 1 and 0 are not properties (bit 0 is the continuation flag).
+  static constexpr std::uint16_t all_flags = 0xFFFC;
+
+  // delivery_mode values.
+  static constexpr std::uint8_t transient = 1;
+  static constexpr std::uint8_t persistent = 2;
+
+  std::uint16_t flags = 0;
+  std::string_view content_type;
+  std::string_view content_encoding;
+  table_view headers;  // entries only (no length prefix); parse with codec/field_table.h
+  std::uint8_t delivery_mode = 0;
+  std::uint8_t priority = 0;
+  std::string_view correlation_id;
+  std::string_view reply_to;
+  std::string_view expiration;
+  std::string_view message_id;
+  std::uint64_t timestamp = 0;  // seconds since the epoch
+  std::string_view type;
+  std::string_view user_id;
+  std::string_view app_id;
+  std::string_view cluster_id;
+
+  void set_content_type(std::string_view v) noexcept { set(content_type, v, content_type_flag); }
+  void set_content_encoding(std::string_view v) noexcept {
+    set(content_encoding, v, content_encoding_flag);
+  }
+  void set_headers(table_view v) noexcept { set(headers, v, headers_flag); }
+  void set_delivery_mode(std::uint8_t v) noexcept { set(delivery_mode, v, delivery_mode_flag); }
+  void set_priority(std::uint8_t v) noexcept { set(priority, v, priority_flag); }
+  void set_correlation_id(std::string_view v) noexcept {
+    set(correlation_id, v, correlation_id_flag);
+  }
+  void set_reply_to(std::string_view v) noexcept { set(reply_to, v, reply_to_flag); }
+  void set_expiration(std::string_view v) noexcept { set(expiration, v, expiration_flag); }
+  void set_message_id(std::string_view v) noexcept { set(message_id, v, message_id_flag); }
+  void set_timestamp(std::uint64_t v) noexcept { set(timestamp, v, timestamp_flag); }
+  void set_type(std::string_view v) noexcept { set(type, v, type_flag); }
+  void set_user_id(std::string_view v) noexcept { set(user_id, v, user_id_flag); }
+  void set_app_id(std::string_view v) noexcept { set(app_id, v, app_id_flag); }
+  void set_cluster_id(std::string_view v) noexcept { set(cluster_id, v, cluster_id_flag); }
+
+  bool has_content_type() const noexcept { return has(content_type_flag); }
+  bool has_content_encoding() const noexcept { return has(content_encoding_flag); }
+  bool has_headers() const noexcept { return has(headers_flag); }
+  bool has_delivery_mode() const noexcept { return has(delivery_mode_flag); }
+  bool has_priority() const noexcept { return has(priority_flag); }
+  bool has_correlation_id() const noexcept { return has(correlation_id_flag); }
+  bool has_reply_to() const noexcept { return has(reply_to_flag); }
+  bool has_expiration() const noexcept { return has(expiration_flag); }
+  bool has_message_id() const noexcept { return has(message_id_flag); }
+  bool has_timestamp() const noexcept { return has(timestamp_flag); }
+  bool has_type() const noexcept { return has(type_flag); }
+  bool has_user_id() const noexcept { return has(user_id_flag); }
+  bool has_app_id() const noexcept { return has(app_id_flag); }
+  bool has_cluster_id() const noexcept { return has(cluster_id_flag); }
+
+  bool operator==(const basic_properties&) const = default;
+
+ private:
+  template <class T, class V>
+  void set(T& member, V v, std::uint16_t flag) noexcept {
+    member = v;
+    flags |= flag;
+  }
+  bool has(std::uint16_t flag) const noexcept { return (flags & flag) != 0; }
+};
+
+struct content_header {
+  std::uint16_t class_id = basic_class_id;
+  std::uint16_t weight = 0;
+  std::uint64_t body_size = 0;
+  basic_properties properties;
+
+  bool operator==(const content_header&) const = default;
+};
+
+// Class, weight and body size before the flags word.
+inline constexpr std::size_t content_header_fixed_size = 12;
+
+namespace detail {
+// Encoded size of the flags word plus the present properties, and whether they can be encoded:
+// errc::string_too_long for a present shortstr above 255 octets, errc::value_out_of_range for a
+// headers table of 4 GiB or more, or flags with bit 1 or 0 set. Encoders compute it once and
+// then write without further checks.
+struct properties_size {
+  std::size_t size = 0;
+  errc status = errc::ok;
+};
+properties_size measure(const basic_properties& p) noexcept;
+
+// Writes the flags word and the present properties at `out`, which must have measure(p).size
+// octets of room, for properties whose measure(p).status is ok. Returns the end position.
+char* write_properties(char* out, const basic_properties& p) noexcept;
+}  // namespace detail
+
+// Encoded payload size of `h` (whether or not it can be encoded; see encode()).
+std::size_t encoded_size(const content_header& h) noexcept;
+
+// Appends the content-header payload (no frame header or end octet). Returns ok, or
+// string_too_long / value_out_of_range as measure() reports, or buffer_too_small when a
+// fixed-capacity writer has no room (the writer is then overflowed).
+errc encode(const content_header& h, writer& w) noexcept;
+
+// Decodes a content-header frame payload. On ok, `out` holds views into `payload`; on error
+// `out` is unspecified. Returns:
+//   truncated           the payload ends inside a field
+//   bad_content_header  class-id not 60 (basic), flag bit 1 set, a continuation flags word
+//                       that is not all zero (basic defines no 15th property), or octets left
+//                       after the last present property
+// The headers table is kept as a view after its length prefix has been bounds-checked; its
+// entries are not parsed here.
+errc decode(std::string_view payload, content_header& out) noexcept;
+
+// Largest body chunk one body frame can carry under `frame_max` (0 = not negotiated yet, the
+// pre-tune limit applies). frame_max must be 0 or at least frame_min_size.
+constexpr std::uint32_t max_body_chunk(std::uint32_t frame_max) noexcept {
+  return effective_frame_max(frame_max) - static_cast<std::uint32_t>(frame_overhead);
+}
+
+// Number of body frames for a body of `body_size` octets: the body is cut into chunks of
+// max_body_chunk(frame_max), the last one shorter; an empty body has no body frame.
+constexpr std::uint64_t body_frame_count(std::uint64_t body_size,
+                                         std::uint32_t frame_max) noexcept {
+  const std::uint64_t chunk = max_body_chunk(frame_max);
+  return body_size / chunk + (body_size % chunk != 0 ? 1 : 0);
+}
+
+}  // namespace warren::codec
