@@ -66,11 +66,11 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Returns 0 if it (re)generated the set, so a running broker can be restarted to load it.
 make_certs() {
-  local f missing=0
+  local f absent=0
   for f in ca.pem ca.key server.pem server.key client.pem client.key other_ca.pem; do
-    [[ -s $CERT_DIR/$f ]] || missing=1
+    [[ -s $CERT_DIR/$f ]] || absent=1
   done
-  ((missing)) || return 1
+  ((absent)) || return 1
   log "generating test certificates in $CERT_DIR"
   mkdir -p "$CERT_DIR"
   chmod 755 "$CERT_DIR"
