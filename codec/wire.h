@@ -254,4 +254,46 @@ class writer {
   bool overflow_ = false;
 };
 
+namespace detail {
+
+// Unchecked big-endian stores for encoders that compute their exact size first and reserve it
+// once (writer::reserve), so that the encoding itself is straight-line stores. Each returns the
+// position after what it wrote. The caller guarantees the room, and for put_shortstr and
+// put_longstr that the length fits (255 and 0xFFFFFFFF octets).
+inline char* put_u8(char* p, std::uint8_t v) noexcept {
+  *p = static_cast<char>(v);
+  return p + 1;
+}
+inline char* put_u16(char* p, std::uint16_t v) noexcept {
+  p[0] = static_cast<char>(v >> 8);
+  p[1] = static_cast<char>(v);
+  return p + 2;
+}
+inline char* put_u32(char* p, std::uint32_t v) noexcept {
+  v = __builtin_bswap32(v);
+  std::memcpy(p, &v, 4);
+  return p + 4;
+}
+inline char* put_u64(char* p, std::uint64_t v) noexcept {
+  v = __builtin_bswap64(v);
+  std::memcpy(p, &v, 8);
+  return p + 8;
+}
+inline char* put_bytes(char* p, std::string_view s) noexcept {
+  // memcpy from a null data() is undefined even for zero octets.
+  if (!s.empty()) std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
+inline char* put_shortstr(char* p, std::string_view s) noexcept {
+  return put_bytes(put_u8(p, static_cast<std::uint8_t>(s.size())), s);
+}
+inline char* put_longstr(char* p, std::string_view s) noexcept {
+  return put_bytes(put_u32(p, static_cast<std::uint32_t>(s.size())), s);
+}
+inline char* put_table(char* p, table_view t) noexcept {
+  return put_longstr(p, t.raw);
+}
+
+}  // namespace detail
+
 }  // namespace warren::codec
