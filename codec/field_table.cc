@@ -1,0 +1,517 @@
+#include "codec/field_table.h"
+
+#include <algorithm>
+#include <bit>
+#include <numeric>
+#include <utility>
+
+namespace warren::codec {
+
+// Grants the decoder direct access to a table's entries, so that it can append without a
+// lookup per entry and then drop repeated names in one pass.
+struct detail_table_access {
+  static std::vector<field_entry>& entries(field_table& t) noexcept { return t.entries_; }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Model.
+
+field_table::field_table() = default;
+field_table::~field_table() = default;
+field_table::field_table(const field_table&) = default;
+field_table::field_table(field_table&&) noexcept = default;
+field_table& field_table::operator=(const field_table&) = default;
+field_table& field_table::operator=(field_table&&) noexcept = default;
+
+field_table::field_table(std::initializer_list<field_entry> entries) {
+  for (const field_entry& e : entries) set(e.name, e.value);
+}
+
+void field_table::set(std::string name, field_value value) {
+  for (field_entry& e : entries_) {
+    if (e.name == name) {
+      e.value = std::move(value);
+      return;
+    }
+  }
+  entries_.push_back(field_entry{std::move(name), std::move(value)});
+}
+
+const field_value* field_table::find(std::string_view name) const noexcept {
+  for (const field_entry& e : entries_) {
+    if (e.name == name) return &e.value;
+  }
+  return nullptr;
+}
+
+bool field_table::erase(std::string_view name) {
+  auto it = std::find_if(entries_.begin(), entries_.end(),
+                         [&](const field_entry& e) { return e.name == name; });
+  if (it == entries_.end()) return false;
+  entries_.erase(it);
+  return true;
+}
+
+bool field_table::operator==(const field_table& other) const {
+  return entries_ == other.entries_;
+}
+
+std::optional<std::int64_t> field_value::as_integer() const noexcept {
+  switch (v_.index()) {
+    case idx_b:
+      return *as_i8();
+    case idx_B:
+      return *as_u8();
+    case idx_s:
+      return *as_i16();
+    case idx_u:
+      return *as_u16();
+    case idx_I:
+      return *as_i32();
+    case idx_i:
+      return *as_u32();
+    case idx_l:
+      return *as_i64();
+    default:
+      return std::nullopt;
+  }
+}
+
+bool field_value::operator==(const field_value& other) const {
+  if (v_.index() != other.v_.index()) return false;
+  // Bit patterns, not IEEE equality: a value must equal its own round trip, NaN included.
+  if (const float* f = as_f32()) {
+    return std::bit_cast<std::uint32_t>(*f) == std::bit_cast<std::uint32_t>(*other.as_f32());
+  }
+  if (const double* d = as_f64()) {
+    return std::bit_cast<std::uint64_t>(*d) == std::bit_cast<std::uint64_t>(*other.as_f64());
+  }
+  return v_ == other.v_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding.
+
+namespace {
+
+constexpr std::size_t max_long = 0xFFFFFFFFu;
+
+errc encode_value(const field_value& v, writer& w) noexcept;
+
+// Writes a 4-octet length, then what `body` writes, then patches the length in.
+template <class Body>
+errc length_prefixed(writer& w, Body&& body) noexcept {
+  const std::size_t at = w.reserve(4);
+  const std::size_t start = w.size();
+  if (errc ec = body(); ec != errc::ok) return ec;
+  const std::size_t n = w.size() - start;
+  if (n > max_long) return errc::value_out_of_range;
+  w.patch_u32(at, static_cast<std::uint32_t>(n));
+  return errc::ok;
+}
+
+errc encode_entries(const field_table& t, writer& w) noexcept {
+  for (const field_entry& e : t) {
+    if (e.name.size() > 255) return errc::string_too_long;
+    w.shortstr(e.name);
+    w.u8(static_cast<std::uint8_t>(e.value.type()));
+    if (errc ec = encode_value(e.value, w); ec != errc::ok) return ec;
+  }
+  return errc::ok;
+}
+
+errc encode_string(const std::string& s, writer& w) noexcept {
+  if (s.size() > max_long) return errc::value_out_of_range;
+  w.longstr(s);
+  return errc::ok;
+}
+
+errc encode_value(const field_value& v, writer& w) noexcept {
+  switch (v.type()) {
+    case field_type::boolean:
+      w.u8(*v.as_boolean() ? 1 : 0);
+      break;
+    case field_type::i8:
+      w.i8(*v.as_i8());
+      break;
+    case field_type::u8:
+      w.u8(*v.as_u8());
+      break;
+    case field_type::i16:
+      w.i16(*v.as_i16());
+      break;
+    case field_type::u16:
+      w.u16(*v.as_u16());
+      break;
+    case field_type::i32:
+      w.i32(*v.as_i32());
+      break;
+    case field_type::u32:
+      w.u32(*v.as_u32());
+      break;
+    case field_type::i64:
+      w.i64(*v.as_i64());
+      break;
+    case field_type::f32:
+      w.f32(*v.as_f32());
+      break;
+    case field_type::f64:
+      w.f64(*v.as_f64());
+      break;
+    case field_type::decimal:
+      w.u8(v.as_decimal()->scale);
+      w.i32(v.as_decimal()->value);
+      break;
+    case field_type::long_string:
+      return encode_string(*v.as_long_string(), w);
+    case field_type::bytes:
+      return encode_string(*v.as_bytes(), w);
+    case field_type::timestamp:
+      w.u64(*v.as_timestamp());
+      break;
+    case field_type::void_value:
+      break;
+    case field_type::table:
+      return length_prefixed(w, [&] { return encode_entries(*v.as_table(), w); });
+    case field_type::array:
+      return length_prefixed(w, [&] {
+        for (const field_value& e : *v.as_array()) {
+          w.u8(static_cast<std::uint8_t>(e.type()));
+          if (errc ec = encode_value(e, w); ec != errc::ok) return ec;
+        }
+        return errc::ok;
+      });
+  }
+  return errc::ok;
+}
+
+errc finish_encoding(errc ec, const writer& w) noexcept {
+  if (ec != errc::ok) return ec;
+  return w.overflowed() ? errc::buffer_too_small : errc::ok;
+}
+
+}  // namespace
+
+errc encode_table_entries(const field_table& t, writer& w) noexcept {
+  return finish_encoding(encode_entries(t, w), w);
+}
+
+errc encode_table(const field_table& t, writer& w) noexcept {
+  return finish_encoding(length_prefixed(w, [&] { return encode_entries(t, w); }), w);
+}
+
+std::string encode_table(const field_table& t, errc* ec) {
+  std::string out;
+  writer w(out);
+  const errc e = encode_table_entries(t, w);
+  w.finish();
+  if (e != errc::ok) out.clear();
+  if (ec != nullptr) *ec = e;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zero-copy access.
+
+namespace {
+
+constexpr int variable_width = -1;
+constexpr int unknown_type = -2;
+
+// Octets after the type letter for fixed-size letters; variable_width for those carrying a
+// 4-octet length; unknown_type for letters RabbitMQ does not define.
+int value_width(char type) noexcept {
+  switch (type) {
+    case field_type::void_value:
+      return 0;
+    case field_type::boolean:
+    case field_type::i8:
+    case field_type::u8:
+      return 1;
+    case field_type::i16:
+    case field_type::u16:
+      return 2;
+    case field_type::i32:
+    case field_type::u32:
+    case field_type::f32:
+      return 4;
+    case field_type::decimal:
+      return 5;
+    case field_type::i64:
+    case field_type::f64:
+    case field_type::timestamp:
+      return 8;
+    case field_type::long_string:
+    case field_type::bytes:
+    case field_type::array:
+    case field_type::table:
+      return variable_width;
+    default:
+      return unknown_type;
+  }
+}
+
+errc read_value(reader& r, field_view& out) noexcept {
+  std::uint8_t type;
+  if (!r.read_u8(type)) return errc::truncated;
+  out.type = static_cast<char>(type);
+  const int width = value_width(out.type);
+  if (width == unknown_type) return errc::bad_field_type;
+  const bool ok = width == variable_width
+                      ? r.read_longstr(out.value)
+                      : r.read_bytes(static_cast<std::size_t>(width), out.value);
+  return ok ? errc::ok : errc::truncated;
+}
+
+}  // namespace
+
+std::optional<std::int64_t> field_view::as_integer() const noexcept {
+  // A reader rather than raw loads: a caller may build a view by hand with the wrong size.
+  reader r(value);
+  switch (type) {
+    case field_type::i8:
+      if (std::int8_t v; r.read_i8(v)) return v;
+      break;
+    case field_type::u8:
+      if (std::uint8_t v; r.read_u8(v)) return v;
+      break;
+    case field_type::i16:
+      if (std::int16_t v; r.read_i16(v)) return v;
+      break;
+    case field_type::u16:
+      if (std::uint16_t v; r.read_u16(v)) return v;
+      break;
+    case field_type::i32:
+      if (std::int32_t v; r.read_i32(v)) return v;
+      break;
+    case field_type::u32:
+      if (std::uint32_t v; r.read_u32(v)) return v;
+      break;
+    case field_type::i64:
+      if (std::int64_t v; r.read_i64(v)) return v;
+      break;
+  }
+  return std::nullopt;
+}
+
+std::optional<bool> field_view::as_boolean() const noexcept {
+  if (type != field_type::boolean || value.size() != 1) return std::nullopt;
+  return value[0] != 0;
+}
+
+std::optional<std::string_view> field_view::as_string() const noexcept {
+  if (type != field_type::long_string && type != field_type::bytes) return std::nullopt;
+  return value;
+}
+
+bool table_cursor::next(entry_view& out) noexcept {
+  if (ec_ != errc::ok || r_.empty()) return false;
+  entry_view e;
+  if (!r_.read_shortstr(e.name)) ec_ = errc::truncated;
+  if (ec_ == errc::ok) ec_ = read_value(r_, e.value);
+  if (ec_ != errc::ok) return false;
+  out = e;
+  return true;
+}
+
+bool array_cursor::next(field_view& out) noexcept {
+  if (ec_ != errc::ok || r_.empty()) return false;
+  field_view v;
+  ec_ = read_value(r_, v);
+  if (ec_ != errc::ok) return false;
+  out = v;
+  return true;
+}
+
+bool find_in_table(table_view t, std::string_view name, field_view& out, errc& ec) noexcept {
+  table_cursor c(t);
+  for (entry_view e; c.next(e);) {
+    if (e.name == name) {
+      out = e.value;
+      ec = errc::ok;
+      return true;
+    }
+  }
+  ec = c.error();
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validating and decoding: one walk serves both, so they cannot disagree. With a null output
+// it only checks, and allocates nothing.
+
+namespace {
+
+struct walk_budget {
+  const table_limits& limits;
+  std::size_t entries = 0;
+
+  errc count() noexcept {
+    return ++entries > limits.max_entries ? errc::table_too_large : errc::ok;
+  }
+};
+
+errc walk_value(const field_view& v, std::size_t depth, walk_budget& b, field_value* out);
+
+// A value whose size read_value has already checked.
+field_value leaf_value(const field_view& v) {
+  reader r(v.value);
+  switch (v.type) {
+    case field_type::boolean:
+      return field_value::boolean(v.value[0] != 0);
+    case field_type::decimal: {
+      std::uint8_t scale = 0;
+      std::int32_t n = 0;
+      r.read_u8(scale);
+      r.read_i32(n);
+      return field_value::decimal(scale, n);
+    }
+    case field_type::f32: {
+      float f = 0;
+      r.read_f32(f);
+      return field_value::f32(f);
+    }
+    case field_type::f64: {
+      double d = 0;
+      r.read_f64(d);
+      return field_value::f64(d);
+    }
+    case field_type::timestamp: {
+      std::uint64_t t = 0;
+      r.read_u64(t);
+      return field_value::timestamp(t);
+    }
+    case field_type::long_string:
+      return field_value::long_string(std::string(v.value));
+    case field_type::bytes:
+      return field_value::bytes(std::string(v.value));
+    case field_type::void_value:
+      return field_value::void_value();
+  }
+  // The integer letters; every other letter was handled above or rejected by read_value.
+  const std::int64_t n = *v.as_integer();
+  switch (v.type) {
+    case field_type::i8:
+      return field_value::i8(static_cast<std::int8_t>(n));
+    case field_type::u8:
+      return field_value::u8(static_cast<std::uint8_t>(n));
+    case field_type::i16:
+      return field_value::i16(static_cast<std::int16_t>(n));
+    case field_type::u16:
+      return field_value::u16(static_cast<std::uint16_t>(n));
+    case field_type::i32:
+      return field_value::i32(static_cast<std::int32_t>(n));
+    case field_type::u32:
+      return field_value::u32(static_cast<std::uint32_t>(n));
+    default:
+      return field_value::i64(n);
+  }
+}
+
+// Keeps the first entry of each name, in order. Sorting indices keeps hostile input with many
+// entries at O(n log n) where a lookup per entry would be quadratic.
+void drop_repeated_names(std::vector<field_entry>& entries) {
+  if (entries.size() < 2) return;
+  std::vector<std::size_t> order(entries.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return entries[a].name < entries[b].name; });
+  std::vector<bool> drop(entries.size(), false);
+  bool any = false;
+  for (std::size_t i = 1; i < order.size(); ++i) {
+    if (entries[order[i]].name == entries[order[i - 1]].name) drop[order[i]] = any = true;
+  }
+  if (!any) return;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (drop[i]) continue;
+    if (kept != i) entries[kept] = std::move(entries[i]);  // never self-move: it empties a string
+    ++kept;
+  }
+  entries.erase(entries.begin() + static_cast<std::ptrdiff_t>(kept), entries.end());
+}
+
+errc walk_table(std::string_view raw, std::size_t depth, walk_budget& b, field_table* out) {
+  table_cursor c(table_view{raw});
+  for (entry_view e; c.next(e);) {
+    if (errc ec = b.count(); ec != errc::ok) return ec;
+    field_value* slot = nullptr;
+    if (out != nullptr) {
+      auto& entries = detail_table_access::entries(*out);
+      entries.push_back(field_entry{std::string(e.name), field_value()});
+      slot = &entries.back().value;
+    }
+    if (errc ec = walk_value(e.value, depth + 1, b, slot); ec != errc::ok) return ec;
+  }
+  if (c.error() != errc::ok) return c.error();
+  if (out != nullptr) drop_repeated_names(detail_table_access::entries(*out));
+  return errc::ok;
+}
+
+errc walk_array(std::string_view raw, std::size_t depth, walk_budget& b, field_array* out) {
+  array_cursor c(raw);
+  for (field_view v; c.next(v);) {
+    if (errc ec = b.count(); ec != errc::ok) return ec;
+    field_value* slot = nullptr;
+    if (out != nullptr) slot = &out->emplace_back();
+    if (errc ec = walk_value(v, depth + 1, b, slot); ec != errc::ok) return ec;
+  }
+  return c.error();
+}
+
+// `depth` is the depth of `v` itself, should it be a container.
+errc walk_value(const field_view& v, std::size_t depth, walk_budget& b, field_value* out) {
+  if (v.type != field_type::table && v.type != field_type::array) {
+    if (out != nullptr) *out = leaf_value(v);
+    return errc::ok;
+  }
+  // Checked before descending, so recursion never goes deeper than max_depth.
+  if (depth > b.limits.max_depth) return errc::table_too_deep;
+  if (v.type == field_type::table) {
+    if (out == nullptr) return walk_table(v.value, depth, b, nullptr);
+    field_table t;
+    const errc ec = walk_table(v.value, depth, b, &t);
+    if (ec == errc::ok) *out = field_value::table(std::move(t));
+    return ec;
+  }
+  if (out == nullptr) return walk_array(v.value, depth, b, nullptr);
+  field_array a;
+  const errc ec = walk_array(v.value, depth, b, &a);
+  if (ec == errc::ok) *out = field_value::array(std::move(a));
+  return ec;
+}
+
+}  // namespace
+
+errc validate_table(std::string_view raw, const table_limits& limits) noexcept {
+  if (raw.size() > limits.max_bytes) return errc::table_too_large;
+  walk_budget b{limits};
+  // With a null output the walk allocates nothing, so nothing here can throw.
+  return walk_table(raw, 0, b, nullptr);
+}
+
+errc decode_table(table_view t, field_table& out, const table_limits& limits) {
+  if (t.raw.size() > limits.max_bytes) return errc::table_too_large;
+  walk_budget b{limits};
+  field_table result;
+  const errc ec = walk_table(t.raw, 0, b, &result);
+  if (ec == errc::ok) out = std::move(result);
+  return ec;
+}
+
+errc decode_value(field_view v, field_value& out, const table_limits& limits) {
+  // The view may be hand-made rather than from a cursor: hold it to its letter's size.
+  const int width = value_width(v.type);
+  if (width == unknown_type) return errc::bad_field_type;
+  if (width != variable_width && v.value.size() != static_cast<std::size_t>(width)) {
+    return errc::truncated;
+  }
+  if (v.value.size() > limits.max_bytes) return errc::table_too_large;
+  walk_budget b{limits};
+  field_value result;
+  const errc ec = walk_value(v, 0, b, &result);
+  if (ec == errc::ok) out = std::move(result);
+  return ec;
+}
+
+}  // namespace warren::codec
