@@ -59,16 +59,12 @@ properties_size measure(const basic_properties& p) noexcept {
 }
 
 char* write_properties(char* out, const basic_properties& p) noexcept {
-  out = store_u16(out, p.flags);
+  out = put_u16(out, p.flags);
   for_each_present(p, overloaded{
-                          [&](std::string_view s) { return (out = store_shortstr(out, s), true); },
-                          [&](table_view t) {
-                            out = store_u32(out, static_cast<std::uint32_t>(t.raw.size()));
-                            if (!t.raw.empty()) std::memcpy(out, t.raw.data(), t.raw.size());
-                            return (out += t.raw.size(), true);
-                          },
-                          [&](std::uint8_t v) { return (*out++ = static_cast<char>(v), true); },
-                          [&](std::uint64_t v) { return (out = store_u64(out, v), true); },
+                          [&](std::string_view s) { return (out = put_shortstr(out, s), true); },
+                          [&](table_view t) { return (out = put_table(out, t), true); },
+                          [&](std::uint8_t v) { return (out = put_u8(out, v), true); },
+                          [&](std::uint64_t v) { return (out = put_u64(out, v), true); },
                       });
   return out;
 }
@@ -86,9 +82,9 @@ errc encode(const content_header& h, writer& w) noexcept {
   w.reserve(n);
   if (w.overflowed()) return errc::buffer_too_small;
   char* p = w.position() - n;
-  p = detail::store_u16(p, h.class_id);
-  p = detail::store_u16(p, h.weight);
-  p = detail::store_u64(p, h.body_size);
+  p = detail::put_u16(p, h.class_id);
+  p = detail::put_u16(p, h.weight);
+  p = detail::put_u64(p, h.body_size);
   detail::write_properties(p, h.properties);
   return errc::ok;
 }

@@ -13,10 +13,10 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <string_view>
 
 #include "codec/error.h"
+#include "codec/methods.h"
 #include "codec/wire.h"
 
 namespace warren::codec {
@@ -101,37 +101,31 @@ class frame_decoder {
   std::uint32_t pre_tune_frame_max_;
 };
 
-namespace detail {
-// Big-endian stores for encoders that have already reserved exact room; each returns the
-// position after the value.
-inline char* store_u16(char* p, std::uint16_t v) noexcept {
-  p[0] = static_cast<char>(v >> 8);
-  p[1] = static_cast<char>(v);
-  return p + 2;
-}
-inline char* store_u32(char* p, std::uint32_t v) noexcept {
-  v = __builtin_bswap32(v);
-  std::memcpy(p, &v, 4);
-  return p + 4;
-}
-inline char* store_u64(char* p, std::uint64_t v) noexcept {
-  v = __builtin_bswap64(v);
-  std::memcpy(p, &v, 8);
-  return p + 8;
-}
-// s must be at most 255 octets; the caller checked.
-inline char* store_shortstr(char* p, std::string_view s) noexcept {
-  *p++ = static_cast<char>(s.size());
-  if (!s.empty()) std::memcpy(p, s.data(), s.size());
-  return p + s.size();
-}
-}  // namespace detail
-
 // Writes the 7-octet frame header at `out` (which must have room) and returns out + 7.
 inline char* write_frame_header(char* out, std::uint8_t type, std::uint16_t channel,
                                 std::uint32_t size) noexcept {
   out[0] = static_cast<char>(type);
-  return detail::store_u32(detail::store_u16(out + 1, channel), size);
+  return detail::put_u32(detail::put_u16(out + 1, channel), size);
+}
+
+// Appends a whole method frame for `m`, any method struct of codec/methods.h (found through
+// its generated encoded_size() and encode()). Returns ok, or encode()'s errors
+// (string_too_long, value_out_of_range, buffer_too_small). On error the writer may hold a
+// partial frame after its previous size(): the caller discards the frame (a fixed writer is
+// then overflowed() or rewound by the caller; a growable one is resized back).
+template <class Method>
+errc encode_method_frame(std::uint16_t channel, const Method& m, writer& w) noexcept {
+  const std::size_t size = encoded_size(m);
+  if (size > 0xFFFFFFFFu - frame_overhead) return errc::value_out_of_range;
+  if (w.reserve(frame_header_size) == static_cast<std::size_t>(-1)) {
+    return errc::buffer_too_small;
+  }
+  if (const errc e = encode(m, w); e != errc::ok) return e;
+  // The header is written last: growth of a string-backed writer may have moved the buffer.
+  write_frame_header(w.position() - size - frame_header_size, frame_method, channel,
+                     static_cast<std::uint32_t>(size));
+  w.u8(frame_end);
+  return w.overflowed() ? errc::buffer_too_small : errc::ok;
 }
 
 }  // namespace warren::codec

@@ -252,5 +252,32 @@ TEST(write_frame_header, writes_type_channel_and_size_big_endian) {
   EXPECT_EQ(std::string(out, 7), "\x03\x01\x02\x03\x04\x05\x06"s);
 }
 
+TEST(encode_method_frame, wraps_method_payload_in_a_frame) {
+  std::string out = "prefix";
+  writer w(out);
+  ASSERT_EQ(encode_method_frame(1, channel_open{}, w), errc::ok);
+  w.finish();
+  EXPECT_EQ(out, "prefix" + channel_open_frame);
+}
+
+TEST(encode_method_frame, reports_buffer_too_small_for_fixed_writer) {
+  char out[12];  // one octet short of the 13 of channel.open
+  writer w(out, sizeof out);
+  EXPECT_EQ(encode_method_frame(1, channel_open{}, w), errc::buffer_too_small);
+  char exact[13];
+  writer w2(exact, sizeof exact);
+  ASSERT_EQ(encode_method_frame(1, channel_open{}, w2), errc::ok);
+  EXPECT_EQ(std::string(exact, 13), channel_open_frame);
+}
+
+TEST(encode_method_frame, passes_method_errors_through) {
+  std::string out;
+  writer w(out);
+  const std::string long_queue(256, 'q');
+  queue_declare m;
+  m.queue = long_queue;
+  EXPECT_EQ(encode_method_frame(1, m, w), errc::string_too_long);
+}
+
 }  // namespace
 }  // namespace warren::codec

@@ -1,0 +1,176 @@
+#include "codec/publish.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace warren::codec {
+namespace {
+
+// What a publish takes, computed once before anything is written.
+struct publish_plan {
+  std::size_t method_payload = 0;
+  std::size_t header_payload = 0;
+  std::size_t chunk = 0;
+  std::size_t body_frames = 0;
+  errc status = errc::ok;
+
+  // Every octet except the body itself: the method and header frames and each body frame's
+  // header and end octet.
+  std::size_t framing() const noexcept {
+    return (2 + body_frames) * frame_overhead + method_payload + header_payload;
+  }
+};
+
+publish_plan plan(const basic_publish& m, const basic_properties& p, std::size_t body_size,
+                  std::uint32_t frame_max) noexcept {
+  publish_plan pl;
+  if (frame_max != 0 && frame_max < frame_min_size) {
+    // Checked first: max_body_chunk() below must be positive.
+    pl.status = errc::value_out_of_range;
+    return pl;
+  }
+  const detail::properties_size props = detail::measure(p);
+  pl.method_payload = encoded_size(m);
+  pl.header_payload = content_header_fixed_size + props.size;
+  pl.status = props.status;
+  if ((m.exchange.size() | m.routing_key.size()) > 255) pl.status = errc::string_too_long;
+  pl.chunk = max_body_chunk(frame_max);
+  pl.body_frames = static_cast<std::size_t>(body_frame_count(body_size, frame_max));
+  return pl;
+}
+
+char* put_frame_end(char* out) noexcept {
+  return detail::put_u8(out, frame_end);
+}
+
+// The method frame and the content-header frame, for a plan whose status is ok.
+char* write_head(char* out, std::uint16_t channel, const basic_publish& m,
+                 const basic_properties& p, std::uint64_t body_size,
+                 const publish_plan& pl) noexcept {
+  out =
+      write_frame_header(out, frame_method, channel, static_cast<std::uint32_t>(pl.method_payload));
+  writer w(out, pl.method_payload);
+  // Cannot fail: the strings were checked and the room is exact.
+  (void)encode(m, w);
+  out = put_frame_end(out + pl.method_payload);
+  out =
+      write_frame_header(out, frame_header, channel, static_cast<std::uint32_t>(pl.header_payload));
+  out = detail::put_u16(out, basic_class_id);
+  out = detail::put_u16(out, 0);  // weight
+  out = detail::put_u64(out, body_size);
+  out = detail::write_properties(out, p);
+  return put_frame_end(out);
+}
+
+}  // namespace
+
+std::size_t publish_size(const basic_publish& m, const basic_properties& p, std::size_t body_size,
+                         std::uint32_t frame_max) noexcept {
+  return plan(m, p, body_size, frame_max).framing() + body_size;
+}
+
+errc encode_publish(char* out, std::size_t cap, std::size_t& written, std::uint16_t channel,
+                    const basic_publish& m, const basic_properties& p, std::string_view body,
+                    std::uint32_t frame_max) noexcept {
+  written = 0;
+  const publish_plan pl = plan(m, p, body.size(), frame_max);
+  if (pl.status != errc::ok) return pl.status;
+  const std::size_t total = pl.framing() + body.size();
+  if (cap < total) return errc::buffer_too_small;
+
+  out = write_head(out, channel, m, p, body.size(), pl);
+  for (std::string_view rest = body; !rest.empty();) {
+    const std::string_view chunk = rest.substr(0, pl.chunk);
+    out = write_frame_header(out, frame_body, channel, static_cast<std::uint32_t>(chunk.size()));
+    out = put_frame_end(detail::put_bytes(out, chunk));
+    rest.remove_prefix(chunk.size());
+  }
+  written = total;
+  return errc::ok;
+}
+
+errc encode_publish_iov(char* scratch, std::size_t scratch_cap, iovec* iov, std::size_t iov_cap,
+                        std::size_t& iov_count, std::uint16_t channel, const basic_publish& m,
+                        const basic_properties& p, std::string_view body,
+                        std::uint32_t frame_max) noexcept {
+  iov_count = 0;
+  const publish_plan pl = plan(m, p, body.size(), frame_max);
+  if (pl.status != errc::ok) return pl.status;
+  if (scratch_cap < pl.framing() || iov_cap < 1 + 2 * pl.body_frames) {
+    return errc::buffer_too_small;
+  }
+
+  char* s = write_head(scratch, channel, m, p, body.size(), pl);
+  char* segment = scratch;  // start of the scratch octets not yet in an iovec
+  iovec* v = iov;
+  for (std::string_view rest = body; !rest.empty();) {
+    const std::string_view chunk = rest.substr(0, pl.chunk);
+    s = write_frame_header(s, frame_body, channel, static_cast<std::uint32_t>(chunk.size()));
+    *v++ = {segment, static_cast<std::size_t>(s - segment)};
+    *v++ = {const_cast<char*>(chunk.data()), chunk.size()};
+    segment = s;
+    s = put_frame_end(s);
+    rest.remove_prefix(chunk.size());
+  }
+  *v++ = {segment, static_cast<std::size_t>(s - segment)};
+  iov_count = static_cast<std::size_t>(v - iov);
+  return errc::ok;
+}
+
+errc decode_delivery(std::string_view in, std::uint32_t frame_max, delivery_view& out,
+                     std::size_t& consumed) noexcept {
+  consumed = 0;
+  frame_view f;
+  std::size_t pos = 0;
+  // Decodes the frame at `pos` into f and moves past it.
+  auto next = [&]() noexcept {
+    std::size_t n = 0;
+    const errc e = decode_frame(in.substr(pos), frame_max, f, n);
+    pos += n;
+    return e;
+  };
+
+  if (const errc e = next(); e != errc::ok) return e;
+  if (f.type != frame_method || f.payload.size() < 4 ||
+      reader::load_u32(f.payload.data()) != basic_deliver::id) {
+    return errc::unexpected_frame;
+  }
+  if (const errc e = decode(f.payload.substr(4), out.method); e != errc::ok) return e;
+  out.channel = f.channel;
+
+  if (const errc e = next(); e != errc::ok) return e;
+  if (f.type != frame_header || f.channel != out.channel) return errc::unexpected_frame;
+  if (const errc e = decode(f.payload, out.header); e != errc::ok) return e;
+
+  const std::size_t body_begin = pos;
+  out.body = {};
+  out.body_frame_count = 0;
+  for (std::uint64_t left = out.header.body_size; left != 0;) {
+    if (const errc e = next(); e != errc::ok) return e;
+    if (f.type != frame_body || f.channel != out.channel || f.payload.size() > left) {
+      return errc::unexpected_frame;
+    }
+    out.body = out.body_frame_count++ == 0 ? f.payload : std::string_view{};
+    left -= f.payload.size();
+  }
+  out.body_frames = in.substr(body_begin, pos - body_begin);
+  consumed = pos;
+  return errc::ok;
+}
+
+void copy_body(const delivery_view& d, char* out) noexcept {
+  if (d.body_frame_count <= 1) {
+    detail::put_bytes(out, d.body);
+    return;
+  }
+  // The frames were validated by decode_delivery(): walk them without re-checking.
+  const char* p = d.body_frames.data();
+  const char* const end = p + d.body_frames.size();
+  while (p != end) {
+    const std::uint32_t size = reader::load_u32(p + 3);
+    out = detail::put_bytes(out, std::string_view(p + frame_header_size, size));
+    p += frame_overhead + size;
+  }
+}
+
+}  // namespace warren::codec
