@@ -1,0 +1,453 @@
+#include "engine/client/connection.h"
+
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace warren {
+namespace {
+
+using protocol::clock;
+using protocol::time_point;
+
+std::vector<protocol::sasl_credentials> build_authentication(const connection_options& o) {
+  if (!o.authentication.empty()) return o.authentication;
+  if (o.login_method) {
+    const std::string& m = *o.login_method;
+    if (m == "EXTERNAL") return {protocol::sasl_external()};
+    if (m == "AMQPLAIN") return {protocol::sasl_amqplain(o.userid, o.password)};
+    if (m == "PLAIN") return {protocol::sasl_plain(o.userid, o.password)};
+    if (o.login_response) return {protocol::sasl_raw(m, *o.login_response)};
+    throw std::invalid_argument("invalid login method '" + m +
+                                "': use PLAIN, AMQPLAIN or EXTERNAL, or give login_response");
+  }
+  // py-amqp's default order (GSSAPI aside). EXTERNAL only makes sense with a client
+  // certificate, so it is offered only over TLS with one.
+  std::vector<protocol::sasl_credentials> out;
+  if (o.ssl && !o.ssl->cert_file.empty()) out.push_back(protocol::sasl_external());
+  out.push_back(protocol::sasl_amqplain(o.userid, o.password));
+  out.push_back(protocol::sasl_plain(o.userid, o.password));
+  return out;
+}
+
+protocol::connection_config build_config(const connection_options& o) {
+  protocol::connection_config c;
+  c.virtual_host = o.virtual_host;
+  c.locale = o.locale;
+  c.authentication = build_authentication(o);
+  c.client_properties = o.client_properties;
+  c.capabilities = o.negotiate_capabilities;
+  c.channel_max = o.channel_max;
+  c.frame_max = o.frame_max;
+  c.heartbeat = o.heartbeat;
+  return c;
+}
+
+std::chrono::milliseconds ms_until(time_point deadline) {
+  if (deadline == time_point::max()) return io::infinite;
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+  return std::max(left, std::chrono::milliseconds(0));
+}
+
+std::exception_ptr error_from(const protocol::close_reason& why) {
+  std::string_view name = codec::method_name(why.class_id, why.method_id);
+  return make_error(why.reply_code, why.reply_text, why.class_id, why.method_id, std::string(name));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// connection
+
+connection::connection(connection_options options)
+    : options_(std::move(options)), machine_(build_config(options_), *this) {}
+
+connection::~connection() {
+  try {
+    if (connected()) close();
+  } catch (...) {
+    // A destructor must not throw; the socket is closed below either way.
+  }
+  stop_heartbeat_thread();
+  transport_.close();
+}
+
+time_point connection::deadline_after(std::optional<seconds_f> t) const {
+  if (!t) return time_point::max();
+  return clock::now() + std::chrono::duration_cast<clock::duration>(*t);
+}
+
+bool connection::connected() const noexcept {
+  return transport_.fd() >= 0 && machine_.state() != protocol::connection_state::closed &&
+         !connection_error_;
+}
+
+void connection::connect() {
+  std::unique_lock lock(mu_);
+  if (connected() && opened_) return;
+  const time_point deadline = deadline_after(options_.connect_timeout);
+  io::host_port hp;
+  const std::uint16_t default_port = options_.ssl ? io::default_amqps_port : io::default_amqp_port;
+  if (auto err = io::parse_host_port(options_.host, default_port, hp)) {
+    throw recoverable_connection_error(err.message);
+  }
+  io::transport_options topts;
+  topts.socket_settings = options_.socket_settings;
+  topts.tls = options_.ssl;
+  if (options_.connect_timeout) {
+    topts.connect_timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(*options_.connect_timeout);
+  }
+  if (auto err = transport_.connect(hp, topts, deadline)) {
+    if (err.code == io::io_errc::timeout) throw amqp_timeout(err.message);
+    throw recoverable_connection_error(err.message);
+  }
+  machine_.start(clock::now());
+  while (!opened_) {
+    throw_if_failed();
+    if (!pump(deadline)) {
+      transport_.close();
+      throw amqp_timeout("timed out during the AMQP handshake with " + options_.host);
+    }
+  }
+  throw_if_failed();
+  if (options_.background_heartbeat && machine_.heartbeat() > 0) start_heartbeat_thread();
+  if (options_.on_open) options_.on_open(*this);
+}
+
+warren::channel& connection::channel(std::uint16_t id) {
+  std::unique_lock lock(mu_);
+  throw_if_failed();
+  if (!opened_) throw recoverable_connection_error("not connected: call connect() first");
+  if (id == 0) {
+    for (std::uint32_t i = 1; i <= machine_.channel_max(); ++i) {
+      auto it = channels_.find(static_cast<std::uint16_t>(i));
+      if (it == channels_.end()) {
+        id = static_cast<std::uint16_t>(i);
+        break;
+      }
+    }
+    if (id == 0) {
+      throw resource_error("RESOURCE_ERROR - no free channel ids (channel_max " +
+                           std::to_string(machine_.channel_max()) + ")");
+    }
+  } else if (id > machine_.channel_max()) {
+    throw resource_error("RESOURCE_ERROR - channel id " + std::to_string(id) +
+                         " above channel_max " + std::to_string(machine_.channel_max()));
+  }
+  auto it = channels_.find(id);
+  if (it != channels_.end()) {
+    if (!it->second->is_open()) it->second->open();
+    return *it->second;
+  }
+  auto ch = std::make_unique<warren::channel>(*this, id);
+  warren::channel& ref = *ch;
+  channels_.emplace(id, std::move(ch));
+  ref.open();
+  if (options_.confirm_publish) ref.confirm_select();
+  return ref;
+}
+
+void connection::close(std::uint16_t reply_code, std::string_view reply_text,
+                       std::pair<std::uint16_t, std::uint16_t> method_sig) {
+  std::unique_lock lock(mu_);
+  stop_heartbeat_thread();
+  if (transport_.fd() < 0) return;
+  if (!connection_error_ && machine_.state() != protocol::connection_state::closed &&
+      machine_.state() != protocol::connection_state::initial) {
+    closing_by_user_ = true;
+    machine_.close(reply_code, reply_text, method_sig.first, method_sig.second);
+    const time_point deadline = clock::now() + std::chrono::seconds(5);
+    try {
+      while (machine_.state() != protocol::connection_state::closed && pump(deadline)) {
+      }
+    } catch (const std::exception&) {
+      // The broker went away during the close handshake: the connection is closed either way.
+    }
+  }
+  for (auto& [id, ch] : channels_) ch->on_connection_lost();
+  transport_.close();
+}
+
+void connection::flush(time_point deadline) {
+  if (!machine_.has_output()) return;
+  std::string_view out = machine_.output();
+  iovec iov{const_cast<char*>(out.data()), out.size()};
+  io::io_error err = transport_.write_all(&iov, 1, ms_until(deadline));
+  if (err) {
+    // A partial write leaves the stream mid-frame: the connection cannot be used again.
+    const bool timed_out = err.code == io::io_errc::timeout;
+    machine_.transport_closed(err.message);
+    transport_.close();
+    if (timed_out) {
+      throw amqp_timeout("write timed out" + std::string(machine_.blocked()
+                                                             ? " (the broker has blocked this "
+                                                               "connection: connection.blocked)"
+                                                             : ""));
+    }
+    throw_if_failed();
+    return;
+  }
+  machine_.consume_output(out.size(), clock::now());
+}
+
+bool connection::pump(time_point deadline) {
+  const time_point write_deadline =
+      std::min(deadline,
+               options_.write_timeout ? deadline_after(options_.write_timeout) : time_point::max());
+  flush(write_deadline);
+  if (machine_.state() == protocol::connection_state::closed) return true;
+
+  // Room to read into. Bytes already handed out in views must not move: when other references
+  // to the buffer exist, a partial frame is carried over to a fresh buffer instead.
+  const std::size_t want = std::max<std::size_t>(pool_.buffer_size(), machine_.frame_max() + 64);
+  if (!rx_) {
+    rx_ = want == pool_.buffer_size() ? pool_.acquire() : rx_ref::allocate(want);
+    rx_begin_ = rx_end_ = 0;
+  } else if (rx_begin_ == rx_end_ && rx_.unique()) {
+    rx_begin_ = rx_end_ = 0;
+  }
+  const std::size_t partial = rx_end_ - rx_begin_;
+  if (rx_->capacity() - rx_end_ < std::min<std::size_t>(want / 4, 16 * 1024) ||
+      rx_->capacity() - rx_begin_ < want / 2) {
+    if (rx_.unique() && rx_->capacity() >= want) {
+      std::memmove(rx_->data(), rx_->data() + rx_begin_, partial);
+    } else {
+      rx_ref fresh = want == pool_.buffer_size() ? pool_.acquire() : rx_ref::allocate(want);
+      std::memcpy(fresh->data(), rx_->data() + rx_begin_, partial);
+      rx_ = std::move(fresh);
+    }
+    rx_begin_ = 0;
+    rx_end_ = partial;
+  }
+
+  for (;;) {
+    const time_point timer = machine_.next_timer();
+    const time_point wake = std::min(deadline, timer);
+    const time_point read_deadline =
+        options_.read_timeout ? std::min(wake, deadline_after(options_.read_timeout)) : wake;
+    io::io_error err;
+    const std::size_t got = transport_.read_some(rx_->data() + rx_end_, rx_->capacity() - rx_end_,
+                                                 ms_until(read_deadline), err);
+    const time_point now = clock::now();
+    if (!err) {
+      rx_end_ += got;
+      const std::size_t used =
+          machine_.feed(std::string_view(rx_->data() + rx_begin_, rx_end_ - rx_begin_), rx_, now);
+      rx_begin_ += used;
+      machine_.on_timer(now);
+      flush(write_deadline);
+      raise_pending();
+      throw_if_failed();
+      return true;
+    }
+    if (err.code != io::io_errc::timeout) {
+      machine_.transport_closed(err.message);
+      throw_if_failed();
+      return true;
+    }
+    if (now >= timer) {
+      machine_.on_timer(now);
+      flush(write_deadline);
+      throw_if_failed();
+    }
+    if (now >= deadline) return false;
+    if (options_.read_timeout && read_deadline < wake && now >= read_deadline) {
+      throw amqp_timeout("read timed out");
+    }
+  }
+}
+
+void connection::throw_if_failed() {
+  if (connection_error_) {
+    if (transport_.fd() >= 0) {
+      // Best effort: let our connection.close or close-ok reach the broker.
+      try {
+        flush(clock::now() + std::chrono::milliseconds(200));
+      } catch (...) {
+      }
+      transport_.close();
+    }
+    std::rethrow_exception(connection_error_);
+  }
+}
+
+void connection::raise_pending() {
+  if (pending_error_) {
+    std::exception_ptr e = std::exchange(pending_error_, nullptr);
+    std::rethrow_exception(e);
+  }
+}
+
+void connection::drain_events(std::optional<seconds_f> timeout) {
+  std::unique_lock lock(mu_);
+  throw_if_failed();
+  raise_pending();
+  if (!opened_) throw recoverable_connection_error("not connected: call connect() first");
+  const time_point deadline = deadline_after(timeout);
+  const std::uint64_t before = events_handled_;
+  while (events_handled_ == before) {
+    if (!pump(deadline)) throw amqp_timeout("drain_events: no event within the timeout");
+  }
+}
+
+void connection::heartbeat_tick(int /*rate*/) {
+  std::unique_lock lock(mu_);
+  throw_if_failed();
+  if (machine_.heartbeat() == 0) return;
+  // As py-amqp: any traffic in either direction counts as a heartbeat.
+  const time_point now = clock::now();
+  const std::uint64_t sent = bytes_sent(), recv = bytes_recv();
+  if (prev_sent_ != sent) last_heartbeat_sent_ = now;
+  if (prev_recv_ != recv) last_heartbeat_received_ = now;
+  prev_sent_ = sent;
+  prev_recv_ = recv;
+  const auto hb = std::chrono::seconds(machine_.heartbeat());
+  if (now > last_heartbeat_sent_ + hb) {
+    machine_.send_heartbeat();
+    flush(now + hb);
+    last_heartbeat_sent_ = clock::now();
+  }
+  if (last_heartbeat_received_ != time_point{} && last_heartbeat_received_ + 2 * hb < now) {
+    machine_.fail(320, "CONNECTION_FORCED - Too many heartbeats missed");
+    throw_if_failed();
+  }
+}
+
+void connection::send_heartbeat() {
+  std::unique_lock lock(mu_);
+  throw_if_failed();
+  machine_.send_heartbeat();
+  flush(deadline_after(options_.write_timeout));
+  last_heartbeat_sent_ = clock::now();
+}
+
+void connection::update_secret(std::string_view new_secret, std::string_view reason) {
+  std::unique_lock lock(mu_);
+  throw_if_failed();
+  machine_.update_secret(new_secret, reason);
+  update_secret_ok_ = false;
+  while (!update_secret_ok_) pump(time_point::max());
+}
+
+bool connection::is_alive() {
+  std::unique_lock lock(mu_);
+  if (!connected()) return false;
+  try {
+    machine_.send_heartbeat();
+    flush(clock::now() + std::chrono::seconds(1));
+    // Pick up a close or EOF the broker may already have sent.
+    io::io_error err;
+    if (transport_.wait_readable(std::chrono::milliseconds(0), err)) pump(clock::now());
+    if (err) return false;
+  } catch (const std::exception&) {
+    return false;
+  }
+  return connected();
+}
+
+// connection_handler ------------------------------------------------------------------------
+
+void connection::on_open() {
+  opened_ = true;
+  ++events_handled_;
+}
+
+void connection::on_tuned() {
+  if (options_.on_tune_ok) options_.on_tune_ok();
+}
+
+void connection::on_command(protocol::command& cmd) {
+  ++events_handled_;
+  if (cmd.channel == 0) {
+    if (cmd.is<codec::connection_update_secret_ok>()) update_secret_ok_ = true;
+    return;
+  }
+  auto it = channels_.find(cmd.channel);
+  if (it == channels_.end()) return;
+  try {
+    it->second->on_command(cmd);
+  } catch (...) {
+    // A user callback threw. Rethrow from the call that is dispatching, after the frame
+    // loop, so that the state machine never sees an exception half-way through.
+    if (!pending_error_) pending_error_ = std::current_exception();
+  }
+}
+
+void connection::on_channel_closed(std::uint16_t id, const protocol::close_reason& why) {
+  ++events_handled_;
+  auto it = channels_.find(id);
+  if (it != channels_.end()) it->second->on_closed_by_peer(why);
+}
+
+void connection::on_blocked(std::string_view reason) {
+  ++events_handled_;
+  if (options_.on_blocked) {
+    try {
+      options_.on_blocked(reason);
+    } catch (...) {
+      if (!pending_error_) pending_error_ = std::current_exception();
+    }
+  }
+}
+
+void connection::on_unblocked() {
+  ++events_handled_;
+  if (options_.on_unblocked) {
+    try {
+      options_.on_unblocked();
+    } catch (...) {
+      if (!pending_error_) pending_error_ = std::current_exception();
+    }
+  }
+}
+
+void connection::on_closed(const protocol::close_reason& why) {
+  ++events_handled_;
+  if (!connection_error_) {
+    if (closing_by_user_ && !why.by_peer) {
+      connection_error_ = std::make_exception_ptr(
+          recoverable_connection_error("connection already closed by the client"));
+    } else {
+      connection_error_ = error_from(why);
+    }
+  }
+  for (auto& [id, ch] : channels_) ch->on_connection_lost();
+}
+
+// Background heartbeat ------------------------------------------------------------------------
+
+void connection::start_heartbeat_thread() {
+  stop_heartbeat_thread();
+  hb_stop_ = false;
+  heartbeat_thread_ = std::thread([this] {
+    const auto period = std::chrono::milliseconds(machine_.heartbeat() * 1000 / 4 + 1);
+    std::unique_lock wait_lock(hb_mu_);
+    while (!hb_cv_.wait_for(wait_lock, period, [this] { return hb_stop_; })) {
+      std::unique_lock lock(mu_, std::try_to_lock);
+      // When the owner holds the lock it is inside a call, and pump() runs the timers itself.
+      if (!lock.owns_lock() || !connected()) continue;
+      try {
+        machine_.send_heartbeat_if_idle(clock::now());
+        flush(clock::now() + std::chrono::seconds(machine_.heartbeat()));
+      } catch (...) {
+        // The owner's next call reports the failure.
+      }
+    }
+  });
+}
+
+void connection::stop_heartbeat_thread() {
+  if (!heartbeat_thread_.joinable()) return;
+  {
+    std::lock_guard g(hb_mu_);
+    hb_stop_ = true;
+  }
+  hb_cv_.notify_all();
+  // The thread may be waiting for mu_, which our caller holds: it only try-locks, so join is
+  // safe.
+  heartbeat_thread_.join();
+}
+
+}  // namespace warren

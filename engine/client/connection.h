@@ -1,0 +1,361 @@
+// The blocking, py-amqp-compatible API: warren::connection and warren::channel.
+//
+// Same names and semantics as py-amqp 5.1 (snake_case, option structs where Python has
+// keyword arguments); see README's table for the member-by-member mapping. Under it is the
+// same sans-I/O state machine (engine/protocol) that the multithreaded engine drives.
+//
+// Threading: a connection and its channels belong to one thread at a time, as in py-amqp.
+// The one exception is the opt-in background heartbeat (options.background_heartbeat), whose
+// thread takes the connection's lock only to send heartbeats while the owner is not inside a
+// call; the owner's calls take the same lock.
+//
+// Errors: every call throws py-amqp's hierarchy (engine/errors.h): a channel error from the
+// broker (e.g. not_found) from the call that caused it or, when it arrives later, from the
+// next call on that channel or drain_events(); a connection error from any call;
+// amqp_timeout when a deadline passes. Passwords never appear in errors or logs.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "engine/client/message.h"
+#include "engine/errors.h"
+#include "engine/io/transport.h"
+#include "engine/protocol/connection_machine.h"
+
+namespace warren {
+
+class connection;
+class channel;
+
+using seconds_f = std::chrono::duration<double>;
+
+struct connection_options {
+  std::string host = "localhost:5672";  // host[:port], [v6]:port
+  std::string userid = "guest";
+  std::string password = "guest";
+  // PLAIN, AMQPLAIN, EXTERNAL, or any other name with login_response (RAW).
+  std::optional<std::string> login_method;
+  std::optional<std::string> login_response;
+  // Explicit mechanisms in preference order; overrides login_method. Empty and no
+  // login_method: EXTERNAL, AMQPLAIN, PLAIN (py-amqp's order, GSSAPI aside), the first the
+  // broker offers wins.
+  std::vector<protocol::sasl_credentials> authentication;
+  std::string virtual_host = "/";
+  std::string locale = "en_US";
+  codec::field_table client_properties;
+  // TLS when set (py-amqp's ssl=True is `io::tls_options{}`).
+  std::optional<io::tls_options> ssl;
+  std::optional<seconds_f> connect_timeout;
+  std::uint16_t channel_max = 0;  // 0: 65535
+  std::uint32_t frame_max = 0;    // 0: 131072
+  std::uint16_t heartbeat = 0;    // seconds; 0 disables
+  std::function<void(connection&)> on_open;
+  std::function<void(std::string_view reason)> on_blocked;
+  std::function<void()> on_unblocked;
+  std::function<void()> on_tune_ok;
+  bool confirm_publish = false;  // every channel in confirm mode; basic_publish waits for the ack
+  std::optional<seconds_f> read_timeout;
+  std::optional<seconds_f> write_timeout;
+  std::vector<io::socket_option> socket_settings;
+  // Capabilities to claim (subset of protocol::handled_capabilities()); empty: all handled.
+  std::vector<std::string> negotiate_capabilities;
+  // Sends heartbeats from a helper thread, so a caller busy elsewhere never misses one.
+  bool background_heartbeat = false;
+
+  // Options from an amqp:// or amqps:// URI (RabbitMQ's URI spec and query keys).
+  static connection_options from_uri(std::string_view uri);
+};
+
+struct queue_declare_ok {
+  std::string queue;
+  std::uint32_t message_count = 0;
+  std::uint32_t consumer_count = 0;
+};
+
+struct exchange_declare_options {
+  bool passive = false;
+  bool durable = false;
+  bool auto_delete = true;
+  bool internal = false;
+  bool nowait = false;
+  codec::field_table arguments;
+};
+struct queue_declare_options {
+  bool passive = false;
+  bool durable = false;
+  bool exclusive = false;
+  bool auto_delete = true;
+  bool nowait = false;
+  codec::field_table arguments;
+};
+struct bind_options {
+  bool nowait = false;
+  codec::field_table arguments;
+};
+struct queue_delete_options {
+  bool if_unused = false;
+  bool if_empty = false;
+  bool nowait = false;
+};
+
+using consumer_callback = std::function<void(message&)>;
+using cancel_callback = std::function<void(std::string_view consumer_tag)>;
+
+struct consume_options {
+  std::string consumer_tag;  // empty: the broker assigns one
+  bool no_local = false;
+  bool no_ack = false;
+  bool exclusive = false;
+  bool nowait = false;
+  codec::field_table arguments;
+  // Called when the broker cancels the consumer (queue deleted, ...). Without one, the
+  // cancel raises consumer_cancelled from the call that received it.
+  cancel_callback on_cancel;
+};
+
+struct publish_options {
+  bool mandatory = false;
+  bool immediate = false;  // RabbitMQ rejects it (540); kept for py-amqp parity
+  // Bound on writing the message when the broker applies back-pressure (connection.blocked);
+  // amqp_timeout when it passes.
+  std::optional<seconds_f> timeout;
+  // In confirm mode with confirm_publish: how long to wait for the ack.
+  std::optional<seconds_f> confirm_timeout;
+};
+
+// Handlers of channel.events in py-amqp.
+using ack_callback = std::function<void(std::uint64_t delivery_tag, bool multiple)>;
+using return_callback = std::function<void(const amqp_error& reason, std::string_view exchange,
+                                           std::string_view routing_key, message& msg)>;
+struct channel_events {
+  std::vector<ack_callback> basic_ack;
+  std::vector<ack_callback> basic_nack;
+  std::vector<return_callback> basic_return;
+};
+
+class channel {
+ public:
+  std::uint16_t channel_id() const noexcept { return id_; }
+  bool is_open() const noexcept { return is_open_; }
+  warren::connection& connection() noexcept { return conn_; }
+
+  // channel.open; called by connection::channel(). Re-opens a closed channel with the same id.
+  void open();
+  // channel.close; a no-op when already closed.
+  void close(std::uint16_t reply_code = 0, std::string_view reply_text = "",
+             std::pair<std::uint16_t, std::uint16_t> method_sig = {0, 0});
+  // channel.flow: asks the broker to pause (false) or resume (true) deliveries to us.
+  // Returns the broker's answer. (RabbitMQ answers active=false with 540.)
+  bool flow(bool active);
+
+  void exchange_declare(std::string_view exchange, std::string_view type,
+                        const exchange_declare_options& o = {});
+  void exchange_delete(std::string_view exchange, bool if_unused = false, bool nowait = false);
+  void exchange_bind(std::string_view destination, std::string_view source,
+                     std::string_view routing_key = "", const bind_options& o = {});
+  void exchange_unbind(std::string_view destination, std::string_view source,
+                       std::string_view routing_key = "", const bind_options& o = {});
+
+  // Returns the name (server-named when `queue` is empty), message and consumer counts.
+  // With nowait, returns {queue, 0, 0} without waiting.
+  queue_declare_ok queue_declare(std::string_view queue = "", const queue_declare_options& o = {});
+  void queue_bind(std::string_view queue, std::string_view exchange = "",
+                  std::string_view routing_key = "", const bind_options& o = {});
+  void queue_unbind(std::string_view queue, std::string_view exchange,
+                    std::string_view routing_key = "", const bind_options& o = {});
+  // Message counts (0 with nowait).
+  std::uint32_t queue_purge(std::string_view queue = "", bool nowait = false);
+  std::uint32_t queue_delete(std::string_view queue = "", const queue_delete_options& o = {});
+
+  void basic_qos(std::uint32_t prefetch_size, std::uint16_t prefetch_count, bool a_global);
+  // Returns the consumer tag. `callback` runs for each delivery, from whichever call on this
+  // connection reads it (drain_events, or any call waiting for a reply).
+  std::string basic_consume(std::string_view queue, consumer_callback callback,
+                            const consume_options& o = {});
+  void basic_cancel(std::string_view consumer_tag, bool nowait = false);
+  // One message, or nullopt when the queue is empty.
+  std::optional<message> basic_get(std::string_view queue = "", bool no_ack = false);
+  // Without confirm mode: returns once written. In confirm mode with the connection's
+  // confirm_publish: waits for the broker's ack; message_nacked on a nack; amqp_timeout when
+  // confirm_timeout passes; a basic.return for a mandatory publish is reported to
+  // events().basic_return before the ack.
+  void basic_publish(const message& msg, std::string_view exchange = "",
+                     std::string_view routing_key = "", const publish_options& o = {});
+  void basic_ack(std::uint64_t delivery_tag, bool multiple = false);
+  void basic_nack(std::uint64_t delivery_tag, bool multiple = false, bool requeue = true);
+  void basic_reject(std::uint64_t delivery_tag, bool requeue);
+  void basic_recover(bool requeue = false);
+  void basic_recover_async(bool requeue = false);
+
+  void confirm_select(bool nowait = false);
+  bool in_confirm_mode() const noexcept { return confirm_mode_; }
+  // The sequence number the next publish gets in confirm mode (1, 2, ...).
+  std::uint64_t next_publish_seq_no() const noexcept { return next_seq_; }
+  // Waits until every publish so far is acked; message_nacked if any was nacked.
+  void wait_for_confirms(std::optional<seconds_f> timeout = std::nullopt);
+
+  void tx_select();
+  void tx_commit();
+  void tx_rollback();
+
+  channel_events& events() noexcept { return events_; }
+  // Tags of consumers started with no_ack (py-amqp's no_ack_consumers).
+  const std::vector<std::string>& no_ack_consumers() const noexcept { return no_ack_consumers_; }
+  // Consumer tags currently registered on this channel.
+  std::vector<std::string> consumer_tags() const;
+  bool active() const noexcept { return flow_active_; }
+
+  channel(warren::connection& conn, std::uint16_t id);
+
+ private:
+  friend class connection;
+  struct consumer {
+    consumer_callback callback;
+    cancel_callback on_cancel;
+    bool no_ack = false;
+  };
+
+  void ensure_open();
+  template <class M>
+  void send(const M& m);
+  // Sends and waits for one of the reply ids on this channel.
+  protocol::command call_and_wait(std::initializer_list<std::uint32_t> replies,
+                                  std::optional<seconds_f> timeout = std::nullopt);
+  protocol::command wait_for(std::initializer_list<std::uint32_t> replies,
+                             std::optional<seconds_f> timeout);
+  void on_command(protocol::command& cmd);
+  void on_closed_by_peer(const protocol::close_reason& why);
+  void on_connection_lost();
+  message make_message(protocol::command& cmd);
+  void handle_confirm(bool ack, std::uint64_t tag, bool multiple);
+
+  warren::connection& conn_;
+  std::uint16_t id_;
+  bool is_open_ = false;
+  bool opening_ = false;
+  bool flow_active_ = true;
+  bool confirm_mode_ = false;
+  std::uint64_t next_seq_ = 1;
+  std::map<std::uint64_t, bool> outstanding_;  // publish tags awaiting ack or nack
+  std::vector<std::uint64_t> nacked_;          // nacked tags not yet reported
+  std::deque<protocol::command> replies_;
+  std::deque<protocol::command> early_deliveries_;
+  std::map<std::string, consumer, std::less<>> consumers_;
+  std::vector<std::string> no_ack_consumers_;
+  channel_events events_;
+  std::exception_ptr pending_error_;  // raised from the next call on this channel
+};
+
+class connection : private protocol::connection_handler {
+ public:
+  explicit connection(connection_options options = {});
+  explicit connection(std::string_view uri) : connection(connection_options::from_uri(uri)) {}
+  ~connection() override;
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  // Connects the transport and completes the AMQP handshake; no-op when connected.
+  void connect();
+  // A channel: `id` 0/absent allocates the lowest free id. Opens it (or returns the open one).
+  warren::channel& channel(std::uint16_t id = 0);
+  // Closes every channel and the connection (close handshake bounded by a few seconds).
+  void close(std::uint16_t reply_code = 0, std::string_view reply_text = "",
+             std::pair<std::uint16_t, std::uint16_t> method_sig = {0, 0});
+  // Reads and dispatches incoming frames until at least one command or event was handled;
+  // amqp_timeout when `timeout` passes first (none: wait indefinitely).
+  void drain_events(std::optional<seconds_f> timeout = std::nullopt);
+  // py-amqp's heartbeat_tick: sends a heartbeat when due; connection_forced when two
+  // intervals passed without anything received. Call about once per second.
+  void heartbeat_tick(int rate = 2);
+  void send_heartbeat();
+  // connection.update-secret (e.g. a refreshed OAuth token); waits for the -ok.
+  void update_secret(std::string_view new_secret, std::string_view reason);
+  // Liveness check (as py-amqp's is_alive): sends a heartbeat frame and reports whether the
+  // transport still works.
+  bool is_alive();
+
+  bool connected() const noexcept;
+  const codec::field_table& server_properties() const noexcept {
+    return machine_.server_properties();
+  }
+  const codec::field_table& server_capabilities() const noexcept {
+    return machine_.server_capabilities();
+  }
+  const std::vector<std::string>& mechanisms() const noexcept { return machine_.mechanisms(); }
+  const std::vector<std::string>& locales() const noexcept { return machine_.locales(); }
+  std::uint16_t channel_max() const noexcept { return machine_.channel_max(); }
+  std::uint32_t frame_max() const noexcept { return machine_.frame_max(); }
+  std::uint16_t heartbeat() const noexcept { return machine_.heartbeat(); }
+  std::uint16_t server_heartbeat() const noexcept { return machine_.server_heartbeat(); }
+  std::uint64_t bytes_sent() const noexcept { return transport_.bytes_sent(); }
+  std::uint64_t bytes_recv() const noexcept { return transport_.bytes_received(); }
+  protocol::time_point last_heartbeat_sent() const noexcept { return last_heartbeat_sent_; }
+  protocol::time_point last_heartbeat_received() const noexcept { return last_heartbeat_received_; }
+  // The socket's file descriptor (-1 when not connected).
+  int sock() const noexcept { return transport_.fd(); }
+  bool blocked() const noexcept { return machine_.blocked(); }
+  const connection_options& options() const noexcept { return options_; }
+  const std::map<std::uint16_t, std::unique_ptr<warren::channel>>& channels() const noexcept {
+    return channels_;
+  }
+
+ private:
+  friend class warren::channel;
+
+  // connection_handler
+  void on_open() override;
+  void on_tuned() override;
+  void on_command(protocol::command& cmd) override;
+  void on_channel_closed(std::uint16_t channel, const protocol::close_reason& why) override;
+  void on_blocked(std::string_view reason) override;
+  void on_unblocked() override;
+  void on_closed(const protocol::close_reason& why) override;
+
+  // Writes pending output, then reads once (waiting until `deadline`) and feeds the machine.
+  // Returns false when the deadline passed with nothing read. Throws the connection error.
+  bool pump(protocol::time_point deadline);
+  void flush(protocol::time_point deadline);
+  void throw_if_failed();
+  void raise_pending();
+  protocol::time_point deadline_after(std::optional<seconds_f> t) const;
+  void start_heartbeat_thread();
+  void stop_heartbeat_thread();
+
+  connection_options options_;
+  protocol::connection_machine machine_;
+  io::transport transport_;
+  rx_pool pool_{256 * 1024, 8};
+  rx_ref rx_;
+  std::size_t rx_begin_ = 0;
+  std::size_t rx_end_ = 0;
+  std::map<std::uint16_t, std::unique_ptr<warren::channel>> channels_;
+  std::exception_ptr connection_error_;
+  std::exception_ptr pending_error_;  // raised from the current call once dispatch finishes
+  std::uint64_t events_handled_ = 0;
+  bool opened_ = false;
+  bool update_secret_ok_ = false;
+  bool closing_by_user_ = false;
+  protocol::time_point last_heartbeat_sent_{};
+  protocol::time_point last_heartbeat_received_{};
+  std::uint64_t prev_sent_ = UINT64_MAX, prev_recv_ = UINT64_MAX;
+
+  std::recursive_mutex mu_;  // held by every public call; the heartbeat thread tries it
+  std::thread heartbeat_thread_;
+  std::mutex hb_mu_;
+  std::condition_variable hb_cv_;
+  bool hb_stop_ = false;
+};
+
+}  // namespace warren
