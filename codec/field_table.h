@@ -17,7 +17,7 @@
 //
 // Encoders and the non-allocating decoders are noexcept. `decode_table` and `decode_value`
 // allocate and can throw std::bad_alloc, nothing else; `table_limits` bounds what they
-// allocate to a small multiple of the input size.
+// allocate: at most max_entries values, plus copies of the names and strings in the input.
 #pragma once
 
 #include <cstddef>
@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
