@@ -36,12 +36,18 @@ const char* version_name(tls_version v) {
   return v == tls_version::tls1_3 ? "1.3" : "1.2";
 }
 
+struct password_request {
+  const std::optional<std::string>* password;
+  bool asked = false;  // OpenSSL asks only for an encrypted key
+};
+
 // Hands OpenSSL the configured key password. Without one it answers "no password" at once,
 // since OpenSSL's default would prompt on the terminal.
 int password_callback(char* buf, int size, int /*rwflag*/, void* user) {
-  auto* password = static_cast<const std::optional<std::string>*>(user);
-  if (!password->has_value()) return -1;
-  const std::string& p = **password;
+  auto* request = static_cast<password_request*>(user);
+  request->asked = true;
+  if (!request->password->has_value()) return -1;
+  const std::string& p = **request->password;
   if (p.size() > static_cast<std::size_t>(size)) return -1;
   std::memcpy(buf, p.data(), p.size());
   return static_cast<int>(p.size());
@@ -135,23 +141,27 @@ std::shared_ptr<const tls_context> tls_context::create(const tls_options& option
     const std::string& key = options.key_file.empty() ? options.cert_file : options.key_file;
     if (!SSL_CTX_use_certificate_chain_file(ctx, options.cert_file.c_str()))
       return fail("cannot load certificate file " + options.cert_file);
-    // The callback points into this context's copy of the options, and only for this call.
+    // The callback and its data are set for this one call only.
+    password_request request{&options.key_password};
     SSL_CTX_set_default_passwd_cb(ctx, password_callback);
-    SSL_CTX_set_default_passwd_cb_userdata(
-        ctx, const_cast<std::optional<std::string>*>(&self->options_.key_password));
+    SSL_CTX_set_default_passwd_cb_userdata(ctx, &request);
     int loaded = SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM);
     SSL_CTX_set_default_passwd_cb(ctx, nullptr);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, nullptr);
     if (!loaded) {
-      std::string reason = take_openssl_reason();
-      err = {io_errc::tls_config, "cannot load key file " + key + ": " + reason +
-                                      (options.key_password ? " (wrong key_password?)"
-                                                            : " (encrypted key without "
-                                                              "key_password?)")};
+      unsigned long code = 0;
+      std::string reason = take_openssl_reason(&code);
+      if (ERR_GET_LIB(code) == ERR_LIB_X509 && ERR_GET_REASON(code) == X509_R_KEY_VALUES_MISMATCH)
+        err = {io_errc::tls_config,
+               "key file " + key + " does not match certificate file " + options.cert_file};
+      else
+        err = {io_errc::tls_config,
+               "cannot load key file " + key + ": " + reason +
+                   (!request.asked         ? ""
+                    : options.key_password ? " (wrong key_password?)"
+                                           : " (encrypted key: set key_password)")};
       return nullptr;
     }
-    if (!SSL_CTX_check_private_key(ctx))
-      return fail("key file " + key + " does not match certificate file " + options.cert_file);
   } else if (!options.key_file.empty()) {
     err = {io_errc::tls_config, "key file " + options.key_file + " given without cert_file"};
     return nullptr;

@@ -58,8 +58,9 @@ class tls_context {
  public:
   // Errors (io_errc::tls_config), each naming the file or value:
   //   "cannot load CA file /x: No such file or directory", "cannot load CA directory ...",
-  //   "cannot load certificate file ...", "cannot load key file ...: bad decrypt (wrong
-  //   key_password?)", "key file ... does not match certificate file ...",
+  //   "cannot load certificate file ...", "cannot load key file ...: <reason> (wrong
+  //   key_password?)" or "(encrypted key: set key_password)", "key file ... does not match
+  //   certificate file ...", "key file ... given without cert_file",
   //   "invalid ciphers '...': no cipher match", "invalid ciphersuites '...': ...".
   static std::shared_ptr<const tls_context> create(const tls_options& options, io_error& err);
 

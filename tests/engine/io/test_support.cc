@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 namespace warren::io::test {
@@ -20,21 +22,28 @@ std::string make_certs() {
   std::string tmpl = std::string(base ? base : "/tmp") + "/warren-certs-XXXXXX";
   if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
   // P-256 keys: fast to generate, and what the OpenSSL default accepts at any security level.
-  std::string script =
-      "set -e; cd '" + tmpl +
-      "'; k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2';"
-      "openssl req -x509 $k -keyout ca.key -out ca.pem -subj /CN=warren-test-ca;"
-      "openssl req -x509 $k -keyout other.key -out other_ca.pem "
-      "  -subj /CN=warren-other-ca;"
-      "openssl req -x509 $k -keyout server.key -out server.pem -subj /CN=localhost"
-      "  -CA ca.pem -CAkey ca.key"
-      "  -addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1;"
-      "openssl req -x509 $k -keyout client.key -out client.pem"
-      "  -subj /CN=warren-client -CA ca.pem -CAkey ca.key;"
-      "openssl pkey -in client.key -out client_enc.key -aes256 -passout pass:s3cret";
-  std::string cmd = "sh -c \"" + script + "\" >'" + tmpl + "/openssl.log' 2>&1";
-  if (std::system(cmd.c_str()) != 0)
-    throw std::runtime_error("certificate generation failed, see " + tmpl + "/openssl.log");
+  // A script file, so that no shell quoting stands between us and openssl's arguments.
+  const std::string script = tmpl + "/make.sh";
+  std::FILE* f = std::fopen(script.c_str(), "w");
+  if (!f) throw std::runtime_error("cannot write " + script);
+  std::fputs(
+      "set -e\n"
+      "k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2'\n"
+      "openssl req -x509 $k -keyout ca.key -out ca.pem -subj /CN=warren-test-ca\n"
+      "openssl req -x509 $k -keyout other.key -out other_ca.pem -subj /CN=warren-other-ca\n"
+      "openssl req -x509 $k -keyout server.key -out server.pem -subj /CN=localhost \\\n"
+      "  -CA ca.pem -CAkey ca.key -addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
+      "openssl req -x509 $k -keyout client.key -out client.pem -subj /CN=warren-client \\\n"
+      "  -CA ca.pem -CAkey ca.key\n"
+      "openssl pkey -in client.key -out client_enc.key -aes256 -passout pass:s3cret\n",
+      f);
+  std::fclose(f);
+  std::string cmd = "cd '" + tmpl + "' && sh make.sh >openssl.log 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    std::ifstream log(tmpl + "/openssl.log");
+    std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    throw std::runtime_error("certificate generation failed: " + cmd + "\n" + text);
+  }
   return tmpl;
 }
 
@@ -114,6 +123,8 @@ ssl_ctx_ptr make_server_ctx(const server_config& config) {
       SSL_CTX_use_PrivateKey_file(ctx.get(), c.server_key.c_str(), SSL_FILETYPE_PEM) != 1 ||
       SSL_CTX_load_verify_file(ctx.get(), c.ca.c_str()) != 1)
     throw std::runtime_error("test server context setup failed");
+  // OpenSSL would otherwise complete the chain from the verify store.
+  if (!config.send_ca) SSL_CTX_set_mode(ctx.get(), SSL_MODE_NO_AUTO_CHAIN);
   if (config.max_version) SSL_CTX_set_max_proto_version(ctx.get(), config.max_version);
   if (config.require_client_cert)
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);

@@ -51,7 +51,8 @@ using ssl_ctx_ptr = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
 
 struct server_config {
   bool require_client_cert = false;
-  int max_version = 0;  // 0: OpenSSL's default (TLS 1.3)
+  int max_version = 0;   // 0: OpenSSL's default (TLS 1.3)
+  bool send_ca = false;  // send the CA certificate after the server's own
 };
 
 // An SSL_CTX for the test server: server cert/key from certs(), the CA for client certs.
