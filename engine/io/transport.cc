@@ -97,10 +97,15 @@ io_error transport::handshake(time_point deadline, milliseconds timeout) {
         io_error err;
         std::size_t got =
             recv_raw(cipher_in_.data(), cipher_in_.size(), deadline, handshake_step, timeout, err);
-        if (err.code == io_errc::eof)
+        if (err.code == io_errc::eof || err.code == std::errc::connection_reset) {
+          // Servers hang up on a client they reject; say where to look.
+          std::string what =
+              err.code == io_errc::eof ? "connection closed by peer" : err.code.message();
           return step_error(err.code, handshake_step,
-                            "connection closed by peer during the handshake (is this the TLS "
-                            "port? was the client certificate rejected?)");
+                            what +
+                                " during the handshake (is this the TLS port? was the "
+                                "client certificate rejected?)");
+        }
         if (err) return err;
         tls_->feed({cipher_in_.data(), got});
         break;

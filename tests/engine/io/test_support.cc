@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -142,6 +143,8 @@ std::string peer_common_name(SSL* ssl) {
 
 tls_server::tls_server(const server_config& config, std::function<void(SSL*)> session)
     : ctx_(make_server_ctx(config)) {
+  // The server's SSL writes with write(2); a client that has gone must not kill the test.
+  std::signal(SIGPIPE, SIG_IGN);
   if (!listener_.ok()) throw std::runtime_error("cannot listen on 127.0.0.1");
   thread_ = std::thread([this, s = std::move(session)]() mutable { run(std::move(s)); });
 }
