@@ -11,7 +11,7 @@ WARREN_PACKAGES=(
   bazel-bootstrap bazel-rules-java
   libtbb-dev libconcurrentqueue-dev libssl-dev libbenchmark-dev libgtest-dev libgmock-dev
   librabbitmq-dev python3-amqp rabbitmq-server
-  clang libclang-rt-14-dev llvm
+  clang libclang-rt-14-dev llvm lld
   openssl curl ca-certificates
 )
 
