@@ -250,9 +250,9 @@ amqp_error::amqp_error(std::string reply_text, method_signature method, std::str
       fields_(std::make_shared<const fields>(
           fields{reply_code, std::move(reply_text), method, std::move(method_name)})) {}
 
-amqp_error::amqp_error(custom_what, const std::string& what, std::string reply_text,
+amqp_error::amqp_error(custom_what, const std::string& message, std::string reply_text,
                        method_signature method, std::string method_name, std::uint16_t reply_code)
-    : std::runtime_error(what),
+    : std::runtime_error(message),
       fields_(std::make_shared<const fields>(
           fields{reply_code, std::move(reply_text), method, std::move(method_name)})) {}
 

@@ -35,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 namespace warren {
 
@@ -73,8 +74,8 @@ class amqp_error : public std::runtime_error {
  protected:
   struct custom_what {};
   // For subclasses whose message is not the standard format.
-  amqp_error(custom_what, const std::string& what, std::string reply_text, method_signature method,
-             std::string method_name, std::uint16_t reply_code);
+  amqp_error(custom_what, const std::string& message, std::string reply_text,
+             method_signature method, std::string method_name, std::uint16_t reply_code);
 
  private:
   struct fields;
@@ -266,6 +267,8 @@ struct amqp_status {
 };
 
 // The status for an error: its reply code when it has one, else the amqp_errc of its class.
+// (A generic class built with a reply code, say channel_error(..., 404), comes back from
+// raise() as the class error_for_code gives that code: not_found.)
 amqp_status to_status(const amqp_error& e);
 amqp_status to_status(const message_nacked& e);
 

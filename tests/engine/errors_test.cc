@@ -336,6 +336,12 @@ TEST(errors, status_round_trips_errors_without_code) {
   EXPECT_EQ(to_status(channel_error("x")).code, make_error_code(amqp_errc::channel_error));
 }
 
+TEST(errors, generic_class_with_known_code_comes_back_as_code_class) {
+  amqp_status s = to_status(channel_error("NOT_FOUND - q", {60, 20}, "basic.consume", 404));
+  EXPECT_EQ(s.code, make_error_code(amqp_errc::not_found));
+  EXPECT_THROW(raise(s), not_found);
+}
+
 TEST(errors, status_round_trips_message_nacked) {
   amqp_status s = to_status(message_nacked("nacked: queue full"));
   EXPECT_EQ(s.code, make_error_code(amqp_errc::message_nacked));
