@@ -10,10 +10,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
+#include <type_traits>
 
 #include "codec/error.h"
 #include "codec/frame.h"
+#include "codec/methods.h"
 #include "codec/wire.h"
 
 namespace warren::codec {
@@ -127,11 +130,11 @@ struct properties_size {
   std::size_t size = 0;
   errc status = errc::ok;
 };
-properties_size measure(const basic_properties& p) noexcept;
+inline properties_size measure(const basic_properties& p) noexcept;
 
 // Writes the flags word and the present properties at `out`, which must have measure(p).size
 // octets of room, for properties whose measure(p).status is ok. Returns the end position.
-char* write_properties(char* out, const basic_properties& p) noexcept;
+inline char* write_properties(char* out, const basic_properties& p) noexcept;
 }  // namespace detail
 
 // Encoded payload size of `h` (whether or not it can be encoded; see encode()).
@@ -165,5 +168,81 @@ constexpr std::uint64_t body_frame_count(std::uint64_t body_size,
   const std::uint64_t chunk = max_body_chunk(frame_max);
   return body_size / chunk + (body_size % chunk != 0 ? 1 : 0);
 }
+
+// Inline, and the visitors always_inline, so that the publish path compiles into one
+// straight-line function: GCC otherwise keeps the visitors out of line (they have several
+// callers) and passes the lambdas' state through memory (about 12% more instructions per publish).
+namespace detail {
+
+template <class... F>
+struct overloaded : F... {
+  using F::operator()...;
+};
+
+// The one place that lists the properties with their flags: calls v(member, present) for each of
+// the 14 properties in wire order, `present` telling whether its bit is set in p.flags, and stops
+// at the first call that returns false. Members are told apart by type (shortstr string_view,
+// table_view, octet, timestamp).
+template <class Props, class Visitor>
+[[gnu::always_inline]] inline bool for_each_property(Props& p, Visitor&& v) {
+  using bp = basic_properties;
+  const std::uint16_t f = p.flags;
+  auto at = [&](std::uint16_t flag, auto& member) { return v(member, (f & flag) != 0); };
+  return at(bp::content_type_flag, p.content_type) &&
+         at(bp::content_encoding_flag, p.content_encoding) && at(bp::headers_flag, p.headers) &&
+         at(bp::delivery_mode_flag, p.delivery_mode) && at(bp::priority_flag, p.priority) &&
+         at(bp::correlation_id_flag, p.correlation_id) && at(bp::reply_to_flag, p.reply_to) &&
+         at(bp::expiration_flag, p.expiration) && at(bp::message_id_flag, p.message_id) &&
+         at(bp::timestamp_flag, p.timestamp) && at(bp::type_flag, p.type) &&
+         at(bp::user_id_flag, p.user_id) && at(bp::app_id_flag, p.app_id) &&
+         at(bp::cluster_id_flag, p.cluster_id);
+}
+
+// v(member) for the present properties only.
+template <class Props, class Visitor>
+[[gnu::always_inline]] inline bool for_each_present(Props& p, Visitor&& v) {
+  return for_each_property(p, [&](auto& member, bool present) { return !present || v(member); });
+}
+
+inline properties_size measure(const basic_properties& p) noexcept {
+  std::size_t n = 2;
+  // OR of the present shortstr lengths: above 255 iff one of them is.
+  std::size_t str_bits = 0;
+  bool table_fits = true;
+  for_each_present(p, overloaded{
+                          [&](std::string_view s) {
+                            n += 1 + s.size();
+                            str_bits |= s.size();
+                            return true;
+                          },
+                          [&](table_view t) {
+                            n += 4 + t.raw.size();
+                            table_fits = t.raw.size() <= 0xFFFFFFFFu;
+                            return true;
+                          },
+                          [&](std::uint8_t) { return (n += 1, true); },
+                          [&](std::uint64_t) { return (n += 8, true); },
+                      });
+  errc status = errc::ok;
+  if (str_bits > 255) {
+    status = errc::string_too_long;
+  } else if (!table_fits || (p.flags & ~basic_properties::all_flags) != 0) {
+    status = errc::value_out_of_range;
+  }
+  return {n, status};
+}
+
+inline char* write_properties(char* out, const basic_properties& p) noexcept {
+  out = put_u16(out, p.flags);
+  for_each_present(p, overloaded{
+                          [&](std::string_view s) { return (out = put_shortstr(out, s), true); },
+                          [&](table_view t) { return (out = put_table(out, t), true); },
+                          [&](std::uint8_t v) { return (out = put_u8(out, v), true); },
+                          [&](std::uint64_t v) { return (out = put_u64(out, v), true); },
+                      });
+  return out;
+}
+
+}  // namespace detail
 
 }  // namespace warren::codec

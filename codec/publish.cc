@@ -6,7 +6,8 @@
 namespace warren::codec {
 namespace {
 
-// What a publish takes, computed once before anything is written.
+// What a publish takes, computed once before anything is written. plan() and write_head() are
+// always_inline because each has two callers and GCC would otherwise keep them out of line.
 struct publish_plan {
   std::size_t method_payload = 0;
   std::size_t header_payload = 0;
@@ -21,8 +22,9 @@ struct publish_plan {
   }
 };
 
-publish_plan plan(const basic_publish& m, const basic_properties& p, std::size_t body_size,
-                  std::uint32_t frame_max) noexcept {
+[[gnu::always_inline]] inline publish_plan plan(const basic_publish& m, const basic_properties& p,
+                                                std::size_t body_size,
+                                                std::uint32_t frame_max) noexcept {
   publish_plan pl;
   if (frame_max != 0 && frame_max < frame_min_size) {
     // Checked first: max_body_chunk() below must be positive.
@@ -44,9 +46,10 @@ char* put_frame_end(char* out) noexcept {
 }
 
 // The method frame and the content-header frame, for a plan whose status is ok.
-char* write_head(char* out, std::uint16_t channel, const basic_publish& m,
-                 const basic_properties& p, std::uint64_t body_size,
-                 const publish_plan& pl) noexcept {
+[[gnu::always_inline]] inline char* write_head(char* out, std::uint16_t channel,
+                                               const basic_publish& m, const basic_properties& p,
+                                               std::uint64_t body_size,
+                                               const publish_plan& pl) noexcept {
   out =
       write_frame_header(out, frame_method, channel, static_cast<std::uint32_t>(pl.method_payload));
   writer w(out, pl.method_payload);
