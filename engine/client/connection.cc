@@ -201,20 +201,26 @@ bool connection::pump(time_point deadline) {
 
   // Room to read into. Bytes already handed out in views must not move: when other references
   // to the buffer exist, a partial frame is carried over to a fresh buffer instead.
-  const std::size_t want = std::max<std::size_t>(pool_.buffer_size(), machine_.frame_max() + 64);
+  // A partial frame must always fit between rx_begin_ and the end of the buffer, so buffers
+  // hold at least two of the largest frames the broker may send.
+  const std::size_t max_frame = machine_.frame_max() != 0 ? machine_.frame_max()
+                                                          : codec::default_pre_tune_frame_max;
+  const std::size_t want = std::max<std::size_t>(pool_.buffer_size(), 2 * max_frame);
+  auto fresh_buffer = [&] {
+    return want == pool_.buffer_size() ? pool_.acquire() : rx_ref::allocate(want);
+  };
   if (!rx_) {
-    rx_ = want == pool_.buffer_size() ? pool_.acquire() : rx_ref::allocate(want);
+    rx_ = fresh_buffer();
     rx_begin_ = rx_end_ = 0;
   } else if (rx_begin_ == rx_end_ && rx_.unique()) {
     rx_begin_ = rx_end_ = 0;
   }
   const std::size_t partial = rx_end_ - rx_begin_;
-  if (rx_->capacity() - rx_end_ < std::min<std::size_t>(want / 4, 16 * 1024) ||
-      rx_->capacity() - rx_begin_ < want / 2) {
+  if (rx_->capacity() - rx_begin_ < max_frame || rx_->capacity() - rx_end_ < 4096) {
     if (rx_.unique() && rx_->capacity() >= want) {
       std::memmove(rx_->data(), rx_->data() + rx_begin_, partial);
     } else {
-      rx_ref fresh = want == pool_.buffer_size() ? pool_.acquire() : rx_ref::allocate(want);
+      rx_ref fresh = fresh_buffer();
       std::memcpy(fresh->data(), rx_->data() + rx_begin_, partial);
       rx_ = std::move(fresh);
     }
