@@ -178,6 +178,9 @@ template <class... F>
 struct overloaded : F... {
   using F::operator()...;
 };
+// Clang 14 (the fuzz build) does not deduce aggregate template arguments without a guide.
+template <class... F>
+overloaded(F...) -> overloaded<F...>;
 
 // The one place that lists the properties with their flags: calls v(member, present) for each of
 // the 14 properties in wire order, `present` telling whether its bit is set in p.flags, and stops

@@ -1,0 +1,120 @@
+// Fuzzes the frame layer and content headers. The first input octet picks a frame-max; the rest
+// is one receive buffer walked by frame_decoder. Every frame handed out must lie inside the
+// input and obey its frame-max and type rules, a frame must need more input at every shorter
+// length, an error must not advance the decoder, and every content header that decodes must
+// re-encode and decode to the same value (byte for byte unless it used a continuation word).
+// The same buffer is also given to decode_delivery.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "codec/content.h"
+#include "codec/frame.h"
+#include "codec/publish.h"
+
+namespace {
+
+using namespace warren::codec;
+
+void check(bool ok) {
+  if (!ok) std::abort();
+}
+
+constexpr std::uint32_t frame_max_choices[] = {0, 4096, 131072, 1,    7,        8,
+                                               9, 16,   64,     1024, 1u << 20, 0xFFFFFFFFu};
+
+bool is_frame_error(errc e) {
+  return e == errc::bad_frame_end || e == errc::frame_too_large || e == errc::unknown_frame_type ||
+         e == errc::bad_heartbeat;
+}
+
+void check_content_header(std::string_view payload) {
+  content_header h;
+  const errc e = decode(payload, h);
+  if (e != errc::ok) {
+    check(e == errc::truncated || e == errc::bad_content_header);
+    return;
+  }
+  check(payload.size() >= encoded_size(h));
+  std::string out;
+  writer w(out);
+  check(encode(h, w) == errc::ok);
+  w.finish();
+  check(out.size() == encoded_size(h));
+  const bool continued = (reader::load_u16(payload.data() + 12) & 1) != 0;
+  if (!continued) check(out == payload);
+  content_header again;
+  check(decode(out, again) == errc::ok && again == h);
+}
+
+void check_delivery(std::string_view in, std::uint32_t frame_max) {
+  delivery_view d;
+  std::size_t consumed = 0;
+  const errc e = decode_delivery(in, frame_max, d, consumed);
+  if (e != errc::ok) {
+    check(consumed == 0);
+    return;
+  }
+  check(consumed <= in.size());
+  std::string body(d.header.body_size, '\0');
+  copy_body(d, body.data());
+  // Gather the body again through the frame decoder.
+  frame_decoder dec(frame_max);
+  dec.set_input(d.body_frames);
+  std::string expected;
+  frame_view f;
+  while (dec.next(f) == errc::ok) expected += f.payload;
+  check(dec.consumed() == d.body_frames.size());
+  check(body == expected);
+  if (d.body_frame_count == 1) check(d.body == expected);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const std::uint32_t frame_max =
+      frame_max_choices[data[0] % (sizeof frame_max_choices / sizeof frame_max_choices[0])];
+  const std::string_view in(reinterpret_cast<const char*>(data) + 1, size - 1);
+  const std::uint64_t limit = effective_frame_max(frame_max);
+
+  frame_decoder dec(frame_max);
+  dec.set_input(in);
+  frame_view f;
+  errc e;
+  bool first = true;
+  while (true) {
+    const std::size_t before = dec.consumed();
+    e = dec.next(f);
+    if (e != errc::ok) {
+      check(dec.consumed() == before);
+      break;
+    }
+    const std::size_t took = dec.consumed() - before;
+    check(took == frame_overhead + f.payload.size());
+    check(f.payload.data() == in.data() + before + frame_header_size);
+    check(f.payload.size() + frame_overhead <= limit);
+    check(f.type == frame_method || f.type == frame_header || f.type == frame_body ||
+          f.type == frame_heartbeat);
+    if (f.type == frame_heartbeat) check(f.channel == 0 && f.payload.empty());
+    if (f.type == frame_header) check_content_header(f.payload);
+    if (first) {
+      // Every shorter prefix of a good frame only needs more.
+      for (std::size_t n = 0; n < took; ++n) {
+        frame_view g;
+        std::size_t c = 1;
+        check(decode_frame(in.substr(0, n), frame_max, g, c) == errc::need_more && c == 0);
+      }
+      first = false;
+    }
+  }
+  check(e == errc::need_more || is_frame_error(e));
+  if (e != errc::need_more) {
+    frame_view g;
+    check(dec.next(g) == e);
+  }
+  check_delivery(in, frame_max);
+  return 0;
+}
