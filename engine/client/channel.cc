@@ -583,7 +583,7 @@ void channel::on_command(protocol::command& cmd) {
       if (on_cancel) {
         on_cancel(tag);
       } else {
-        throw consumer_cancelled("consumer " + tag + " cancelled by the broker");
+        throw consumer_cancelled(tag);
       }
       return;
     }
