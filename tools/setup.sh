@@ -10,7 +10,7 @@ set -euo pipefail
 WARREN_PACKAGES=(
   bazel-bootstrap bazel-rules-java
   libtbb-dev libconcurrentqueue-dev libssl-dev libbenchmark-dev libgtest-dev libgmock-dev
-  librabbitmq-dev python3-amqp rabbitmq-server
+  librabbitmq-dev python3-amqp rabbitmq-server nlohmann-json3-dev
   clang libclang-rt-14-dev llvm lld
   openssl curl ca-certificates
 )
