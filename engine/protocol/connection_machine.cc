@@ -31,6 +31,14 @@ std::vector<std::string> split_words(std::string_view s) {
   return out;
 }
 
+// True while `data` may still be a protocol header: it starts with "AMQP", or with as much of
+// it as has arrived.
+bool starts_like_protocol_header(std::string_view data) {
+  constexpr std::string_view amqp = "AMQP";
+  const std::size_t n = std::min(data.size(), amqp.size());
+  return n > 0 && data.substr(0, n) == amqp.substr(0, n);
+}
+
 std::string with_name(std::uint16_t code, std::string_view detail) {
   std::string text(reply_name(code));
   if (!detail.empty()) {
@@ -148,7 +156,7 @@ std::size_t connection_machine::feed(std::string_view data, const rx_ref& owner,
   if (parse_stopped_ || state_ == connection_state::closed) return data.size();
 
   std::size_t used = 0;
-  if (state_ == connection_state::awaiting_start && !data.empty() && data[0] == 'A') {
+  if (state_ == connection_state::awaiting_start && starts_like_protocol_header(data)) {
     // A broker that does not speak 0-9-1 answers our header with its own, then closes.
     if (data.size() < 8) return 0;
     char buf[96];
@@ -322,6 +330,8 @@ void connection_machine::on_start(const codec::connection_start& m) {
   client_properties_.set("information",
                          codec::field_value::long_string("multithreaded AMQP 0-9-1 client"));
   for (const auto& [name, value] : config_.client_properties) client_properties_.set(name, value);
+  // Only negotiation may claim capabilities: a configured table would claim unoffered ones.
+  client_properties_.erase("capabilities");
 
   const codec::field_table& server_caps = server_capabilities();
   codec::field_table caps;
@@ -441,6 +451,14 @@ void connection_machine::handle_channel_frame(const codec::frame_view& f, const 
              with_name(502, "malformed content header on channel " + std::to_string(f.channel)));
         return;
       }
+      if (c.header.body_size > config_.max_body_size) {
+        // Refused before anything is allocated for it: body-size is the peer's claim.
+        fail(506, with_name(506, "content body of " + std::to_string(c.header.body_size) +
+                                     " octets on channel " + std::to_string(f.channel) +
+                                     " above the client's limit of " +
+                                     std::to_string(config_.max_body_size)));
+        return;
+      }
       c.keep[1] = owner;
       if (c.header.body_size == 0) {
         c.body = {};
@@ -463,6 +481,12 @@ void connection_machine::handle_channel_frame(const codec::frame_view& f, const 
       if (f.payload.size() > left) {
         fail(502, with_name(502, "content body longer than its header's body-size on channel " +
                                      std::to_string(f.channel)));
+        return;
+      }
+      if (slot->state == channel_state::closing) {
+        // Content of a channel being closed is dropped: count it, keep nothing.
+        slot->body_received += f.payload.size();
+        if (slot->body_received == total) deliver(*slot);
         return;
       }
       if (slot->body_received == 0 && f.payload.size() == total) {
@@ -508,14 +532,16 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
   const std::uint32_t id = (std::uint32_t{class_id} << 16) | method_id;
 
   if (slot.state == channel_state::closing) {
-    // After our channel.close only the close handshake counts (spec 2.3.5.2).
+    // After our channel.close only the close handshake counts (spec 2.3.5.2). A content
+    // method is still set up (and dropped by deliver()), so that its header and body frames
+    // are consumed rather than taken for content without a method.
     if (id == codec::channel_close_ok::id) {
       slot.state = channel_state::closed;
     } else if (id == codec::channel_close::id) {
       send(channel, codec::channel_close_ok{});
       slot.state = channel_state::closed;
       return;
-    } else {
+    } else if (!codec::method_has_content(class_id, method_id)) {
       return;
     }
   } else if (id == codec::channel_close::id) {
@@ -569,6 +595,7 @@ void connection_machine::deliver(channel_slot& slot) {
   slot.stage = channel_slot::stage::idle;
   command c = std::move(slot.pending);
   slot.pending = command{};
+  if (slot.state == channel_state::closing) return;  // see handle_channel_method
   handler_.on_command(c);
 }
 
@@ -674,9 +701,12 @@ void connection_machine::transport_closed(std::string_view why) {
 }
 
 time_point connection_machine::next_timer() const noexcept {
-  if (heartbeat_ == 0 || state_ == connection_state::closed) return time_point::max();
-  const auto hb = std::chrono::seconds(heartbeat_);
-  return std::min(last_send_ + hb / 2, last_recv_ + 2 * hb);
+  // Once on_closed has been emitted no timer work remains; a past deadline would make the
+  // caller's loop spin while it waits for the transport to end.
+  if (heartbeat_ == 0 || state_ == connection_state::closed || closed_emitted_) {
+    return time_point::max();
+  }
+  return std::min(last_send_ + half_heartbeat(), last_recv_ + 4 * half_heartbeat());
 }
 
 void connection_machine::on_timer(time_point now) {
@@ -693,12 +723,12 @@ void connection_machine::on_timer(time_point now) {
                  " s (heartbeat " + std::to_string(heartbeat_) + " s)"));
     return;
   }
-  if (now - last_send_ >= hb / 2 && !has_output()) send_heartbeat();
+  if (now - last_send_ >= half_heartbeat() && !has_output()) send_heartbeat();
 }
 
 void connection_machine::send_heartbeat_if_idle(time_point now) {
   if (heartbeat_ == 0 || state_ == connection_state::closed || closed_emitted_) return;
-  if (now - last_send_ >= std::chrono::seconds(heartbeat_) / 2 && !has_output()) send_heartbeat();
+  if (now - last_send_ >= half_heartbeat() && !has_output()) send_heartbeat();
 }
 
 void connection_machine::send_heartbeat() {

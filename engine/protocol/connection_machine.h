@@ -78,6 +78,10 @@ struct connection_config {
   std::uint16_t channel_max = 65535;  // 0 means 65535
   std::uint32_t frame_max = 131072;   // 0 means 131072
   std::uint16_t heartbeat = 0;        // seconds; 0 disables (py-amqp's default and rule)
+  // Largest content body accepted. A content header announcing more fails the connection with
+  // 506 before anything is allocated for it. The default is RabbitMQ's own ceiling for
+  // max_message_size (512 MiB).
+  std::uint64_t max_body_size = std::uint64_t{512} << 20;
   // Called with a SASL challenge (connection.secure); returns the response. Unset: a challenge
   // fails the connection with 540, since none of the built-in mechanisms has a second step.
   std::function<std::string(std::string_view challenge)> on_challenge;
@@ -182,9 +186,12 @@ class connection_machine {
   // Queues a method frame. Returns an error (nothing queued) if the method cannot be encoded.
   template <class M>
   codec::errc send(std::uint16_t channel, const M& m) {
+    const std::size_t at = out_.size();
     codec::writer w(out_);
     codec::errc e = codec::encode_method_frame(channel, m, w);
     w.finish();
+    // A failed encode can leave the reserved frame header behind; it must not reach the wire.
+    if (e != codec::errc::ok) out_.resize(at);
     return e;
   }
   // Queues basic.publish + content header + body frames, split at frame_max.
@@ -244,6 +251,10 @@ class connection_machine {
   void on_start(const codec::connection_start& m);
   void on_tune(const codec::connection_tune& m);
   void mark_closed(close_reason why);
+  // Half the heartbeat interval, exactly (a 1 s heartbeat is due every 500 ms).
+  std::chrono::milliseconds half_heartbeat() const noexcept {
+    return std::chrono::milliseconds(std::uint32_t{heartbeat_} * 1000 / 2);
+  }
   channel_slot* slot_of(std::uint16_t channel);
 
   connection_config config_;
