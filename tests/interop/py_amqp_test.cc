@@ -397,8 +397,10 @@ TEST_F(py_amqp_interop, py_amqp_large_int_headers_decode_as_signed_64) {
   ASSERT_EQ(r.exit_status, 0) << r.out;
   const test::json out = test::parse_json(r.out);
 
+  // The header's views point into py_header: keep it alive while they are used.
+  const std::string py_header = test::base64_decode(out.at("content_header").text);
   codec::content_header h;
-  ASSERT_EQ(codec::decode(test::base64_decode(out.at("content_header").text), h), codec::errc::ok);
+  ASSERT_EQ(codec::decode(py_header, h), codec::errc::ok);
   properties serialized;
   EXPECT_EQ(properties::from_wire(h.properties, serialized), codec::errc::ok);
 
