@@ -31,7 +31,11 @@ int run(const wb::args& a) {
   warren::connection conn(o);
   conn.connect();
   warren::channel& ch = conn.channel();
-  ch.queue_declare(a.queue, {.auto_delete = true});
+  // x-expires: a run that dies half-way leaves no queue full of messages behind.
+  ch.queue_declare(
+      a.queue,
+      {.auto_delete = true,
+       .arguments = {{"x-expires", warren::codec::field_value::i32(wb::queue_expires_ms)}}});
   ch.queue_purge(a.queue);
   const warren::message msg(std::string(wb::message_size, 'x'));
   const long warmup = wb::warmup_count(a);

@@ -7,7 +7,7 @@
 //                              covers every message having left the client; report msg/s.
 //   <driver> confirm N QUEUE   N times: publish one message in confirm mode and wait for its
 //                              ack; report the median and p99 round trip.
-// Both declare QUEUE (auto-delete), purge it first, run a warm-up that is not timed
+// Both declare QUEUE (auto-delete, x-expires), purge it first, run a warm-up that is not timed
 // (warmup_count()), check the outcome after the timed part, and delete QUEUE at the end.
 // CPU per message is getrusage(RUSAGE_SELF) user + sys over the timed part, divided by N.
 //
@@ -30,6 +30,9 @@ namespace warren::bench {
 inline constexpr const char* broker_host = "127.0.0.1";
 inline constexpr int broker_port = 5672;
 inline constexpr std::size_t message_size = 16;
+// Declared with x-expires so that a run that fails before deleting its queue leaves nothing
+// behind (auto-delete alone never fires on a queue that had no consumer).
+inline constexpr std::int32_t queue_expires_ms = 300000;
 
 enum class mode { publish, confirm };
 

@@ -65,7 +65,11 @@ int run(const wb::args& a) {
   check_rpc(conn, "channel.open");
 
   const amqp_bytes_t queue = amqp_cstring_bytes(a.queue.c_str());
-  amqp_queue_declare(conn, channel, queue, 0, 0, 0, 1, amqp_empty_table);
+  amqp_table_entry_t expires;
+  expires.key = amqp_cstring_bytes("x-expires");
+  expires.value.kind = AMQP_FIELD_KIND_I32;
+  expires.value.value.i32 = wb::queue_expires_ms;
+  amqp_queue_declare(conn, channel, queue, 0, 0, 0, 1, amqp_table_t{1, &expires});
   check_rpc(conn, "queue.declare");
   amqp_queue_purge(conn, channel, queue);
   check_rpc(conn, "queue.purge");
