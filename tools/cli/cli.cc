@@ -26,8 +26,9 @@ class context {
       conn_ = std::make_unique<warren::connection>(
           options_from_uri(args.get("uri").value_or(std::string(default_uri))));
       conn_->connect();
+      channel_ = &conn_->channel();
     }
-    return conn_->channel();
+    return *channel_;
   }
   warren::connection& connection() { return channel().connection(); }
   // A clean close, so the broker logs no "client unexpectedly closed TCP connection".
@@ -42,6 +43,7 @@ class context {
 
  private:
   std::unique_ptr<warren::connection> conn_;
+  warren::channel* channel_ = nullptr;
 };
 
 using command_fn = int (*)(context&);
@@ -87,11 +89,14 @@ void print_human(std::ostream& out, const message& m, bool with_delivery) {
     if (d.message_count) out << ", " << *d.message_count << " more in the queue";
     out << "\n";
   }
-  for (const auto& [name, value] : properties_to_json(m.props()).items()) {
+  // Named, not a temporary in the range: items() refers to the object it iterates.
+  const json props = properties_to_json(m.props());
+  for (const auto& [name, value] : props.items()) {
     out << name << ": " << (value.is_string() ? value.get<std::string>() : value.dump()) << "\n";
   }
   if (m.props().headers) {
-    for (const auto& [name, value] : table_to_json(*m.props().headers).items()) {
+    const json headers = table_to_json(*m.props().headers);
+    for (const auto& [name, value] : headers.items()) {
       out << "header " << name << ": " << value.dump() << "\n";
     }
   }
