@@ -166,6 +166,8 @@ constexpr std::uint32_t max_body_chunk(std::uint32_t frame_max) noexcept {
 constexpr std::uint64_t body_frame_count(std::uint64_t body_size,
                                          std::uint32_t frame_max) noexcept {
   const std::uint64_t chunk = max_body_chunk(frame_max);
+  // Most bodies fit one frame: skip the 64-bit division (tens of cycles) for them.
+  if (body_size <= chunk) return body_size != 0 ? 1 : 0;
   return body_size / chunk + (body_size % chunk != 0 ? 1 : 0);
 }
 
