@@ -522,8 +522,8 @@ field_value value_from_text(std::string_view name, std::string_view type_and_val
     case 'i':
     case 'l':
     case 'T': {
-      std::int64_t s;
-      std::uint64_t u;
+      std::int64_t s = 0;
+      std::uint64_t u = 0;
       const char* end = text.data() + text.size();
       if (auto r = std::from_chars(text.data(), end, s); r.ec == std::errc() && r.ptr == end) {
         v = s;
@@ -537,7 +537,7 @@ field_value value_from_text(std::string_view name, std::string_view type_and_val
     }
     case 'f':
     case 'd': {
-      double d;
+      double d = 0;
       const char* end = text.data() + text.size();
       if (auto r = std::from_chars(text.data(), end, d); r.ec == std::errc() && r.ptr == end) {
         v = float_to_json(d);  // from_chars also reads "nan" and "inf"
@@ -574,7 +574,7 @@ void property_from_text(std::string_view name_and_value, properties& out) {
   const std::string_view text = name_and_value.substr(eq + 1);
   json j = json::object();
   if (name == "delivery_mode" || name == "priority" || name == "timestamp") {
-    std::uint64_t u;
+    std::uint64_t u = 0;
     const char* end = text.data() + text.size();
     if (auto r = std::from_chars(text.data(), end, u); r.ec != std::errc() || r.ptr != end) {
       fail("property", name, "'" + std::string(text) + "' is not a non-negative integer");
