@@ -57,6 +57,44 @@ std::exception_ptr error_from(const protocol::close_reason& why) {
 
 }  // namespace
 
+connection_options connection_options::from_uri(std::string_view uri) {
+  const connection_uri u = parse_uri(uri);
+  connection_options o;
+  o.host = io::format_host_port(u.host, u.port);
+  o.userid = u.user;
+  o.password = u.password;
+  o.virtual_host = u.vhost;
+  if (u.heartbeat) o.heartbeat = *u.heartbeat;
+  if (u.channel_max) o.channel_max = *u.channel_max;
+  if (u.frame_max) o.frame_max = *u.frame_max;
+  if (u.connection_timeout) o.connect_timeout = seconds_f(*u.connection_timeout);
+  if (u.tls) {
+    io::tls_options t;
+    if (u.cacertfile) t.ca_file = *u.cacertfile;
+    if (u.certfile) t.cert_file = *u.certfile;
+    if (u.keyfile) t.key_file = *u.keyfile;
+    if (u.verify == tls_verify::verify_none) t.verify_peer = false;
+    // "disable" turns SNI off; the certificate is still checked against the host.
+    if (u.server_name_indication) {
+      t.server_name = *u.server_name_indication == "disable" ? "" : *u.server_name_indication;
+    }
+    o.ssl = std::move(t);
+  }
+  for (const std::string& m : u.auth_mechanisms) {
+    if (m == "PLAIN") {
+      o.authentication.push_back(protocol::sasl_plain(u.user, u.password));
+    } else if (m == "AMQPLAIN") {
+      o.authentication.push_back(protocol::sasl_amqplain(u.user, u.password));
+    } else if (m == "EXTERNAL") {
+      o.authentication.push_back(protocol::sasl_external());
+    } else {
+      throw uri_error("invalid AMQP URI: auth_mechanism " + m +
+                      " is not supported (PLAIN, AMQPLAIN or EXTERNAL)");
+    }
+  }
+  return o;
+}
+
 // ---------------------------------------------------------------------------------------------
 // connection
 
@@ -203,8 +241,8 @@ bool connection::pump(time_point deadline) {
   // to the buffer exist, a partial frame is carried over to a fresh buffer instead.
   // A partial frame must always fit between rx_begin_ and the end of the buffer, so buffers
   // hold at least two of the largest frames the broker may send.
-  const std::size_t max_frame = machine_.frame_max() != 0 ? machine_.frame_max()
-                                                          : codec::default_pre_tune_frame_max;
+  const std::size_t max_frame =
+      machine_.frame_max() != 0 ? machine_.frame_max() : codec::default_pre_tune_frame_max;
   const std::size_t want = std::max<std::size_t>(pool_.buffer_size(), 2 * max_frame);
   auto fresh_buffer = [&] {
     return want == pool_.buffer_size() ? pool_.acquire() : rx_ref::allocate(want);

@@ -33,6 +33,7 @@
 #include "engine/errors.h"
 #include "engine/io/transport.h"
 #include "engine/protocol/connection_machine.h"
+#include "engine/uri.h"
 
 namespace warren {
 
@@ -74,7 +75,13 @@ struct connection_options {
   // Sends heartbeats from a helper thread, so a caller busy elsewhere never misses one.
   bool background_heartbeat = false;
 
-  // Options from an amqp:// or amqps:// URI (RabbitMQ's URI spec and query keys).
+  // Options from an amqp:// or amqps:// URI (RabbitMQ's URI spec and query keys, see
+  // engine/uri.h): host, port, user, password and vhost; heartbeat, channel_max, frame_max;
+  // connection_timeout as connect_timeout; amqps turns TLS on with cacertfile, certfile,
+  // keyfile, verify=verify_none (no peer check) and server_name_indication ("disable": no SNI,
+  // the host is still checked); auth_mechanism entries become `authentication` in URI order.
+  // Everything else keeps its default. Throws uri_error (never quoting the password) for a URI
+  // parse_uri rejects or an auth_mechanism other than PLAIN, AMQPLAIN or EXTERNAL.
   static connection_options from_uri(std::string_view uri);
 };
 

@@ -290,6 +290,82 @@ TEST_F(connection_test, heartbeat_tick_without_reading_reports_a_silent_peer) {
       connection_forced);
 }
 
+TEST_F(connection_test, from_uri_maps_every_component_and_query_key) {
+  const connection_options o = connection_options::from_uri(
+      "amqp://bob:s%40cret@example.com:5673/my%2Fvhost?heartbeat=7&channel_max=9&frame_max=8192"
+      "&connection_timeout=2500&auth_mechanism=amqplain&auth_mechanism=plain");
+  EXPECT_EQ(o.host, "example.com:5673");
+  EXPECT_EQ(o.userid, "bob");
+  EXPECT_EQ(o.password, "s@cret");
+  EXPECT_EQ(o.virtual_host, "my/vhost");
+  EXPECT_EQ(o.heartbeat, 7);
+  EXPECT_EQ(o.channel_max, 9);
+  EXPECT_EQ(o.frame_max, 8192u);
+  ASSERT_TRUE(o.connect_timeout);
+  EXPECT_DOUBLE_EQ(o.connect_timeout->count(), 2.5);
+  EXPECT_FALSE(o.ssl);
+  ASSERT_EQ(o.authentication.size(), 2u);
+  EXPECT_EQ(o.authentication[0].mechanism, "AMQPLAIN");
+  EXPECT_EQ(o.authentication[1].mechanism, "PLAIN");
+  EXPECT_EQ(o.authentication[1].response, std::string("\0bob\0s@cret", 11));
+
+  const connection_options d = connection_options::from_uri("amqp://[::1]");
+  EXPECT_EQ(d.host, "[::1]:5672");
+  EXPECT_EQ(d.userid, "guest");
+  EXPECT_EQ(d.virtual_host, "/");
+  EXPECT_EQ(d.heartbeat, 0);
+  EXPECT_FALSE(d.connect_timeout);
+  EXPECT_TRUE(d.authentication.empty());
+}
+
+TEST_F(connection_test, from_uri_tls_keys_fill_the_tls_options) {
+  const connection_options o = connection_options::from_uri(
+      "amqps://h?cacertfile=/ca.pem&certfile=/c.pem&keyfile=/k.pem&verify=verify_none"
+      "&server_name_indication=disable&auth_mechanism=external");
+  EXPECT_EQ(o.host, "h:5671");
+  ASSERT_TRUE(o.ssl);
+  EXPECT_EQ(o.ssl->ca_file, "/ca.pem");
+  EXPECT_EQ(o.ssl->cert_file, "/c.pem");
+  EXPECT_EQ(o.ssl->key_file, "/k.pem");
+  EXPECT_FALSE(o.ssl->verify_peer);
+  EXPECT_EQ(o.ssl->server_name, "");
+  ASSERT_EQ(o.authentication.size(), 1u);
+  EXPECT_EQ(o.authentication[0].mechanism, "EXTERNAL");
+
+  const connection_options sni = connection_options::from_uri("amqps://h?server_name_indication=x");
+  ASSERT_TRUE(sni.ssl);
+  EXPECT_TRUE(sni.ssl->verify_peer);
+  EXPECT_EQ(sni.ssl->server_name, "x");
+}
+
+TEST_F(connection_test, from_uri_errors_never_quote_the_password) {
+  try {
+    connection_options::from_uri("amqp://u:Pa55w0rd@h?auth_mechanism=gssapi");
+    FAIL() << "an unsupported mechanism must be refused";
+  } catch (const uri_error& e) {
+    EXPECT_NE(std::string(e.what()).find("GSSAPI"), std::string::npos) << e.what();
+    EXPECT_EQ(std::string(e.what()).find("Pa55w0rd"), std::string::npos) << e.what();
+  }
+  try {
+    connection_options::from_uri("amqp://u:Pa55w0rd@h?heartbeat=x");
+    FAIL() << "a bad heartbeat must be refused";
+  } catch (const uri_error& e) {
+    EXPECT_EQ(std::string(e.what()).find("Pa55w0rd"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(connection_test, connection_from_a_uri_talks_to_the_broker) {
+  connection c(
+      "amqp://guest:guest@127.0.0.1:5672/warren-test?heartbeat=5&channel_max=20"
+      "&frame_max=16384&auth_mechanism=amqplain");
+  c.connect();
+  EXPECT_EQ(c.heartbeat(), 5);
+  EXPECT_EQ(c.channel_max(), 20);
+  EXPECT_EQ(c.frame_max(), 16384u);
+  EXPECT_EQ(c.options().virtual_host, "warren-test");
+  EXPECT_FALSE(c.channel().queue_declare("", {.exclusive = true}).queue.empty());
+}
+
 class frame_max_test : public test::broker_test {
  protected:
   void SetUp() override {

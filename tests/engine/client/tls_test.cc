@@ -111,5 +111,14 @@ TEST_F(tls_test, default_mechanisms_with_a_client_certificate_use_external) {
   EXPECT_TRUE(c.connected());
 }
 
+TEST_F(tls_test, amqps_uri_with_tls_keys_connects_as_the_certificate_user) {
+  connection c(std::string("amqps://127.0.0.1:5671?cacertfile=") + test::ca_pem +
+               "&certfile=" + test::client_pem + "&keyfile=" + test::client_key +
+               "&server_name_indication=localhost&auth_mechanism=external");
+  c.connect();
+  EXPECT_TRUE(c.connected());
+  EXPECT_FALSE(c.channel().queue_declare("", {.exclusive = true}).queue.empty());
+}
+
 }  // namespace
 }  // namespace warren
