@@ -114,6 +114,12 @@ struct rabbitmq_c_message {
   rabbitmq_c_message& operator=(const rabbitmq_c_message&) = delete;
 };
 
+// Stops a row before timing when the two libraries do not agree on its bytes.
+bool agreed(benchmark::State& s, bool agree) {
+  if (!agree) s.SkipWithError("warren and rabbitmq-c disagree on these bytes");
+  return agree;
+}
+
 void count(benchmark::State& s, std::size_t wire_bytes) {
   s.SetItemsProcessed(static_cast<std::int64_t>(s.iterations()));
   s.SetBytesProcessed(static_cast<std::int64_t>(s.iterations() * wire_bytes));
@@ -130,10 +136,7 @@ void warren_encode_publish(benchmark::State& s) {
   const wc::basic_properties props = warren_props(headers);
   const wc::basic_publish m{.exchange = exchange, .routing_key = routing_key};
   std::vector<char> out(wc::publish_size(m, props, body.size(), frame_max));
-  if (!check_publishes(body.size())) {
-    s.SkipWithError("encoders disagree");
-    return;
-  }
+  if (!agreed(s, check_publishes(body.size()))) return;
   std::size_t written = 0;
   for (auto _ : s) {
     const wc::errc e =
@@ -227,10 +230,7 @@ void rabbitmq_c_encode_publish(benchmark::State& s) {
   m.exchange = bytes_of(exchange);
   m.routing_key = bytes_of(routing_key);
   std::vector<char> out(body.size() + 4096);
-  if (!check_publishes(body.size())) {
-    s.SkipWithError("encoders disagree");
-    return;
-  }
+  if (!agreed(s, check_publishes(body.size()))) return;
   long written = 0;
   for (auto _ : s) {
     written = rabbitmq_c_encode_publish(out.data(), out.size(), channel_id, &m, &msg.props,
@@ -377,10 +377,7 @@ bool check_deliveries(std::string_view in, std::size_t body_size) {
 void warren_decode_deliver(benchmark::State& s) {
   const auto body_size = static_cast<std::size_t>(s.range(0));
   const std::string in = delivery_bytes(body_size);
-  if (!check_deliveries(in, body_size)) {
-    s.SkipWithError("decoders disagree");
-    return;
-  }
+  if (!agreed(s, check_deliveries(in, body_size))) return;
   // One view for all iterations, as a receive loop keeps one: decode_delivery() sets every
   // member, and constructing a fresh 328-octet view per call is measured separately below.
   wc::delivery_view d;
@@ -424,10 +421,7 @@ void warren_decode_deliver_validate_headers(benchmark::State& s) {
 void rabbitmq_c_decode_deliver(benchmark::State& s) {
   const auto body_size = static_cast<std::size_t>(s.range(0));
   const std::string in = delivery_bytes(body_size);
-  if (!check_deliveries(in, body_size)) {
-    s.SkipWithError("decoders disagree");
-    return;
-  }
+  if (!agreed(s, check_deliveries(in, body_size))) return;
   amqp_pool_t pool;
   // rabbitmq-c's decoding pools use the negotiated frame-max as their page size.
   init_amqp_pool(&pool, frame_max);
@@ -519,10 +513,7 @@ bool encoded_tables(std::string& warren_bytes) {
 void warren_encode_table(benchmark::State& s) {
   const wc::field_table t = warren_table();
   std::string expected;
-  if (!encoded_tables(expected)) {
-    s.SkipWithError("encoders disagree");
-    return;
-  }
+  if (!agreed(s, encoded_tables(expected))) return;
   std::vector<char> out(1024);
   for (auto _ : s) {
     wc::writer w(out.data(), out.size());
@@ -537,10 +528,7 @@ void warren_encode_table(benchmark::State& s) {
 void rabbitmq_c_encode_table(benchmark::State& s) {
   rabbitmq_c_table t;
   std::string expected;
-  if (!encoded_tables(expected)) {
-    s.SkipWithError("encoders disagree");
-    return;
-  }
+  if (!agreed(s, encoded_tables(expected))) return;
   std::vector<char> out(1024);
   for (auto _ : s) {
     std::size_t offset = 0;
@@ -554,10 +542,7 @@ void rabbitmq_c_encode_table(benchmark::State& s) {
 
 void warren_decode_table(benchmark::State& s) {
   std::string in;
-  if (!encoded_tables(in)) {
-    s.SkipWithError("encoders disagree");
-    return;
-  }
+  if (!agreed(s, encoded_tables(in))) return;
   const wc::table_view entries{std::string_view(in).substr(4)};
   wc::field_table check;
   if (wc::decode_table(entries, check) != wc::errc::ok || check != warren_table()) {
@@ -576,10 +561,7 @@ void warren_decode_table(benchmark::State& s) {
 // Zero-copy access: validate the table, then walk its entries without building a model.
 void warren_walk_table(benchmark::State& s) {
   std::string in;
-  if (!encoded_tables(in)) {
-    s.SkipWithError("encoders disagree");
-    return;
-  }
+  if (!agreed(s, encoded_tables(in))) return;
   const wc::table_view entries{std::string_view(in).substr(4)};
   for (auto _ : s) {
     wc::errc e = wc::validate_table(entries.raw);
@@ -597,10 +579,7 @@ void warren_walk_table(benchmark::State& s) {
 
 void rabbitmq_c_decode_table(benchmark::State& s) {
   std::string in;
-  if (!encoded_tables(in)) {
-    s.SkipWithError("encoders disagree");
-    return;
-  }
+  if (!agreed(s, encoded_tables(in))) return;
   amqp_pool_t pool;
   init_amqp_pool(&pool, 4096);
   for (auto _ : s) {
