@@ -128,7 +128,11 @@ for t in targets:
                       file=sys.stderr)
             else:
                 passed += 1
-# bazel failed but no case did (e.g. a non-test target did not build): still a failure.
+# A non-test target that did not build fails no test case; count it once.
+if "Build did NOT complete successfully" in log and not unbuilt:
+    failed += 1
+    print("  a non-test target failed to build, counted as 1 failed", file=sys.stderr)
+# bazel failed but no case did: still a failure.
 if rc != 0 and failed == 0:
     failed = 1
     print(f"  bazel test exited {rc} with no failed case: counted as 1 failed", file=sys.stderr)
