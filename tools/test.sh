@@ -141,7 +141,8 @@ PYEOF
   return "$rc"
 }
 
-fuzz_bazel() { bazel --output_base="$FUZZ_BASE" "$@"; }
+# The second server exits on its own once idle, rather than holding memory between runs.
+fuzz_bazel() { bazel --output_base="$FUZZ_BASE" --max_idle_secs=600 "$@"; }
 
 fuzz_build() {
   # Not //...: in this output base the workspace's bazel-* symlinks (made by the main output base)
