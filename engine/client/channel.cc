@@ -94,13 +94,16 @@ void channel::close(std::uint16_t reply_code, std::string_view reply_text,
   conn_.machine_.close_channel(id_, reply_code, reply_text, method_sig.first, method_sig.second);
   is_open_ = false;
   opening_ = false;
+  ++generation_;
   const time_point deadline = clock::now() + std::chrono::seconds(10);
   while (conn_.machine_.state_of(id_) != protocol::channel_state::closed) {
     if (!conn_.pump(deadline)) break;
   }
   replies_.clear();
+  early_deliveries_.clear();
   consumers_.clear();
   no_ack_consumers_.clear();
+  cancelled_no_ack_.clear();
   confirm_mode_ = false;
 }
 
@@ -291,18 +294,31 @@ std::string channel::basic_consume(std::string_view queue, consumer_callback cal
   std::string tag = o.consumer_tag;
   consumer entry{std::move(callback), o.on_cancel, o.no_ack};
   if (!tag.empty()) consumers_[tag] = entry;
+  std::erase(cancelled_no_ack_, tag);
   send(m);
   if (!o.nowait) {
     codec::basic_consume_ok ok;
-    protocol::command c = wait_for({codec::basic_consume_ok::id}, std::nullopt);
+    if (tag.empty()) ++awaiting_consume_ok_;
+    protocol::command c;
+    try {
+      c = wait_for({codec::basic_consume_ok::id}, std::nullopt);
+    } catch (...) {
+      if (tag.empty()) --awaiting_consume_ok_;
+      throw;
+    }
     c.decode(ok);
     if (tag.empty()) {
+      --awaiting_consume_ok_;
       tag = std::string(ok.consumer_tag);
       consumers_[tag] = std::move(entry);
-      // Deliveries that arrived with the consume-ok, before the tag was known.
-      std::deque<protocol::command> early;
-      early.swap(early_deliveries_);
-      for (auto& d : early) on_command(d);
+      // Deliveries that arrived with the consume-ok, before the tag was known, go first in
+      // line, through the same checks as any other (a callback may close the connection).
+      for (auto d = early_deliveries_.rbegin(); d != early_deliveries_.rend(); ++d) {
+        conn_.incoming_.push_front(
+            {connection::incoming_event::kind::command, std::move(*d), generation_, {}});
+      }
+      early_deliveries_.clear();
+      conn_.dispatch_incoming();
     }
   }
   if (o.no_ack) no_ack_consumers_.push_back(tag);
@@ -318,7 +334,10 @@ void channel::basic_cancel(std::string_view consumer_tag, bool nowait) {
   send(m);
   if (!nowait) wait_for({codec::basic_cancel_ok::id}, std::nullopt);
   auto it = consumers_.find(consumer_tag);
-  if (it != consumers_.end()) consumers_.erase(it);
+  if (it != consumers_.end()) {
+    if (it->second.no_ack) remember_cancelled_no_ack(consumer_tag);
+    consumers_.erase(it);
+  }
   std::erase(no_ack_consumers_, std::string(consumer_tag));
 }
 
@@ -501,7 +520,7 @@ message channel::make_message(protocol::command& cmd) {
   return msg;
 }
 
-void channel::handle_confirm(bool ack, std::uint64_t tag, bool multiple) {
+void channel::settle_confirms(bool ack, std::uint64_t tag, bool multiple) {
   auto settle = [&](std::uint64_t t) {
     if (!ack) nacked_.push_back(t);
   };
@@ -512,22 +531,52 @@ void channel::handle_confirm(bool ack, std::uint64_t tag, bool multiple) {
   } else if (outstanding_.erase(tag) != 0) {
     settle(tag);
   }
-  for (auto& cb : ack ? events_.basic_ack : events_.basic_nack) cb(tag, multiple);
 }
 
-void channel::on_command(protocol::command& cmd) {
+bool channel::on_command_received(protocol::command& cmd) {
   switch (cmd.id()) {
     case codec::channel_open_ok::id:
       is_open_ = true;
       opening_ = false;
-      return;
+      return true;
+    case codec::channel_flow::id: {
+      codec::channel_flow f;
+      cmd.decode(f);
+      flow_active_ = f.active;  // the machine already answered flow-ok
+      return true;
+    }
+    // Confirms settle at once, so that a publish waiting inside a callback sees them; the
+    // events run at dispatch.
+    case codec::basic_ack::id: {
+      codec::basic_ack a;
+      cmd.decode(a);
+      settle_confirms(true, a.delivery_tag, a.multiple);
+      return events_.basic_ack.empty();
+    }
+    case codec::basic_nack::id: {
+      codec::basic_nack n;
+      cmd.decode(n);
+      settle_confirms(false, n.delivery_tag, n.multiple);
+      return events_.basic_nack.empty();
+    }
+    case codec::basic_deliver::id:
+    case codec::basic_return::id:
+    case codec::basic_cancel::id:
+      return false;
+    default:
+      replies_.push_back(std::move(cmd));
+      return true;
+  }
+}
+
+void channel::dispatch(protocol::command& cmd) {
+  switch (cmd.id()) {
     case codec::basic_deliver::id: {
       codec::basic_deliver d;
       cmd.decode(d);
       auto it = consumers_.find(d.consumer_tag);
       if (it == consumers_.end()) {
-        // The consume-ok with a server-named tag is still in replies_: keep for later.
-        early_deliveries_.push_back(std::move(cmd));
+        on_unknown_consumer(cmd, d.consumer_tag, d.delivery_tag);
         return;
       }
       message msg = make_message(cmd);
@@ -559,13 +608,13 @@ void channel::on_command(protocol::command& cmd) {
     case codec::basic_ack::id: {
       codec::basic_ack a;
       cmd.decode(a);
-      handle_confirm(true, a.delivery_tag, a.multiple);
+      for (auto& cb : events_.basic_ack) cb(a.delivery_tag, a.multiple);
       return;
     }
     case codec::basic_nack::id: {
       codec::basic_nack n;
       cmd.decode(n);
-      handle_confirm(false, n.delivery_tag, n.multiple);
+      for (auto& cb : events_.basic_nack) cb(n.delivery_tag, n.multiple);
       return;
     }
     case codec::basic_cancel::id: {
@@ -577,6 +626,7 @@ void channel::on_command(protocol::command& cmd) {
       cancel_callback on_cancel;
       if (it != consumers_.end()) {
         on_cancel = it->second.on_cancel;
+        if (it->second.no_ack) remember_cancelled_no_ack(tag);
         consumers_.erase(it);
       }
       std::erase(no_ack_consumers_, tag);
@@ -587,15 +637,36 @@ void channel::on_command(protocol::command& cmd) {
       }
       return;
     }
-    case codec::channel_flow::id: {
-      codec::channel_flow f;
-      cmd.decode(f);
-      flow_active_ = f.active;  // the machine already answered flow-ok
-      return;
-    }
     default:
-      replies_.push_back(std::move(cmd));
+      return;
   }
+}
+
+void channel::remember_cancelled_no_ack(std::string_view tag) {
+  // Only deliveries already in flight at the cancel can name it: a short memory is enough.
+  if (cancelled_no_ack_.size() >= 64) cancelled_no_ack_.erase(cancelled_no_ack_.begin());
+  cancelled_no_ack_.emplace_back(tag);
+}
+
+void channel::on_unknown_consumer(protocol::command& cmd, std::string_view consumer_tag,
+                                  std::uint64_t delivery_tag) {
+  if (awaiting_consume_ok_ > 0) {
+    // Possibly for the server-named consumer whose consume-ok is in replies_: keep for later.
+    early_deliveries_.push_back(std::move(cmd));
+    return;
+  }
+  // A consumer cancelled (or a channel closed) while deliveries were in flight. As py-amqp
+  // does, hand the message back; a no-ack delivery is already settled, and a closed channel's
+  // unacked deliveries go back to the queue by themselves.
+  if (!is_open_) return;
+  if (std::find(cancelled_no_ack_.begin(), cancelled_no_ack_.end(), consumer_tag) !=
+      cancelled_no_ack_.end()) {
+    return;
+  }
+  codec::basic_reject r;
+  r.delivery_tag = delivery_tag;
+  r.requeue = true;
+  send(r);
 }
 
 void channel::on_closed_by_peer(const protocol::close_reason& why) {
@@ -608,6 +679,7 @@ void channel::on_closed_by_peer(const protocol::close_reason& why) {
   }
   consumers_.clear();
   no_ack_consumers_.clear();
+  cancelled_no_ack_.clear();
   replies_.clear();
   early_deliveries_.clear();
   confirm_mode_ = false;
@@ -618,12 +690,14 @@ void channel::on_closed_by_peer(const protocol::close_reason& why) {
   // call that is waiting (or the next call on this channel).
   is_open_ = false;
   opening_ = true;
+  ++generation_;
   conn_.machine_.open_channel(id_);
 }
 
 void channel::on_connection_lost() {
   is_open_ = false;
   opening_ = false;
+  ++generation_;
   for (auto& [tag, pending] : outstanding_) nacked_.push_back(tag);
   outstanding_.clear();
 }

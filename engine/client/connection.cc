@@ -282,6 +282,7 @@ bool connection::pump(time_point deadline) {
       rx_begin_ += used;
       machine_.on_timer(now);
       flush(write_deadline);
+      dispatch_incoming();
       raise_pending();
       throw_if_failed();
       return true;
@@ -314,6 +315,41 @@ void connection::throw_if_failed() {
       transport_.close();
     }
     std::rethrow_exception(connection_error_);
+  }
+}
+
+void connection::dispatch_incoming() {
+  if (dispatching_) return;
+  dispatching_ = true;
+  struct reset {
+    bool& flag;
+    ~reset() { flag = false; }
+  } guard{dispatching_};
+  while (!incoming_.empty()) {
+    incoming_event ev = std::move(incoming_.front());
+    incoming_.pop_front();
+    try {
+      switch (ev.what) {
+        case incoming_event::kind::command: {
+          // After a close (by a callback, say) nothing more is delivered, as in py-amqp.
+          if (!connected()) break;
+          auto it = channels_.find(ev.cmd.channel);
+          if (it != channels_.end() && it->second->generation_ == ev.generation) {
+            it->second->dispatch(ev.cmd);
+          }
+          break;
+        }
+        case incoming_event::kind::blocked:
+          if (options_.on_blocked) options_.on_blocked(ev.reason);
+          break;
+        case incoming_event::kind::unblocked:
+          if (options_.on_unblocked) options_.on_unblocked();
+          break;
+      }
+    } catch (...) {
+      // Raised from the dispatching call once the queue is empty; later events still run.
+      if (!pending_error_) pending_error_ = std::current_exception();
+    }
   }
 }
 
@@ -410,41 +446,27 @@ void connection::on_command(protocol::command& cmd) {
   }
   auto it = channels_.find(cmd.channel);
   if (it == channels_.end()) return;
-  try {
-    it->second->on_command(cmd);
-  } catch (...) {
-    // A user callback threw. Rethrow from the call that is dispatching, after the frame
-    // loop, so that the state machine never sees an exception half-way through.
-    if (!pending_error_) pending_error_ = std::current_exception();
-  }
+  warren::channel& ch = *it->second;
+  if (ch.on_command_received(cmd)) return;
+  incoming_.push_back({incoming_event::kind::command, std::move(cmd), ch.generation_, {}});
 }
 
 void connection::on_channel_closed(std::uint16_t id, const protocol::close_reason& why) {
   ++events_handled_;
+  // At once (no user code runs): a wait on this channel, even one inside a callback, must see
+  // the error.
   auto it = channels_.find(id);
   if (it != channels_.end()) it->second->on_closed_by_peer(why);
 }
 
 void connection::on_blocked(std::string_view reason) {
   ++events_handled_;
-  if (options_.on_blocked) {
-    try {
-      options_.on_blocked(reason);
-    } catch (...) {
-      if (!pending_error_) pending_error_ = std::current_exception();
-    }
-  }
+  incoming_.push_back({incoming_event::kind::blocked, {}, 0, std::string(reason)});
 }
 
 void connection::on_unblocked() {
   ++events_handled_;
-  if (options_.on_unblocked) {
-    try {
-      options_.on_unblocked();
-    } catch (...) {
-      if (!pending_error_) pending_error_ = std::current_exception();
-    }
-  }
+  incoming_.push_back({incoming_event::kind::unblocked, {}, 0, {}});
 }
 
 void connection::on_closed(const protocol::close_reason& why) {

@@ -242,16 +242,25 @@ class channel {
                                   std::optional<seconds_f> timeout = std::nullopt);
   protocol::command wait_for(std::initializer_list<std::uint32_t> replies,
                              std::optional<seconds_f> timeout);
-  void on_command(protocol::command& cmd);
+  // From the machine, inside feed(): takes what needs no user code (replies, open-ok, flow,
+  // confirm bookkeeping) and returns true; false means dispatch(cmd) must run later.
+  bool on_command_received(protocol::command& cmd);
+  // Runs user callbacks for a delivery, return, confirm event or consumer cancel.
+  void dispatch(protocol::command& cmd);
+  void remember_cancelled_no_ack(std::string_view tag);
+  void on_unknown_consumer(protocol::command& cmd, std::string_view consumer_tag,
+                           std::uint64_t delivery_tag);
   void on_closed_by_peer(const protocol::close_reason& why);
   void on_connection_lost();
   message make_message(protocol::command& cmd);
-  void handle_confirm(bool ack, std::uint64_t tag, bool multiple);
+  void settle_confirms(bool ack, std::uint64_t tag, bool multiple);
 
   warren::connection& conn_;
   std::uint16_t id_;
   bool is_open_ = false;
   bool opening_ = false;
+  // Bumped whenever the channel closes: events queued for an earlier life are dropped.
+  std::uint32_t generation_ = 0;
   bool flow_active_ = true;
   bool confirm_mode_ = false;
   std::uint64_t next_seq_ = 1;
@@ -259,6 +268,8 @@ class channel {
   std::vector<std::uint64_t> nacked_;          // nacked tags not yet reported
   std::deque<protocol::command> replies_;
   std::deque<protocol::command> early_deliveries_;
+  int awaiting_consume_ok_ = 0;                // basic_consume calls waiting for a server-named tag
+  std::vector<std::string> cancelled_no_ack_;  // deliveries for these need no reject
   std::map<std::string, consumer, std::less<>> consumers_;
   std::vector<std::string> no_ack_consumers_;
   channel_events events_;
@@ -336,6 +347,10 @@ class connection : private protocol::connection_handler {
   void flush(protocol::time_point deadline);
   void throw_if_failed();
   void raise_pending();
+  // Runs what feed() queued in incoming_, in arrival order, catching what callbacks throw
+  // into pending_error_; a no-op inside a callback. Commands are dropped once the connection
+  // or their channel has closed since they arrived.
+  void dispatch_incoming();
   protocol::time_point deadline_after(std::optional<seconds_f> t) const;
   void start_heartbeat_thread();
   void stop_heartbeat_thread();
@@ -348,6 +363,20 @@ class connection : private protocol::connection_handler {
   std::size_t rx_begin_ = 0;
   std::size_t rx_end_ = 0;
   std::map<std::uint16_t, std::unique_ptr<warren::channel>> channels_;
+  // Events that run user code, queued by the machine's handlers during feed() and run by
+  // dispatch_incoming() once feed() has returned and the read position has moved past the
+  // frames fed: the machine's feed() is not re-entrant, and a callback may call back into the
+  // connection (basic_cancel, close, publish), which reads the socket again. While callbacks
+  // run, nested reads only queue: no callback ever runs inside another one. What a nested
+  // wait needs (replies, confirms, channel closes) is taken at once, outside this queue.
+  struct incoming_event {
+    enum class kind : std::uint8_t { command, blocked, unblocked } what;
+    protocol::command cmd;         // command
+    std::uint32_t generation = 0;  // command: the channel's generation_ when it arrived
+    std::string reason;            // blocked
+  };
+  std::deque<incoming_event> incoming_;
+  bool dispatching_ = false;
   std::exception_ptr connection_error_;
   std::exception_ptr pending_error_;  // raised from the current call once dispatch finishes
   std::uint64_t events_handled_ = 0;

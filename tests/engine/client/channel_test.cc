@@ -543,7 +543,8 @@ TEST_F(channel_test, deleting_the_queue_calls_on_cancel) {
   EXPECT_TRUE(ch_->consumer_tags().empty());
 }
 
-TEST_F(channel_test, deleting_the_queue_without_on_cancel_raises_consumer_cancelled) {
+TEST_F(channel_test,
+       deleting_the_queue_without_on_cancel_raises_consumer_cancelled_with_the_bare_tag) {
   const std::string q = declare_queue();
   const std::string tag = ch_->basic_consume(q, [](message&) {}, {.no_ack = true});
   test::delete_queue_quietly(q);
@@ -556,6 +557,123 @@ TEST_F(channel_test, deleting_the_queue_without_on_cancel_raises_consumer_cancel
   EXPECT_TRUE(ch_->no_ack_consumers().empty());
   EXPECT_TRUE(conn_->connected());
   EXPECT_TRUE(ch_->is_open());
+}
+
+TEST_F(channel_test, flow_false_is_refused_by_rabbitmq_with_540) {
+  EXPECT_THROW(ch_->flow(false), amqp_not_implemented_error);
+  EXPECT_FALSE(conn_->connected());
+}
+
+TEST_F(channel_test, messages_queued_before_consume_reach_a_server_named_consumer) {
+  const std::string q = declare_queue();
+  for (int i = 0; i < 100; ++i) ch_->basic_publish(message(std::to_string(i)), "", q);
+  ASSERT_EQ(message_count(q, 100), 100u);
+  std::vector<std::string> got;
+  ch_->basic_consume(q, [&](message& m) { got.push_back(m.body_copy()); }, {.no_ack = true});
+  ASSERT_TRUE(drain_until(*conn_, [&] { return got.size() == 100; }));
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(got[i], std::to_string(i));
+}
+
+TEST_F(channel_test, consumer_callback_may_cancel_its_own_consumer_without_refeeding_frames) {
+  const std::string q = declare_queue();
+  int n = 0;
+  std::vector<std::uint64_t> tags;
+  ch_->basic_consume(q,
+                     [&](message& m) {
+                       ++n;
+                       tags.push_back(m.delivery_tag());
+                       m.ack();
+                       ch_->basic_cancel("self-cancel");
+                     },
+                     {.consumer_tag = "self-cancel"});
+  // Published after the consume: the deliveries reach the callback from drain_events, several
+  // frames in one read.
+  for (int i = 0; i < 5; ++i) ch_->basic_publish(message("m"), "", q);
+  ASSERT_TRUE(drain_until(*conn_, [&] { return n >= 1; }));
+  drain_until(
+      *conn_, [] { return false; }, std::chrono::milliseconds(300));
+  // Regression: the cancel's wait, inside the callback, fed the frames being dispatched a
+  // second time (the same deliveries reached the callback again, and the cancel hung).
+  EXPECT_EQ(n, 1) << ::testing::PrintToString(tags);
+  EXPECT_TRUE(ch_->consumer_tags().empty());
+  EXPECT_TRUE(ch_->is_open());
+  // Deliveries in flight at the cancel were handed back (rejected with requeue).
+  EXPECT_EQ(message_count(q, 4), 4u);
+}
+
+TEST_F(channel_test, early_deliveries_to_a_server_named_consumer_stop_when_it_cancels) {
+  const std::string q = declare_queue();
+  for (int i = 0; i < 5; ++i) ch_->basic_publish(message("m"), "", q);
+  ASSERT_EQ(message_count(q, 5), 5u);
+  int n = 0;
+  // The first deliveries come with the consume-ok, before basic_consume returns.
+  ch_->basic_consume(q, [&](message& m) {
+    ++n;
+    m.ack();
+    ch_->basic_cancel(m.delivery_info().consumer_tag);
+  });
+  drain_until(
+      *conn_, [] { return false; }, std::chrono::milliseconds(300));
+  EXPECT_EQ(n, 1);
+  EXPECT_TRUE(ch_->consumer_tags().empty());
+  EXPECT_EQ(message_count(q, 4), 4u);
+}
+
+TEST_F(channel_test, consumer_callback_may_close_its_own_channel) {
+  const std::string q = declare_queue();
+  for (int i = 0; i < 20; ++i) ch_->basic_publish(message("m"), "", q);
+  int n = 0;
+  ch_->basic_consume(q, [&](message&) {
+    ++n;
+    ch_->close();
+  });
+  ASSERT_TRUE(drain_until(*conn_, [&] { return n >= 1; }));
+  drain_until(
+      *conn_, [] { return false; }, std::chrono::milliseconds(300));
+  EXPECT_EQ(n, 1);
+  EXPECT_FALSE(ch_->is_open());
+  EXPECT_TRUE(conn_->is_alive());
+  channel& other = conn_->channel();
+  // Unacked deliveries went back to the queue when the channel closed.
+  EXPECT_EQ(other.queue_declare(q, {.passive = true}).message_count, 20u);
+}
+
+TEST_F(channel_test, consumer_callback_closing_the_connection_stops_early_deliveries) {
+  const std::string q = unique_name("q");
+  ch_->queue_declare(q, {.exclusive = true});
+  for (int i = 0; i < 20; ++i) ch_->basic_publish(message("m"), "", q);
+  int n = 0;
+  ch_->basic_consume(q, [&](message&) {
+    ++n;
+    conn_->close();
+  });
+  try {
+    drain_until(*conn_, [&] { return n >= 1; });
+  } catch (const connection_error&) {
+    // Draining on after the callback closed the connection reports it as closed.
+  }
+  // Regression: the replay of deliveries that came with the consume-ok went on after the
+  // callback closed the connection (n was 10 with 20 queued messages).
+  EXPECT_EQ(n, 1);
+  EXPECT_FALSE(conn_->connected());
+  EXPECT_THROW(conn_->drain_events(seconds_f(0.1)), connection_error);
+}
+
+TEST_F(channel_test, exception_from_a_consumer_callback_reaches_the_caller_and_delivery_goes_on) {
+  const std::string q = declare_queue();
+  int n = 0;
+  ch_->basic_consume(q,
+                     [&](message& m) {
+                       ++n;
+                       if (m.body() == "boom") throw std::runtime_error("callback failed");
+                     },
+                     {.no_ack = true});
+  ch_->basic_publish(message("boom"), "", q);
+  ch_->basic_publish(message("fine"), "", q);
+  EXPECT_THROW(drain_until(*conn_, [&] { return n == 2; }), std::runtime_error);
+  ASSERT_TRUE(drain_until(*conn_, [&] { return n == 2; }));
+  EXPECT_TRUE(conn_->connected());
+  EXPECT_EQ(ch_->queue_declare(q, {.passive = true}).consumer_count, 1u);
 }
 
 }  // namespace
