@@ -72,6 +72,8 @@ std::optional<std::int64_t> field_value::as_integer() const noexcept {
       return *as_u32();
     case idx_l:
       return *as_i64();
+    case idx_L:
+      return *as_i64_py();
     default:
       return std::nullopt;
   }
@@ -151,6 +153,9 @@ errc encode_value(const field_value& v, writer& w) noexcept {
       break;
     case field_type::i64:
       w.i64(*v.as_i64());
+      break;
+    case field_type::i64_py:
+      w.i64(*v.as_i64_py());
       break;
     case field_type::f32:
       w.f32(*v.as_f32());
@@ -238,6 +243,7 @@ int value_width(char type) noexcept {
     case field_type::decimal:
       return 5;
     case field_type::i64:
+    case field_type::i64_py:
     case field_type::f64:
     case field_type::timestamp:
       return 8;
@@ -288,6 +294,7 @@ std::optional<std::int64_t> field_view::as_integer() const noexcept {
       if (std::uint32_t v; r.read_u32(v)) return v;
       break;
     case field_type::i64:
+    case field_type::i64_py:
       if (std::int64_t v; r.read_i64(v)) return v;
       break;
   }
@@ -403,6 +410,8 @@ field_value leaf_value(const field_view& v) {
       return field_value::i32(static_cast<std::int32_t>(n));
     case field_type::u32:
       return field_value::u32(static_cast<std::uint32_t>(n));
+    case field_type::i64_py:
+      return field_value::i64_py(n);
     default:
       return field_value::i64(n);
   }

@@ -45,6 +45,9 @@ inline constexpr char u16 = 'u';
 inline constexpr char i32 = 'I';
 inline constexpr char u32 = 'i';
 inline constexpr char i64 = 'l';
+// Not RabbitMQ's: py-amqp sends every int outside int32 as 'L', packed signed. RabbitMQ passes
+// it through untouched, so a consumer must read it or lose the message. Decoded as signed 64.
+inline constexpr char i64_py = 'L';
 inline constexpr char f32 = 'f';
 inline constexpr char f64 = 'd';
 inline constexpr char decimal = 'D';
@@ -126,6 +129,7 @@ class field_value {
   static field_value i32(std::int32_t v) { return field_value(std::in_place_index<idx_I>, v); }
   static field_value u32(std::uint32_t v) { return field_value(std::in_place_index<idx_i>, v); }
   static field_value i64(std::int64_t v) { return field_value(std::in_place_index<idx_l>, v); }
+  static field_value i64_py(std::int64_t v) { return field_value(std::in_place_index<idx_L>, v); }
   static field_value f32(float v) { return field_value(std::in_place_index<idx_f>, v); }
   static field_value f64(double v) { return field_value(std::in_place_index<idx_d>, v); }
   static field_value decimal(codec::decimal v) {
@@ -164,6 +168,7 @@ class field_value {
   const std::int32_t* as_i32() const noexcept { return std::get_if<idx_I>(&v_); }
   const std::uint32_t* as_u32() const noexcept { return std::get_if<idx_i>(&v_); }
   const std::int64_t* as_i64() const noexcept { return std::get_if<idx_l>(&v_); }
+  const std::int64_t* as_i64_py() const noexcept { return std::get_if<idx_L>(&v_); }
   const float* as_f32() const noexcept { return std::get_if<idx_f>(&v_); }
   const double* as_f64() const noexcept { return std::get_if<idx_d>(&v_); }
   const codec::decimal* as_decimal() const noexcept { return std::get_if<idx_D>(&v_); }
@@ -174,7 +179,7 @@ class field_value {
   const std::string* as_bytes() const noexcept { return std::get_if<idx_x>(&v_); }
   bool is_void() const noexcept { return v_.index() == idx_V; }
 
-  // Any of the integer letters b B s u I i l widened to int64, else nullopt. Peers disagree on
+  // Any of the integer letters b B s u I i l L widened to int64, else nullopt. Peers disagree on
   // which integer letter to send (py-amqp reads b/B the other way round, and sends l for
   // unsigned 64), so readers of counts and flags should prefer this to the exact accessors.
   std::optional<std::int64_t> as_integer() const noexcept;
@@ -203,16 +208,17 @@ class field_value {
     idx_T,
     idx_F,
     idx_x,
+    idx_L,
   };
-  static constexpr char letters[] = "VtbBsuIilfdDSATFx";
+  static constexpr char letters[] = "VtbBsuIilfdDSATFxL";
 
   template <std::size_t I, class T>
   field_value(std::in_place_index_t<I> i, T&& v) : v_(i, std::forward<T>(v)) {}
 
-  // S and x both hold std::string and are told apart by index only.
+  // S and x both hold std::string, l and L both std::int64_t; told apart by index only.
   std::variant<std::monostate, bool, std::int8_t, std::uint8_t, std::int16_t, std::uint16_t,
                std::int32_t, std::uint32_t, std::int64_t, float, double, codec::decimal,
-               std::string, field_array, std::uint64_t, field_table, std::string>
+               std::string, field_array, std::uint64_t, field_table, std::string, std::int64_t>
       v_;
 };
 
@@ -285,7 +291,7 @@ struct field_view {
   char type = field_type::void_value;
   std::string_view value;
 
-  // b B s u I i l widened to int64; nullopt for any other letter.
+  // b B s u I i l L widened to int64; nullopt for any other letter.
   std::optional<std::int64_t> as_integer() const noexcept;
   // t as bool; nullopt for any other letter.
   std::optional<bool> as_boolean() const noexcept;

@@ -221,6 +221,33 @@ TEST(field_table_decode, hostile_length_is_truncated_not_read) {
   }
 }
 
+// py-amqp writes ints outside int32 as 'L' (signed, 8 octets); RabbitMQ forwards them as is.
+TEST(field_table_decode, reads_py_amqp_L_as_signed_64_and_keeps_the_letter) {
+  const std::string in = octets({1, 'n', 'L', 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0x00});
+  field_table t;
+  ASSERT_EQ(decode_table(table_view{in}, t), errc::ok);
+  const field_value* v = t.find("n");
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(v->type(), 'L');
+  ASSERT_NE(v->as_i64_py(), nullptr);
+  EXPECT_EQ(*v->as_i64_py(), -(std::int64_t{1} << 40));
+  EXPECT_EQ(v->as_integer(), -(std::int64_t{1} << 40));
+  EXPECT_EQ(v->as_i64(), nullptr);
+  EXPECT_NE(*v, field_value::i64(-(std::int64_t{1} << 40)));
+  EXPECT_EQ(encode_table(t), in);
+
+  field_view view;
+  errc ec = errc::bad_field_type;
+  ASSERT_TRUE(find_in_table(table_view{in}, "n", view, ec));
+  EXPECT_EQ(view.as_integer(), -(std::int64_t{1} << 40));
+}
+
+TEST(field_table_decode, truncated_L_value_is_truncated) {
+  const std::string in = octets({1, 'n', 'L', 0, 0, 0, 0, 0, 0, 1});
+  field_table t;
+  EXPECT_EQ(decode_table(table_view{in}, t), errc::truncated);
+}
+
 TEST(field_table_decode, unknown_type_letter_is_bad_field_type) {
   const std::string in_table = octets({1, 'k', 'Z', 0, 0});
   const std::string in_array = octets({1, 'k', 'A', 0, 0, 0, 2, 'V', 'Z'});

@@ -131,7 +131,7 @@ field_value value_from_json_at(const json& j, const std::string& name, bool infe
   }
   const auto type = j.find("type");
   if (type == j.end() || !type->is_string() || type->get_ref<const std::string&>().size() != 1) {
-    fail_header(name, "\"type\" must be one of the letters t b B s u I i l f d D S A T F V x");
+    fail_header(name, "\"type\" must be one of the letters t b B s u I i l L f d D S A T F V x");
   }
   const char letter = type->get_ref<const std::string&>()[0];
   static const json null_value;
@@ -162,6 +162,8 @@ field_value value_from_json_at(const json& j, const std::string& name, bool infe
       return field_value::u32(integer_from_json<std::uint32_t>(v, name, letter));
     case 'l':
       return field_value::i64(integer_from_json<std::int64_t>(v, name, letter));
+    case 'L':
+      return field_value::i64_py(integer_from_json<std::int64_t>(v, name, letter));
     case 'T':
       return field_value::timestamp(integer_from_json<std::uint64_t>(v, name, letter));
     case 'f': {
@@ -349,6 +351,7 @@ json value_to_json(const field_value& v) {
     case 'I':
     case 'i':
     case 'l':
+    case 'L':
       out["value"] = *v.as_integer();
       break;
     case 'T':
@@ -521,6 +524,7 @@ field_value value_from_text(std::string_view name, std::string_view type_and_val
     case 'I':
     case 'i':
     case 'l':
+    case 'L':
     case 'T': {
       std::int64_t s = 0;
       std::uint64_t u = 0;
