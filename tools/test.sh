@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # phase functions are called through run_phase
-# THE test command (README): sudo bash tools/test.sh [--sanitizers]
+# THE test command (README and .ci/run), as root: bash tools/test.sh [--quick]
 #
 # Phases: setup (packages + broker), bazel build //..., bazel test //..., fuzz build (clang 14 +
-# libFuzzer, own output base), fuzz run (each fuzzer 20 s from a temp copy of its seed corpus);
-# with --sanitizers also bazel test --config=asan //... and --config=ubsan //....
+# libFuzzer, own output base), fuzz run (each fuzzer 20 s from a temp copy of its seed corpus),
+# then the sanitizers: bazel test --config=asan //..., --config=ubsan //..., and --config=tsan on
+# every test tagged "threaded". --quick skips the sanitizer phases (for local iteration only).
 # Counts every gtest case from the test.xml files (Bazel writes one for non-gtest tests too), every
 # target that failed to build as one failed case, and every fuzzer run as one case. The LAST line
 # is "N passed, M failed"; the exit status is non-zero on any failure or if nothing ran.
@@ -13,17 +14,18 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 
-SANITIZERS=0
+SANITIZERS=1
 FUZZ_SECONDS=${WARREN_FUZZ_SECONDS:-20}
 for arg in "$@"; do
   case "$arg" in
-    --sanitizers) SANITIZERS=1 ;;
+    --sanitizers) SANITIZERS=1 ;;  # the default; kept so older invocations still work
+    --quick) SANITIZERS=0 ;;
     -h | --help)
-      sed -n '2,9p' "$0"
+      sed -n '2,10p' "$0"
       exit 0
       ;;
     *)
-      echo "test.sh: unknown option $arg (only --sanitizers)" >&2
+      echo "test.sh: unknown option $arg (--quick, --sanitizers)" >&2
       exit 2
       ;;
   esac
@@ -243,6 +245,10 @@ if ((SANITIZERS)); then
     run_phase "$cfg" bazel_test_counted "$cfg" --config="$cfg"
     add_counts "$(cat "$WORK/$cfg.count" 2>/dev/null || echo "0 1")" "bazel test --config=$cfg //..."
   done
+  # TSan only where threads meet: the tests tagged "threaded" (engine, dispatcher, stress).
+  run_phase tsan bazel_test_counted tsan --config=tsan --test_tag_filters=threaded --build_tests_only
+  add_counts "$(cat "$WORK/tsan.count" 2>/dev/null || echo "0 1")" \
+    "bazel test --config=tsan (tests tagged threaded)"
 fi
 
 banner "summary"
