@@ -1,0 +1,191 @@
+// The hand-off from I/O threads to worker threads: a pool of TBB workers, and one mailbox per
+// consumer through which an I/O thread hands that consumer's items (deliveries, completions) to
+// the pool.
+//
+// A mailbox is a moodycamel ConcurrentQueue plus a count of the tasks draining it: posting never
+// blocks and never takes a lock; a task handles up to a batch of items, then puts itself back at
+// the end of the pool's queue when more remain, so one busy consumer cannot starve the others.
+//
+// Exceptions: a handler's exception goes to the mailbox's on_error (or is counted and dropped);
+// nothing escapes a worker thread.
+#pragma once
+
+#include <concurrentqueue/concurrentqueue.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <utility>
+
+namespace warren::workers {
+
+namespace detail {
+class mailbox_core;
+}
+
+// Worker threads: a tbb::task_arena of `threads` slots, all for workers (0: the hardware
+// concurrency). When the process-wide TBB limit would give the arena fewer workers, the pool
+// raises it (tbb::global_control, for the pool's lifetime; with several pools, TBB keeps the
+// smallest of their limits).
+//
+// Threading: construct and destroy on one thread; submit from any. Destroy every mailbox of the
+// pool before the pool: the destructor waits for tasks in flight.
+class worker_pool {
+ public:
+  explicit worker_pool(unsigned threads = 0);
+  ~worker_pool();
+  worker_pool(const worker_pool&) = delete;
+  worker_pool& operator=(const worker_pool&) = delete;
+
+  unsigned size() const noexcept { return size_; }
+
+  // For mailbox: runs core->run() on a worker, holding a reference until it returns.
+  void submit(std::shared_ptr<detail::mailbox_core> core);
+
+ private:
+  struct impl;
+  unsigned size_;
+  std::unique_ptr<impl> impl_;
+};
+
+namespace detail {
+
+// The scheduling half of a mailbox, independent of the item type. Shared with the tasks in
+// flight, so a task that is finishing never touches freed memory.
+class mailbox_core : public std::enable_shared_from_this<mailbox_core> {
+ public:
+  mailbox_core(worker_pool& pool, unsigned concurrency,
+               std::function<void(std::exception_ptr)> on_error);
+  virtual ~mailbox_core();
+
+  // Producer: `n` items were just enqueued; schedules a task when fewer than `concurrency` run.
+  void posted(std::size_t n);
+  std::size_t pending() const noexcept;
+  void drain();
+  // Called on a worker by worker_pool::submit.
+  void run() noexcept;
+  std::uint64_t failures() const noexcept { return failures_.load(std::memory_order_relaxed); }
+  // After drain, before the owner goes: the error handler must not outlive the mailbox.
+  void close() noexcept;
+
+ protected:
+  // Handles up to `max` items, calling dequeued(1) as each is taken off the queue (before it is
+  // handled, so an idle task does not wait for a slow handler to decide it may stop). Returns
+  // how many were handled.
+  virtual std::size_t handle_some(std::size_t max) noexcept = 0;
+  void dequeued(std::size_t n) noexcept { queued_.fetch_sub(std::int64_t(n)); }
+  // A handler threw.
+  void report(std::exception_ptr error) noexcept;
+
+ private:
+  bool try_start() noexcept;
+
+  worker_pool& pool_;
+  const unsigned concurrency_;
+  std::function<void(std::exception_ptr)> on_error_;
+  // Enqueued and not yet dequeued; may dip below 0 for a moment (a task dequeues before the
+  // producer counts the item).
+  std::atomic<std::int64_t> queued_{0};
+  std::atomic<unsigned> running_{0};  // tasks holding a slot (at most concurrency_)
+  std::atomic<std::uint64_t> posted_{0};
+  std::atomic<std::uint64_t> handled_{0};
+  std::atomic<std::uint64_t> failures_{0};
+  std::atomic<unsigned> drain_waiters_{0};
+  std::mutex drain_mutex_;
+  std::condition_variable drained_;
+};
+
+}  // namespace detail
+
+// One per consumer. Items posted by ONE thread at a time (the consumer's I/O thread), handled on
+// the pool.
+//
+// concurrency 1: items are handled strictly in post order, never two at once. concurrency k > 1:
+// up to k at once, in no particular order.
+//
+// T must be default-constructible and move-assignable (the queue moves items into place). The
+// handler runs on a worker thread; an exception from it goes to on_error (on a worker, with no
+// lock held), or, without on_error, is dropped and counted in failures(). on_error must not
+// throw (what it throws is dropped and counted).
+template <class T>
+class mailbox {
+ public:
+  using handler = std::function<void(T&)>;
+  using error_handler = std::function<void(std::exception_ptr)>;
+
+  mailbox(worker_pool& pool, handler handle, unsigned concurrency = 1, error_handler on_error = {})
+      : state_(std::make_shared<state>(pool, std::move(handle), concurrency ? concurrency : 1,
+                                       std::move(on_error))) {}
+  mailbox(const mailbox&) = delete;
+  mailbox& operator=(const mailbox&) = delete;
+
+  // Producer thread only; never blocks. Throws std::bad_alloc when the queue cannot grow.
+  void post(T&& item) {
+    if (!state_->queue.enqueue(state_->producer, std::move(item))) throw std::bad_alloc();
+    state_->posted(1);
+  }
+  // Moves n items from first (enqueue_bulk). Producer thread only; never blocks.
+  template <class It>
+  void post_bulk(It first, std::size_t n) {
+    if (n == 0) return;
+    if (!state_->queue.enqueue_bulk(state_->producer, std::make_move_iterator(first), n)) {
+      throw std::bad_alloc();
+    }
+    state_->posted(n);
+  }
+
+  // Posted and not yet handled (approximate while workers run).
+  std::size_t pending() const noexcept { return state_->pending(); }
+  // Blocks until every item posted before the call is handled. Not on a worker of the pool (it
+  // could wait for itself).
+  void drain() { state_->drain(); }
+  // Handler exceptions dropped for want of on_error (and on_error's own).
+  std::uint64_t failures() const noexcept { return state_->failures(); }
+
+  // Drains, then destroys: the handler is never called after this returns.
+  ~mailbox() {
+    state_->drain();
+    state_->close();
+    state_->handle = nullptr;
+  }
+
+ private:
+  struct state final : detail::mailbox_core {
+    state(worker_pool& pool, handler h, unsigned concurrency, error_handler on_error)
+        : mailbox_core(pool, concurrency, std::move(on_error)),
+          handle(std::move(h)),
+          producer(queue) {}
+
+    std::size_t handle_some(std::size_t max) noexcept override {
+      moodycamel::ConsumerToken token(queue);
+      std::size_t n = 0;
+      while (n < max) {
+        T item;
+        if (!queue.try_dequeue(token, item)) break;
+        dequeued(1);
+        ++n;
+        try {
+          handle(item);
+        } catch (...) {
+          report(std::current_exception());
+        }
+      }
+      return n;
+    }
+
+    handler handle;
+    moodycamel::ConcurrentQueue<T> queue;
+    moodycamel::ProducerToken producer;
+  };
+
+  std::shared_ptr<state> state_;
+};
+
+}  // namespace warren::workers
