@@ -476,42 +476,12 @@ std::string one_line(std::string s, const std::string& password) {
 }  // namespace
 
 connection_options options_from_uri(std::string_view uri_text) {
-  const connection_uri u = parse_uri(uri_text);
-  connection_options o;
-  o.host = (u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host) + ":" +
-           std::to_string(u.port);
-  o.userid = u.user;
-  o.password = u.password;
+  connection_options o = connection_options::from_uri(uri_text);
   // The URI spec reads `amqp://host/` as vhost "", which RabbitMQ never has; like pika, take it
   // as "/", so the documented default URI (with its trailing slash) works.
-  o.virtual_host = u.vhost.empty() ? "/" : u.vhost;
-  if (u.heartbeat) o.heartbeat = *u.heartbeat;
-  if (u.channel_max) o.channel_max = *u.channel_max;
-  if (u.frame_max) o.frame_max = *u.frame_max;
-  o.connect_timeout = u.connection_timeout ? seconds_f(*u.connection_timeout)
-                                           : seconds_f(default_connect_timeout_s);
-  if (u.tls) {
-    io::tls_options t;
-    t.ca_file = u.cacertfile.value_or("");
-    t.cert_file = u.certfile.value_or("");
-    t.key_file = u.keyfile.value_or("");
-    t.verify_peer = u.verify.value_or(tls_verify::verify_peer) == tls_verify::verify_peer;
-    if (u.server_name_indication) {
-      t.server_name = *u.server_name_indication == "disable" ? "" : *u.server_name_indication;
-    }
-    o.ssl = std::move(t);
-  }
-  for (const std::string& m : u.auth_mechanisms) {
-    if (m == "PLAIN") {
-      o.authentication.push_back(protocol::sasl_plain(u.user, u.password));
-    } else if (m == "AMQPLAIN") {
-      o.authentication.push_back(protocol::sasl_amqplain(u.user, u.password));
-    } else if (m == "EXTERNAL") {
-      o.authentication.push_back(protocol::sasl_external());
-    } else {
-      throw uri_error("invalid AMQP URI: unsupported auth_mechanism " + m);
-    }
-  }
+  if (o.virtual_host.empty()) o.virtual_host = "/";
+  // A one-shot tool must not hang on an unreachable broker.
+  if (!o.connect_timeout) o.connect_timeout = seconds_f(default_connect_timeout_s);
   return o;
 }
 

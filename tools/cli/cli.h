@@ -28,11 +28,10 @@ inline constexpr std::string_view default_uri = "amqp://guest:guest@127.0.0.1:56
 // exit status. Not thread-safe with respect to the streams; otherwise self-contained.
 int run(std::span<const std::string> args, std::istream& in, std::ostream& out, std::ostream& err);
 
-// connection_options for an amqp:// or amqps:// URI (engine/uri.h): host and port, user,
-// password, vhost (an empty one, as in `amqp://host/`, is "/"), heartbeat, channel_max, frame_max,
-// connection_timeout (default 10 s), TLS files, verification and SNI, auth_mechanism (PLAIN,
-// AMQPLAIN, EXTERNAL). Throws uri_error (which never contains the password) for a malformed URI or
-// an unsupported mechanism.
+// connection_options::from_uri (engine/client/connection.h) with the tool's two defaults: an
+// empty vhost (as in `amqp://host/`, the spec's reading of a trailing slash) is "/", and without
+// the URI's connection_timeout connecting gives up after 10 s. Throws uri_error (which never
+// contains the password) for a malformed URI or an unsupported mechanism.
 connection_options options_from_uri(std::string_view uri);
 
 }  // namespace warren::cli

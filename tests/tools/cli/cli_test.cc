@@ -391,5 +391,35 @@ TEST(options_from_uri, default_uri_means_vhost_slash_and_a_bounded_connect) {
   EXPECT_THROW(options_from_uri("amqp://h?auth_mechanism=gssapi"), uri_error);
 }
 
+TEST(options_from_uri, differs_from_the_engine_only_in_empty_vhost_and_connect_timeout) {
+  for (const char* uri : {"amqp://u:p@h:1234/%2f?heartbeat=3&channel_max=9",
+                          "amqp://h/vh?auth_mechanism=plain&auth_mechanism=amqplain",
+                          "amqps://h?certfile=/c.pem&keyfile=/k.pem&connection_timeout=40"}) {
+    SCOPED_TRACE(uri);
+    const connection_options tool = options_from_uri(uri);
+    const connection_options engine = connection_options::from_uri(uri);
+    EXPECT_EQ(tool.host, engine.host);
+    EXPECT_EQ(tool.userid, engine.userid);
+    EXPECT_EQ(tool.password, engine.password);
+    EXPECT_EQ(tool.virtual_host, engine.virtual_host);
+    EXPECT_EQ(tool.heartbeat, engine.heartbeat);
+    EXPECT_EQ(tool.channel_max, engine.channel_max);
+    EXPECT_EQ(tool.frame_max, engine.frame_max);
+    ASSERT_EQ(tool.authentication.size(), engine.authentication.size());
+    for (std::size_t i = 0; i < tool.authentication.size(); ++i)
+      EXPECT_EQ(tool.authentication[i].mechanism, engine.authentication[i].mechanism);
+    ASSERT_EQ(tool.ssl.has_value(), engine.ssl.has_value());
+    if (tool.ssl) {
+      EXPECT_EQ(tool.ssl->cert_file, engine.ssl->cert_file);
+      EXPECT_EQ(tool.ssl->key_file, engine.ssl->key_file);
+      EXPECT_EQ(tool.ssl->verify_peer, engine.ssl->verify_peer);
+    }
+    EXPECT_EQ(tool.connect_timeout, engine.connect_timeout.value_or(seconds_f(10)));
+  }
+  EXPECT_EQ(connection_options::from_uri("amqp://h/").virtual_host, "");
+  EXPECT_EQ(options_from_uri("amqp://h/").virtual_host, "/");
+  EXPECT_EQ(options_from_uri("amqp://h").virtual_host, "/");
+}
+
 }  // namespace
 }  // namespace warren::cli
