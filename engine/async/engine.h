@@ -1,0 +1,319 @@
+// warren's multithreaded engine: I/O threads that own sockets, epoll and heartbeats; a
+// zero-copy receive path handing deliveries to a TBB worker pool; a publish path that any thread
+// may use, with back-pressure as a return value; publisher confirms; a topology record.
+//
+// Threads (see README, "Design of the async engine"):
+//   - I/O threads (engine_options::io_threads). Each runs one epoll loop for the connections
+//     assigned to it (round-robin), drives their connection_machine (the same sans-I/O class as
+//     the blocking API), runs their timers (heartbeats, dead-peer detection, ack coalescing,
+//     confirm timeouts) and calls confirm_callback, on_blocked, on_unblocked, on_closed and
+//     on_return. Those callbacks must be short and must not make blocking calls.
+//   - Worker threads (engine_options::workers, a TBB arena): delivery_handler runs there.
+//   - Any other thread (the application's): everything else.
+//
+// Blocking calls (connect, open_channel, topology RPCs, basic_consume/cancel, close,
+// publish with a deadline, wait_for_confirms) are not allowed on an I/O thread (they would wait
+// for the thread they block): they throw std::logic_error there. They may be made from worker
+// threads. Non-blocking calls (try_publish, delivery ack/nack/reject, is_open, blocked,
+// outstanding_confirms) may be made from any thread, I/O threads included.
+//
+// Errors: blocking calls throw warren's py-amqp exception types (engine/errors.h): a channel
+// error from the broker (404 not_found, ...) closes that channel and throws its class; a closed
+// connection throws the error that closed it (or connection_forced-like errors built from the
+// close reason; a transport failure is recoverable_connection_error with reply code 0 and the
+// transport's message); amqp_timeout when a deadline passes. Publishing never throws: it returns
+// publish_status.
+//
+// Lifetimes: the engine must outlive every connection, channel and delivery obtained from it
+// (its destructor closes connections, waits for handlers in flight and joins its threads).
+// Connection and channel handles are shared_ptrs: dropping the handle does not close them.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "codec/content.h"
+#include "codec/field_table.h"
+#include "engine/buffer.h"
+#include "engine/client/connection.h"
+#include "engine/io/socket.h"
+#include "engine/protocol/connection_machine.h"
+
+namespace warren::async {
+
+namespace detail {
+class engine_impl;
+class io_thread;
+class connection_impl;
+class channel_impl;
+struct consumer_impl;
+}  // namespace detail
+
+struct engine_options {
+  unsigned io_threads = 1;  // each owns its connections' sockets, epoll, timers, heartbeats
+  unsigned workers = 0;     // TBB worker threads for consumer handlers; 0 = hardware_concurrency
+  std::size_t rx_buffer_size = 256 * 1024;    // pooled receive buffer size
+  std::size_t rx_pool_max = 1024;             // cached buffers per I/O thread (bounds idle memory)
+  std::size_t max_outgoing_bytes = 8u << 20;  // per connection: publish back-pressure above this
+  // Per connection: deliveries handed to consumers and not yet handled. Above it the I/O thread
+  // stops reading that socket (EPOLLIN off) until handlers bring it below half of it again.
+  std::size_t max_pending_deliveries = 64 * 1024;
+};
+
+// Result of a non-blocking publish attempt.
+enum class publish_status : std::uint8_t {
+  ok,           // encoded into the connection's outgoing buffer
+  buffer_full,  // outgoing bytes above max_outgoing_bytes: retry later or wait
+  window_full,  // confirm window (outstanding unconfirmed) is full
+  blocked,      // broker sent connection.blocked, or channel.flow(active=false)
+  closed,       // channel or connection is closed (channel::error() says why)
+  too_large,    // body above the broker's max, or the encoder rejected the arguments
+  timeout,      // publish(deadline) only: the deadline passed while waiting for room
+};
+std::string_view to_string(publish_status s) noexcept;
+
+struct confirm_result {  // per-message completion, delivered once
+  enum class outcome : std::uint8_t { ack, nack, timeout, connection_lost, channel_closed } what;
+  std::uint64_t sequence = 0;    // the publish sequence number on its channel
+  bool returned = false;         // basic.return arrived for it first (mandatory, unroutable)
+  std::uint16_t reply_code = 0;  // return's or close's reply code
+  std::string reply_text;
+};
+// Runs on the I/O thread: keep it short, never block. Called exactly once per publish made with
+// a callback on a channel in confirm mode.
+using confirm_callback = std::function<void(const confirm_result&)>;
+
+struct publish_options {
+  bool mandatory = false;
+  bool immediate = false;
+};
+
+// A basic.return: the message came back unroutable. Views are valid during the callback only;
+// copy what must outlive it.
+struct returned_message {
+  std::uint16_t reply_code = 0;
+  std::string_view reply_text;
+  std::string_view exchange;
+  std::string_view routing_key;
+  const codec::content_header* header = nullptr;
+  std::string_view body;
+};
+
+class delivery;
+using delivery_handler = std::function<void(delivery&)>;  // runs on a TBB worker thread
+
+struct consumer_options {
+  std::string consumer_tag;  // empty: broker assigns
+  bool no_ack = false, exclusive = false, no_local = false;
+  codec::field_table arguments;
+  unsigned concurrency = 1;  // 1 = this consumer's deliveries handled strictly in order
+  // Broker cancel (queue deleted, ...). Runs on the I/O thread.
+  std::function<void(std::string_view consumer_tag)> on_cancel;
+};
+
+struct ack_coalescing {
+  std::uint32_t max_count = 64;
+  std::chrono::microseconds max_delay{1000};
+};
+
+// What was declared through the engine on one connection, for a later recovery to replay.
+// Deleting an exchange or queue through the engine removes it and the bindings naming it.
+struct exchange_record {
+  std::string name, type;
+  warren::exchange_declare_options options;
+};
+struct queue_record {
+  std::string name;  // the broker's name when it was server-named
+  warren::queue_declare_options options;
+  bool server_named = false;
+};
+struct binding_record {
+  enum class kind : std::uint8_t { queue, exchange } what;  // queue.bind or exchange.bind
+  std::string destination, source, routing_key;
+  codec::field_table arguments;
+};
+struct consumer_record {
+  std::uint16_t channel = 0;
+  std::string queue, consumer_tag;
+  bool no_ack = false, exclusive = false, no_local = false;
+  codec::field_table arguments;
+};
+struct topology_record {
+  std::vector<exchange_record> exchanges;
+  std::vector<queue_record> queues;
+  std::vector<binding_record> bindings;
+  std::vector<consumer_record> consumers;
+};
+
+class channel;
+
+class connection {
+ public:
+  // Blocking: any thread but an I/O thread. Opens the lowest free channel id.
+  std::shared_ptr<channel> open_channel();
+  // Graceful close (bounded by a few seconds): every outstanding confirm completes with
+  // connection_lost, consumers' mailboxes are drained. Idempotent.
+  void close();
+  bool is_open() const noexcept;
+  bool blocked() const noexcept;
+  // Callbacks run on the I/O thread. Set them before the events they observe can happen.
+  void on_blocked(std::function<void(std::string_view)> f);
+  void on_unblocked(std::function<void()> f);
+  void on_closed(std::function<void(const warren::protocol::close_reason&)> f);
+  // Why the connection closed (reply_code 0 and empty text while open).
+  warren::protocol::close_reason close_reason() const;
+  // A snapshot of the topology record (any thread).
+  topology_record topology() const;
+  // Bytes encoded for the wire and not yet written (publish staging plus the machine's output).
+  std::size_t outgoing_bytes() const noexcept;
+  std::uint32_t frame_max() const noexcept;
+
+  ~connection();
+  explicit connection(std::shared_ptr<detail::connection_impl> impl);
+
+ private:
+  std::shared_ptr<detail::connection_impl> impl_;
+};
+
+class channel {
+ public:
+  // Topology (blocking RPCs, recorded in the connection's topology record):
+  warren::queue_declare_ok queue_declare(std::string_view queue,
+                                         const warren::queue_declare_options& = {});
+  void exchange_declare(std::string_view exchange, std::string_view type,
+                        const warren::exchange_declare_options& = {});
+  void queue_bind(std::string_view queue, std::string_view exchange, std::string_view routing_key,
+                  const warren::bind_options& = {});
+  void queue_unbind(std::string_view queue, std::string_view exchange, std::string_view routing_key,
+                    const warren::bind_options& = {});
+  void exchange_bind(std::string_view destination, std::string_view source,
+                     std::string_view routing_key, const warren::bind_options& = {});
+  void exchange_unbind(std::string_view destination, std::string_view source,
+                       std::string_view routing_key, const warren::bind_options& = {});
+  std::uint32_t queue_purge(std::string_view queue);
+  std::uint32_t queue_delete(std::string_view queue, const warren::queue_delete_options& = {});
+  void exchange_delete(std::string_view exchange);
+  void basic_qos(std::uint32_t prefetch_size, std::uint16_t prefetch_count, bool global);
+  // Confirm mode with a bounded window of outstanding publishes and an optional confirm timeout
+  // (0: none). Call before publishing on this channel.
+  void confirm_select(std::size_t window = 1000, std::chrono::milliseconds timeout = {});
+
+  // Publishing: any thread, concurrently. try_publish never blocks; publish blocks at most
+  // until `deadline` for room (buffer, window, blocked, flow) and returns timeout when it
+  // passes. In confirm mode the sequence number is assigned here, in wire order, and
+  // on_confirm (if any) is called once on the I/O thread. Without confirm mode on_confirm is
+  // ignored. The arguments are copied into the outgoing buffer before the call returns.
+  publish_status try_publish(std::string_view exchange, std::string_view routing_key,
+                             const codec::basic_properties& props, std::string_view body,
+                             const publish_options& = {}, confirm_callback on_confirm = {});
+  publish_status publish(std::string_view exchange, std::string_view routing_key,
+                         const codec::basic_properties& props, std::string_view body,
+                         std::chrono::steady_clock::time_point deadline,
+                         const publish_options& = {}, confirm_callback on_confirm = {});
+  // Confirm mode only (otherwise the future holds std::logic_error). Never blocks: when the
+  // publish is not accepted the future is ready at once, holding a publish_rejected exception
+  // with the status (buffer_full, window_full, blocked, closed, too_large).
+  std::future<confirm_result> publish_confirmed(std::string_view exchange,
+                                                std::string_view routing_key,
+                                                const codec::basic_properties& props,
+                                                std::string_view body, const publish_options& = {});
+  // basic.return handler, on the I/O thread, called before that publish's confirm.
+  void on_return(std::function<void(const returned_message&)> f);
+  std::size_t outstanding_confirms() const noexcept;
+  // True once every publish made so far has completed (any outcome); false at the deadline.
+  bool wait_for_confirms(std::chrono::steady_clock::time_point deadline);
+
+  // Consuming: handler on TBB workers; returns the consumer tag. Blocking.
+  std::string basic_consume(std::string_view queue, delivery_handler handler,
+                            const consumer_options& = {}, const ack_coalescing& = {});
+  // Blocking; returns after cancel-ok and after the consumer's handlers in flight finished.
+  void basic_cancel(std::string_view consumer_tag);
+  // Blocking. Outstanding confirms complete with channel_closed. Idempotent.
+  void close();
+  bool is_open() const noexcept;
+  // channel.flow from the broker: false while the broker asked us to stop publishing.
+  bool flow_active() const noexcept;
+  std::uint16_t id() const noexcept;
+  // The error that closed the channel (null while open or after a close by this client).
+  std::exception_ptr error() const;
+
+  ~channel();
+  explicit channel(std::shared_ptr<detail::channel_impl> impl);
+
+ private:
+  std::shared_ptr<detail::channel_impl> impl_;
+};
+
+// Thrown through publish_confirmed's future when the publish was not accepted.
+class publish_rejected : public std::runtime_error {
+ public:
+  explicit publish_rejected(publish_status s);
+  publish_status status() const noexcept { return status_; }
+
+ private:
+  publish_status status_;
+};
+
+// One basic.deliver handed to a handler by reference. Copy or move it to keep the body past the
+// handler: a delivery holds a reference on the receive buffer(s) its views point into, and the
+// buffer returns to its pool when the last delivery viewing it goes (any thread).
+class delivery {
+ public:
+  delivery() = default;
+  std::string_view body() const noexcept { return body_; }  // view into the receive buffer
+  const codec::content_header& header() const noexcept { return header_; }
+  const codec::basic_properties& properties() const noexcept { return header_.properties; }
+  std::uint64_t delivery_tag() const noexcept { return tag_; }
+  bool redelivered() const noexcept { return redelivered_; }
+  std::string_view exchange() const noexcept { return exchange_; }
+  std::string_view routing_key() const noexcept { return routing_key_; }
+  std::string_view consumer_tag() const noexcept { return consumer_tag_; }
+  std::uint16_t channel_id() const noexcept;
+  // Any thread; routed to the owning I/O thread; contiguous acks coalesce into multiple=true.
+  // No-ops (false) when the consumer is no_ack, the channel has closed since the delivery, or
+  // the tag was already settled.
+  bool ack(bool multiple = false);
+  bool nack(bool multiple = false, bool requeue = true);
+  bool reject(bool requeue = true);
+
+ private:
+  friend class detail::connection_impl;
+  friend class detail::channel_impl;
+  rx_ref keep_[3];
+  codec::content_header header_;
+  std::string_view body_, exchange_, routing_key_, consumer_tag_;
+  std::uint64_t tag_ = 0;
+  bool redelivered_ = false;
+  std::shared_ptr<detail::consumer_impl> consumer_;
+};
+
+class engine {
+ public:
+  explicit engine(engine_options = {});
+  ~engine();  // closes connections, drains, joins threads
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  // Blocking connect (any non-I/O thread): returns once connection.open-ok arrived, or throws
+  // (std::system_error for TCP/TLS failures, the py-amqp error for a refused login, amqp_timeout
+  // when connect_timeout passes). Uses the blocking API's option struct, incl. TLS, heartbeat,
+  // SASL; its callbacks (on_open, on_blocked, ...) and read/write timeouts are not used.
+  std::shared_ptr<connection> connect(const warren::connection_options& opts);
+  // The same over an already connected stream socket (a socketpair in tests and benches); the
+  // engine owns `fd` from here on. opts.host names the peer for TLS.
+  std::shared_ptr<connection> adopt(io::unique_fd fd, const warren::connection_options& opts);
+
+  const engine_options& options() const noexcept;
+
+ private:
+  std::unique_ptr<detail::engine_impl> impl_;
+};
+
+}  // namespace warren::async
