@@ -65,6 +65,40 @@ char* put_frame_end(char* out) noexcept {
   return put_frame_end(out);
 }
 
+// The body frames of `body`, cut into chunks of `chunk` octets, at `out`, which has room.
+[[gnu::always_inline]] inline char* write_body_frames(char* out, std::uint16_t channel,
+                                                      std::string_view body,
+                                                      std::size_t chunk) noexcept {
+  for (std::string_view rest = body; !rest.empty();) {
+    const std::string_view piece = rest.substr(0, chunk);
+    out = write_frame_header(out, frame_body, channel, static_cast<std::uint32_t>(piece.size()));
+    out = put_frame_end(detail::put_bytes(out, piece));
+    rest.remove_prefix(piece.size());
+  }
+  return out;
+}
+
+// The iovec form of write_body_frames: the scratch octets [scratch, head_end) are already
+// written; frame headers and end octets follow them in scratch, body chunks point into `body`.
+// Returns the number of iovecs, which the caller has room for.
+std::size_t gather_body_frames(char* scratch, char* head_end, iovec* iov, std::uint16_t channel,
+                               std::string_view body, std::size_t chunk) noexcept {
+  char* s = head_end;
+  char* segment = scratch;  // start of the scratch octets not yet in an iovec
+  iovec* v = iov;
+  for (std::string_view rest = body; !rest.empty();) {
+    const std::string_view piece = rest.substr(0, chunk);
+    s = write_frame_header(s, frame_body, channel, static_cast<std::uint32_t>(piece.size()));
+    *v++ = {segment, static_cast<std::size_t>(s - segment)};
+    *v++ = {const_cast<char*>(piece.data()), piece.size()};
+    segment = s;
+    s = put_frame_end(s);
+    rest.remove_prefix(piece.size());
+  }
+  *v++ = {segment, static_cast<std::size_t>(s - segment)};
+  return static_cast<std::size_t>(v - iov);
+}
+
 }  // namespace
 
 std::size_t publish_size(const basic_publish& m, const basic_properties& p, std::size_t body_size,
@@ -82,12 +116,7 @@ errc encode_publish(char* out, std::size_t cap, std::size_t& written, std::uint1
   if (cap < total) return errc::buffer_too_small;
 
   out = write_head(out, channel, m, p, body.size(), pl);
-  for (std::string_view rest = body; !rest.empty();) {
-    const std::string_view chunk = rest.substr(0, pl.chunk);
-    out = write_frame_header(out, frame_body, channel, static_cast<std::uint32_t>(chunk.size()));
-    out = put_frame_end(detail::put_bytes(out, chunk));
-    rest.remove_prefix(chunk.size());
-  }
+  write_body_frames(out, channel, body, pl.chunk);
   written = total;
   return errc::ok;
 }
@@ -104,19 +133,47 @@ errc encode_publish_iov(char* scratch, std::size_t scratch_cap, iovec* iov, std:
   }
 
   char* s = write_head(scratch, channel, m, p, body.size(), pl);
-  char* segment = scratch;  // start of the scratch octets not yet in an iovec
-  iovec* v = iov;
-  for (std::string_view rest = body; !rest.empty();) {
-    const std::string_view chunk = rest.substr(0, pl.chunk);
-    s = write_frame_header(s, frame_body, channel, static_cast<std::uint32_t>(chunk.size()));
-    *v++ = {segment, static_cast<std::size_t>(s - segment)};
-    *v++ = {const_cast<char*>(chunk.data()), chunk.size()};
-    segment = s;
-    s = put_frame_end(s);
-    rest.remove_prefix(chunk.size());
+  iov_count = gather_body_frames(scratch, s, iov, channel, body, pl.chunk);
+  return errc::ok;
+}
+
+errc publish_template::assign(std::uint16_t channel, const basic_publish& m,
+                              const basic_properties& p, std::uint32_t frame_max) {
+  head_.clear();
+  const publish_plan pl = plan(m, p, 0, frame_max);
+  if (pl.status != errc::ok) return pl.status;
+  head_.resize(pl.framing());
+  write_head(head_.data(), channel, m, p, 0, pl);
+  body_size_at_ = frame_overhead + pl.method_payload + frame_header_size + 4;
+  chunk_ = pl.chunk;
+  channel_ = channel;
+  return errc::ok;
+}
+
+errc publish_template::encode(char* out, std::size_t cap, std::string_view body,
+                              std::size_t& written) const noexcept {
+  written = 0;
+  if (head_.empty()) return errc::value_out_of_range;
+  const std::size_t total = size(body.size());
+  if (cap < total) return errc::buffer_too_small;
+  std::memcpy(out, head_.data(), head_.size());
+  detail::put_u64(out + body_size_at_, body.size());
+  write_body_frames(out + head_.size(), channel_, body, chunk_);
+  written = total;
+  return errc::ok;
+}
+
+errc publish_template::encode_iov(char* scratch, std::size_t scratch_cap, iovec* iov,
+                                  std::size_t iov_cap, std::size_t& iov_count,
+                                  std::string_view body) const noexcept {
+  iov_count = 0;
+  if (head_.empty()) return errc::value_out_of_range;
+  if (scratch_cap < scratch_size(body.size()) || iov_cap < 1 + 2 * body_frames(body.size())) {
+    return errc::buffer_too_small;
   }
-  *v++ = {segment, static_cast<std::size_t>(s - segment)};
-  iov_count = static_cast<std::size_t>(v - iov);
+  std::memcpy(scratch, head_.data(), head_.size());
+  detail::put_u64(scratch + body_size_at_, body.size());
+  iov_count = gather_body_frames(scratch, scratch + head_.size(), iov, channel_, body, chunk_);
   return errc::ok;
 }
 

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "codec/content.h"
@@ -62,6 +63,72 @@ inline std::size_t publish_scratch_size(const basic_publish& m, const basic_prop
 inline std::size_t publish_iov_count(std::size_t body_size, std::uint32_t frame_max) noexcept {
   return 1 + 2 * static_cast<std::size_t>(body_frame_count(body_size, frame_max));
 }
+
+// A publish whose method frame and content-header frame are encoded once and then reused for
+// every message with the same channel, exchange, routing key, flags and properties: each
+// encode() copies that head, patches the 8-octet body size at a known offset and appends the
+// body frames. The octets are exactly encode_publish()'s for the same arguments.
+//
+// Building (assign) allocates and may throw std::bad_alloc, nothing else; it copies everything
+// it needs, so the views in `m` and `p` need not outlive it. The per-message calls (size,
+// encode, encode_iov) never allocate or throw. A template is a value: one thread at a time may
+// assign it; any number of threads may call the const members on distinct outputs while nobody
+// assigns it.
+class publish_template {
+ public:
+  publish_template() = default;
+
+  // Encodes the head for these arguments, replacing any previous one. frame_max is the
+  // negotiated value (0 before tune: the pre-tune limit applies); renegotiation needs a new
+  // assign(). Returns encode_publish()'s argument errors (string_too_long, value_out_of_range);
+  // on error the template is left empty (encode() then fails) and the previous head is gone.
+  errc assign(std::uint16_t channel, const basic_publish& m, const basic_properties& p,
+              std::uint32_t frame_max);
+
+  // Whether the last assign() succeeded.
+  bool valid() const noexcept { return !head_.empty(); }
+
+  // Exact octets encode() writes for a body of body_size octets (meaningless when !valid()).
+  std::size_t size(std::size_t body_size) const noexcept {
+    return head_.size() + body_size + frame_overhead * body_frames(body_size);
+  }
+
+  // Writes the whole publish of `body` at `out` (capacity `cap`) and sets `written` to
+  // size(body.size()). On error nothing is written and `written` is 0. Returns:
+  //   value_out_of_range  the template is not valid()
+  //   buffer_too_small    cap < size(body.size())
+  errc encode(char* out, std::size_t cap, std::string_view body,
+              std::size_t& written) const noexcept;
+
+  // The same octets as an iovec list that leaves the body where it is, like
+  // encode_publish_iov(): the head (with its body size) and the body frames' headers and end
+  // octets go into `scratch`, which needs scratch_size() octets; iov needs iov_count() entries
+  // (publish_iov_count()). The iovecs are valid while scratch and body are, never pointing into
+  // the template, so it may be reused or reassigned at once. Returns encode()'s errors, with
+  // buffer_too_small also for iov_cap too small; on error iov_count is 0.
+  errc encode_iov(char* scratch, std::size_t scratch_cap, iovec* iov, std::size_t iov_cap,
+                  std::size_t& iov_count, std::string_view body) const noexcept;
+
+  std::size_t scratch_size(std::size_t body_size) const noexcept {
+    return size(body_size) - body_size;
+  }
+
+  // The encoded method and header frames, body size 0: for tests and inspection.
+  std::string_view head() const noexcept { return head_; }
+  std::uint16_t channel() const noexcept { return channel_; }
+
+ private:
+  std::size_t body_frames(std::size_t body_size) const noexcept {
+    // Most bodies fit one frame: no division for them.
+    if (body_size <= chunk_) return body_size != 0 ? 1 : 0;
+    return body_size / chunk_ + (body_size % chunk_ != 0 ? 1 : 0);
+  }
+
+  std::string head_;
+  std::size_t body_size_at_ = 0;  // offset of the 8-octet body size in head_
+  std::size_t chunk_ = 1;         // max_body_chunk(frame_max)
+  std::uint16_t channel_ = 0;
+};
 
 // A delivery decoded in one go: basic.deliver, its content header and its body, all views into
 // the input.

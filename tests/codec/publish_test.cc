@@ -73,6 +73,21 @@ std::string publish_flat(const basic_publish& m, const basic_properties& p, std:
   return out;
 }
 
+// The octets an iovec list of a publish stands for. Body chunks (the odd entries) must point
+// into the caller's body, not at a copy; everything else into the scratch buffer.
+std::string joined(const iovec* iov, std::size_t count, std::string_view scratch,
+                   std::string_view body) {
+  std::string out;
+  for (std::size_t i = 0; i < count; ++i) {
+    const char* base = static_cast<const char*>(iov[i].iov_base);
+    const std::string_view within = i % 2 == 1 ? body : scratch;
+    EXPECT_GE(base, within.data());
+    EXPECT_LE(base + iov[i].iov_len, within.data() + within.size());
+    out.append(base, iov[i].iov_len);
+  }
+  return out;
+}
+
 std::string publish_gathered(const basic_publish& m, const basic_properties& p,
                              std::string_view body, std::uint32_t frame_max,
                              std::uint16_t channel = 1) {
@@ -83,17 +98,7 @@ std::string publish_gathered(const basic_publish& m, const basic_properties& p,
                                channel, m, p, body, frame_max),
             errc::ok);
   EXPECT_EQ(count, iov.size());
-  std::string out;
-  for (std::size_t i = 0; i < count; ++i) {
-    const char* base = static_cast<const char*>(iov[i].iov_base);
-    // Body chunks must point into the caller's body, not at a copy.
-    if (i % 2 == 1) {
-      EXPECT_GE(base, body.data());
-      EXPECT_LE(base + iov[i].iov_len, body.data() + body.size());
-    }
-    out.append(base, iov[i].iov_len);
-  }
-  return out;
+  return joined(iov.data(), count, scratch, body);
 }
 
 // The frames of an encoded publish, read back with the frame decoder.
@@ -249,6 +254,140 @@ TEST(encode_publish, refuses_frame_max_below_frame_min_size) {
     EXPECT_EQ(encode_publish(out, sizeof out, written, 1, golden_method(), {}, "x", frame_max),
               errc::value_out_of_range);
   }
+}
+
+std::string template_flat(const publish_template& t, std::string_view body) {
+  std::string out(t.size(body.size()), '\0');
+  std::size_t written = 0;
+  EXPECT_EQ(t.encode(out.data(), out.size(), body, written), errc::ok);
+  EXPECT_EQ(written, out.size());
+  return out;
+}
+
+std::string template_gathered(const publish_template& t, std::string_view body,
+                              std::uint32_t frame_max) {
+  std::string scratch(t.scratch_size(body.size()), '\0');
+  std::vector<iovec> iov(publish_iov_count(body.size(), frame_max));
+  std::size_t count = 0;
+  EXPECT_EQ(t.encode_iov(scratch.data(), scratch.size(), iov.data(), iov.size(), count, body),
+            errc::ok);
+  EXPECT_EQ(count, iov.size());
+  return joined(iov.data(), count, scratch, body);
+}
+
+TEST(publish_template, writes_the_golden_publish) {
+  publish_template t;
+  ASSERT_EQ(t.assign(1, golden_method(), golden_properties(), 4096), errc::ok);
+  EXPECT_TRUE(t.valid());
+  EXPECT_EQ(t.channel(), 1);
+  EXPECT_EQ(t.size(5), golden_publish.size());
+  EXPECT_EQ(template_flat(t, "hello"), golden_publish);
+  EXPECT_EQ(template_gathered(t, "hello", 4096), golden_publish);
+  // The head is the golden method and header frames with body size 0.
+  std::string head = golden_publish.substr(0, golden_publish.size() - 13);
+  head[21 + 7 + 4 + 7] = '\0';
+  EXPECT_EQ(t.head(), head);
+}
+
+TEST(publish_template, matches_encode_publish_around_every_frame_boundary) {
+  basic_properties p = golden_properties();
+  p.set_message_id("id-1");
+  p.set_timestamp(1700000000);
+  p.set_priority(9);
+  for (std::uint32_t frame_max : {0u, 4096u, 4097u, 5000u, 131072u}) {
+    publish_template t;
+    ASSERT_EQ(t.assign(3, golden_method(), p, frame_max), errc::ok);
+    const std::size_t chunk = max_body_chunk(frame_max);
+    for (std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{16}, chunk - 1, chunk,
+                             chunk + 1, 2 * chunk - 1, 2 * chunk, 2 * chunk + 1, 3 * chunk + 7}) {
+      std::string body(size, '\0');
+      for (std::size_t i = 0; i < size; ++i) body[i] = static_cast<char>(i * 13 + 1);
+      const std::string expected = publish_flat(golden_method(), p, body, frame_max, 3);
+      EXPECT_EQ(t.size(size), expected.size()) << "frame_max " << frame_max << " body " << size;
+      EXPECT_EQ(template_flat(t, body), expected) << "frame_max " << frame_max << " body " << size;
+      EXPECT_EQ(template_gathered(t, body, frame_max), expected)
+          << "frame_max " << frame_max << " body " << size;
+    }
+  }
+}
+
+TEST(publish_template, is_reusable_for_bodies_of_different_sizes) {
+  publish_template t;
+  ASSERT_EQ(t.assign(1, golden_method(), golden_properties(), 4096), errc::ok);
+  // A larger body first, then a smaller one into the same buffer: nothing stale survives.
+  std::string out(t.size(9000), '\x55');
+  std::size_t written = 0;
+  ASSERT_EQ(t.encode(out.data(), out.size(), std::string(9000, 'x'), written), errc::ok);
+  ASSERT_EQ(t.encode(out.data(), out.size(), "hello", written), errc::ok);
+  EXPECT_EQ(out.substr(0, written), golden_publish);
+}
+
+TEST(publish_template, copies_its_arguments) {
+  publish_template t;
+  {
+    std::string exchange = "ex", key = "rk", type = "text/plain", headers = one_header_entries;
+    basic_publish m;
+    m.exchange = exchange;
+    m.routing_key = key;
+    m.mandatory = true;
+    basic_properties p;
+    p.set_content_type(type);
+    p.set_delivery_mode(basic_properties::persistent);
+    p.set_headers(table_view{headers});
+    ASSERT_EQ(t.assign(1, m, p, 4096), errc::ok);
+    exchange.assign(2, '?');
+    key.assign(2, '?');
+    type.assign(10, '?');
+    headers.assign(headers.size(), '?');
+  }
+  EXPECT_EQ(template_flat(t, "hello"), golden_publish);
+}
+
+TEST(publish_template, reports_buffer_too_small_and_writes_nothing) {
+  publish_template t;
+  ASSERT_EQ(t.assign(1, golden_method(), golden_properties(), 4096), errc::ok);
+  std::string out(golden_publish.size() - 1, '\x55');
+  std::size_t written = 99;
+  EXPECT_EQ(t.encode(out.data(), out.size(), "hello", written), errc::buffer_too_small);
+  EXPECT_EQ(written, 0u);
+  EXPECT_EQ(out, std::string(golden_publish.size() - 1, '\x55'));
+
+  std::string scratch(t.scratch_size(5), '\0');
+  iovec iov[3];
+  std::size_t count = 99;
+  EXPECT_EQ(t.encode_iov(scratch.data(), scratch.size() - 1, iov, 3, count, "hello"),
+            errc::buffer_too_small);
+  EXPECT_EQ(count, 0u);
+  EXPECT_EQ(t.encode_iov(scratch.data(), scratch.size(), iov, 2, count, "hello"),
+            errc::buffer_too_small);
+  EXPECT_EQ(count, 0u);
+}
+
+TEST(publish_template, refuses_what_encode_publish_refuses_and_is_then_empty) {
+  publish_template t;
+  ASSERT_EQ(t.assign(1, golden_method(), golden_properties(), 4096), errc::ok);
+  const std::string long_key(256, 'k');
+  basic_publish m = golden_method();
+  m.routing_key = long_key;
+  EXPECT_EQ(t.assign(1, m, {}, 4096), errc::string_too_long);
+  EXPECT_FALSE(t.valid());
+  basic_properties p;
+  p.set_reply_to(long_key);
+  EXPECT_EQ(t.assign(1, golden_method(), p, 4096), errc::string_too_long);
+  EXPECT_EQ(t.assign(1, golden_method(), {}, 4095), errc::value_out_of_range);
+  basic_properties bad_flags;
+  bad_flags.flags = 0x0001;
+  EXPECT_EQ(t.assign(1, golden_method(), bad_flags, 4096), errc::value_out_of_range);
+
+  char out[512];
+  std::size_t written = 99;
+  EXPECT_EQ(t.encode(out, sizeof out, "x", written), errc::value_out_of_range);
+  EXPECT_EQ(written, 0u);
+  iovec iov[3];
+  std::size_t count = 99;
+  EXPECT_EQ(t.encode_iov(out, sizeof out, iov, 3, count, "x"), errc::value_out_of_range);
+  EXPECT_EQ(count, 0u);
+  EXPECT_EQ(publish_template().encode(out, sizeof out, "x", written), errc::value_out_of_range);
 }
 
 // A delivery built by hand: basic.deliver(ctag "c", tag 7, redelivered, exchange "ex",
