@@ -109,11 +109,16 @@ TEST(null_broker, firehose_counts_manual_acks) {
   channel& ch = c.channel();
   ch.basic_qos(0, 1000, false);
   std::uint64_t received = 0;
-  ch.basic_consume("q", [&](message& msg) {
+  const std::string tag = ch.basic_consume("q", [&](message& msg) {
     if (++received % 100 == 0) ch.basic_ack(msg.delivery_tag(), true);
   });
   while (received < 10000) c.drain_events(seconds_f(10));
   EXPECT_TRUE(eventually([&] { return s.totals().sessions.acks_received >= 90; }));
+  // Cancelled before closing: the cancel-ok follows the consumer's last delivery, so no
+  // delivery is half-received when the connection goes. (Destroying a warren::connection with
+  // a half-received delivery frees its receive buffer after the pool it belongs to, as
+  // connection.h declares machine_ before pool_; TSan reports it. Not this tool's to fix.)
+  ch.basic_cancel(tag);
   c.close();
 }
 
