@@ -36,6 +36,8 @@ class rx_buffer {
   rx_buffer(rx_pool* pool, std::size_t capacity) noexcept : pool_(pool), capacity_(capacity) {}
 
   static rx_buffer* create(rx_pool* pool, std::size_t capacity) {
+    // sizeof + capacity must not wrap: a huge request would otherwise get a tiny block.
+    if (capacity > SIZE_MAX - sizeof(rx_buffer)) throw std::bad_alloc();
     void* mem = std::malloc(sizeof(rx_buffer) + capacity);
     if (mem == nullptr) throw std::bad_alloc();
     return new (mem) rx_buffer(pool, capacity);

@@ -1,0 +1,2009 @@
+#include "engine/async/engine.h"
+
+#include <concurrentqueue/concurrentqueue.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "codec/publish.h"
+#include "engine/errors.h"
+#include "engine/io/tls.h"
+#include "engine/protocol/ack_coalescer.h"
+#include "engine/protocol/confirm_tracker.h"
+#include "engine/workers/dispatcher.h"
+
+namespace warren::async {
+namespace detail {
+
+using protocol::clock;
+using protocol::time_point;
+
+namespace {
+
+thread_local io_thread* current_io = nullptr;
+thread_local int in_handler = 0;
+
+// RPCs wait this long for their -ok before giving up with amqp_timeout; the I/O thread fails
+// them much sooner when the channel or connection goes.
+constexpr std::chrono::seconds rpc_timeout{60};
+constexpr std::chrono::seconds close_timeout{5};
+constexpr std::uint64_t max_body_size = std::uint64_t{512} << 20;
+
+void check_not_io(const char* what) {
+  if (current_io != nullptr) {
+    throw std::logic_error(std::string(what) + ": blocking call on an I/O thread");
+  }
+}
+
+std::exception_ptr error_from(const protocol::close_reason& why) {
+  if (why.reply_code == 0) {
+    return std::make_exception_ptr(recoverable_connection_error(
+        why.reply_text.empty() ? std::string("connection lost") : why.reply_text));
+  }
+  return make_error(why.reply_code, why.reply_text, why.class_id, why.method_id,
+                    std::string(codec::method_name(why.class_id, why.method_id)));
+}
+
+std::exception_ptr channel_closed_error() {
+  return std::make_exception_ptr(recoverable_connection_error("channel is closed"));
+}
+
+std::string encode_args(const codec::field_table& t) {
+  codec::errc e = codec::errc::ok;
+  std::string s = codec::encode_table(t, &e);
+  if (e != codec::errc::ok) throw std::invalid_argument("arguments table cannot be encoded");
+  return s;
+}
+
+confirm_result to_result(const protocol::confirm_event& e) {
+  confirm_result r{};
+  r.what = static_cast<confirm_result::outcome>(e.outcome);
+  r.sequence = e.sequence;
+  r.returned = e.returned;
+  r.reply_code = e.reply_code;
+  r.reply_text = std::string(e.reply_text);
+  return r;
+}
+
+std::size_t round_up_pow2(std::size_t n) {
+  std::size_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+}  // namespace
+
+// Bytes for the wire. Unlike std::string, growing it does not zero-fill, which matters on the
+// publish path (each publish reserves its exact size and encodes into it).
+struct out_buffer {
+  std::unique_ptr<char[]> data;
+  std::size_t size = 0;
+  std::size_t cap = 0;
+
+  char* grow(std::size_t n) {
+    if (size + n > cap) {
+      std::size_t c = std::max<std::size_t>(cap * 2, std::max<std::size_t>(size + n, 4096));
+      std::unique_ptr<char[]> d(new char[c]);
+      if (size != 0) std::memcpy(d.get(), data.get(), size);
+      data = std::move(d);
+      cap = c;
+    }
+    char* p = data.get() + size;
+    size += n;
+    return p;
+  }
+  void append(std::string_view s) { std::memcpy(grow(s.size()), s.data(), s.size()); }
+  std::string_view view() const noexcept { return {data.get(), size}; }
+};
+
+struct ack_request {
+  enum class kind : std::uint8_t { ack, nack, reject, idle };
+  std::shared_ptr<channel_impl> ch;
+  std::uint64_t tag = 0;
+  kind what = kind::ack;
+  bool multiple = false;
+  bool requeue = false;
+};
+
+struct rpc_call {
+  std::uint32_t reply_id = 0;
+  std::promise<protocol::command> done;
+  std::unique_ptr<struct consumer_entry> consumer;  // basic.consume: registered on consume-ok
+};
+
+// What a delivery needs to route its ack: the channel, and whether acks are expected at all.
+struct consumer_impl {
+  std::shared_ptr<channel_impl> ch;
+  bool no_ack = false;
+  void handled() noexcept;
+};
+
+struct consumer_entry {
+  std::string tag;
+  std::shared_ptr<consumer_impl> route;
+  std::unique_ptr<workers::mailbox<delivery>> box;
+  std::function<void(std::string_view)> on_cancel;
+  std::vector<delivery> batch;  // filled during one feed(), posted in bulk after it
+  consumer_record record;
+};
+
+class io_thread {
+ public:
+  io_thread(engine_impl& eng, const engine_options& o);
+  ~io_thread();
+
+  void post(std::function<void()> f) {
+    tasks_.enqueue(std::move(f));
+    wake();
+  }
+  void post_ack(ack_request&& r) {
+    acks_.enqueue(std::move(r));
+    wake();
+  }
+  void schedule_flush(std::shared_ptr<connection_impl> c) {
+    flushes_.enqueue(std::move(c));
+    wake();
+  }
+  void wake() noexcept {
+    if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+      std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t r = ::write(ev_, &one, sizeof one);
+    }
+  }
+  rx_pool& pool() noexcept { return pool_; }
+  int epoll_fd() const noexcept { return ep_; }
+  void add(std::shared_ptr<connection_impl> c);  // I/O thread
+  bool on_this_thread() const noexcept { return current_io == this; }
+  void stop();
+
+ private:
+  void run();
+
+  engine_impl& eng_;
+  int ep_ = -1;
+  int ev_ = -1;
+  rx_pool pool_;
+  std::vector<std::shared_ptr<connection_impl>> conns_;
+  moodycamel::ConcurrentQueue<std::function<void()>> tasks_;
+  moodycamel::ConcurrentQueue<ack_request> acks_;
+  moodycamel::ConcurrentQueue<std::shared_ptr<connection_impl>> flushes_;
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+class engine_impl {
+ public:
+  explicit engine_impl(engine_options o) : options(o), pool(o.workers) {
+    const unsigned n = std::max(1u, o.io_threads);
+    for (unsigned i = 0; i < n; ++i) ios.push_back(std::make_unique<io_thread>(*this, options));
+  }
+  io_thread& next_io() { return *ios[rr.fetch_add(1, std::memory_order_relaxed) % ios.size()]; }
+
+  engine_options options;
+  workers::worker_pool pool;
+  std::vector<std::unique_ptr<io_thread>> ios;
+  std::atomic<unsigned> rr{0};
+  std::mutex conns_mu;
+  std::vector<std::shared_ptr<connection_impl>> conns;  // until closed by the user or ~engine
+};
+
+class channel_impl : public std::enable_shared_from_this<channel_impl> {
+ public:
+  channel_impl(std::shared_ptr<connection_impl> c, std::uint16_t channel_id)
+      : conn(std::move(c)), id(channel_id) {}
+
+  // I/O thread ------------------------------------------------------------------------------
+  void on_command(protocol::command& cmd, time_point now);
+  void on_closed(confirm_result::outcome why, const protocol::close_reason& reason, bool by_peer);
+  void apply(const ack_request& r, time_point now);
+  void send_acks(time_point now, bool flush_all);
+  void start_rpc(std::shared_ptr<rpc_call> call, out_buffer frame);
+  void complete_confirms();
+
+  template <class M>
+  protocol::command call(const M& m, std::uint32_t reply_id,
+                         std::unique_ptr<consumer_entry> consumer = {});
+  void throw_if_closed() const;
+
+  publish_status try_publish(std::string_view exchange, std::string_view routing_key,
+                             const codec::basic_properties& props, std::string_view body,
+                             const publish_options& o, confirm_callback& on_confirm);
+
+  std::shared_ptr<connection_impl> conn;
+  const std::uint16_t id;
+
+  enum class state : std::uint8_t { opening, open, closing, closed };
+  state st = state::opening;  // I/O thread
+  std::deque<std::shared_ptr<rpc_call>> rpcs;
+  std::shared_ptr<rpc_call> close_call;
+  protocol::ack_coalescer coalescer;
+  std::map<std::string, std::unique_ptr<consumer_entry>, std::less<>> consumers;
+  std::vector<std::string> cancelled_no_ack;
+  bool acks_touched = false;
+  std::function<void(const returned_message&)> on_return;  // set on the I/O thread
+  std::atomic<std::int64_t> pending{0};                    // deliveries posted, not handled
+
+  // Publish state, guarded by conn->pub_mu.
+  bool pub_open = false;
+  bool flow = true;
+  std::unique_ptr<protocol::confirm_tracker> tracker;
+  std::vector<confirm_callback> callbacks;
+  std::uint64_t mask = 0;
+  bool has_timeout = false;
+  std::uint64_t published = 0;  // publishes made in confirm mode (for wait_for_confirms)
+
+  std::atomic<bool> open_flag{false};
+  std::atomic<bool> flow_flag{true};
+  std::atomic<std::size_t> outstanding{0};
+  mutable std::mutex err_mu;
+  std::exception_ptr error;
+
+  struct done_confirm {
+    confirm_result result;
+    confirm_callback callback;
+  };
+  std::vector<done_confirm> done;  // I/O thread: completions gathered under the lock
+};
+
+class connection_impl : public protocol::connection_handler,
+                        public std::enable_shared_from_this<connection_impl> {
+ public:
+  connection_impl(engine_impl& e, io_thread& t, const warren::connection_options& o,
+                  io::unique_fd socket, std::unique_ptr<io::tls_session> session);
+  ~connection_impl() override;
+
+  // I/O thread ------------------------------------------------------------------------------
+  void start(time_point now);
+  void on_event(std::uint32_t events, time_point now);
+  void service(time_point now);
+  time_point next_deadline() const;
+  bool finished() const noexcept { return torn_down_; }
+  void seal(time_point now);  // staging and the machine's output into segments, in that order
+  void push_segment(out_buffer b);
+  void after_feed();
+  void update_events();
+  void notify_waiters();
+  template <class M>
+  void send(std::uint16_t channel, const M& m) {
+    if (machine_ && machine_->is_open()) machine_->send(channel, m);
+  }
+  void resume_reading();
+  void begin_close();
+  void batch_owners_push(consumer_entry* e) { batch_owners_.push_back(e); }
+  std::vector<protocol::ack_action>& actions() { return actions_; }
+  bool machine_open() const noexcept { return machine_ && machine_->is_open() && !dead_; }
+  void machine_close_channel(std::uint16_t channel, std::uint16_t code, std::string_view text) {
+    if (!machine_open()) return;
+    seal(clock::now());
+    machine_->close_channel(channel, code, text);
+  }
+  void force_close(std::string_view why);
+
+  // connection_handler
+  void on_open() override;
+  void on_command(protocol::command& cmd) override;
+  void on_channel_closed(std::uint16_t channel, const protocol::close_reason& why) override;
+  void on_blocked(std::string_view reason) override;
+  void on_unblocked() override;
+  void on_closed(const protocol::close_reason& why) override;
+
+  // Any thread ------------------------------------------------------------------------------
+  std::shared_ptr<channel_impl> open_channel();
+  void close();
+  void drain_retired();
+  void retire(std::unique_ptr<consumer_entry> e) { to_retire_.push_back(std::move(e)); }
+  void delivery_handled() noexcept;
+
+  engine_impl& eng;
+  io_thread& io;
+  warren::connection_options opts;
+  const std::size_t max_out;
+  const std::int64_t max_pending;
+
+  std::promise<void> opened;
+  std::atomic<bool> open_flag{false};
+  std::atomic<bool> blocked_flag{false};
+  std::uint32_t frame_max = 0;  // set before `opened` is fulfilled
+
+  // Publish staging, guarded by pub_mu.
+  mutable std::mutex pub_mu;
+  std::condition_variable room_cv;
+  std::atomic<int> waiters{0};
+  out_buffer staging;
+  bool flush_scheduled = false;
+  bool pub_open = false;
+  bool blocked = false;
+  std::atomic<std::size_t> unsent{0};  // bytes in segments, not yet written
+
+  std::atomic<std::int64_t> pending_deliveries{0};
+  std::atomic<bool> paused{false};
+  std::atomic<bool> resume_posted{false};
+
+  std::mutex cb_mu;
+  std::function<void(std::string_view)> on_blocked_cb;
+  std::function<void()> on_unblocked_cb;
+  std::function<void(const protocol::close_reason&)> on_closed_cb;
+
+  mutable std::mutex state_mu;
+  protocol::close_reason reason;
+  bool closed = false;
+  std::condition_variable closed_cv;
+
+  mutable std::mutex topo_mu;
+  topology_record topo;
+
+  std::mutex retired_mu;
+  std::vector<std::unique_ptr<consumer_entry>> retired;
+
+  std::map<std::uint16_t, std::shared_ptr<channel_impl>> channels;  // I/O thread
+  std::vector<std::function<void()>> deferred;                      // I/O thread, after feed
+
+ private:
+  void read_some(time_point now);
+  void feed_plain(time_point now);
+  bool ensure_rx_room();
+  void write_some();
+  void teardown();
+
+  std::unique_ptr<protocol::connection_machine> machine_;
+  io::unique_fd fd_;
+  std::unique_ptr<io::tls_session> tls_;
+  bool tls_handshaking_ = false;
+  bool started_ = false;
+  bool dead_ = false;  // on_closed ran; teardown at the end of this service round
+  bool torn_down_ = false;
+  std::uint32_t events_ = 0;
+  time_point close_deadline_ = time_point::max();
+
+  rx_ref rx_;
+  std::size_t rx_begin_ = 0;
+  std::size_t rx_end_ = 0;
+  std::vector<char> cipher_;
+
+  std::deque<out_buffer> segs_;
+  std::size_t seg_head_ = 0;  // written octets of segs_.front()
+  std::vector<out_buffer> spare_;
+
+  std::vector<consumer_entry*> batch_owners_;
+  std::vector<std::unique_ptr<consumer_entry>> to_retire_;
+  std::vector<protocol::ack_action> actions_;
+};
+
+// consumer_impl ---------------------------------------------------------------------------------
+
+void consumer_impl::handled() noexcept {
+  if (ch->pending.fetch_sub(1, std::memory_order_acq_rel) == 1 && !no_ack) {
+    // Nothing left to handle on this channel: no more acks are coming soon, so the coalesced
+    // ones go now instead of waiting for max_delay.
+    ack_request r;
+    r.ch = ch;
+    r.what = ack_request::kind::idle;
+    ch->conn->io.post_ack(std::move(r));
+  }
+  ch->conn->delivery_handled();
+}
+
+void connection_impl::delivery_handled() noexcept {
+  const std::int64_t left = pending_deliveries.fetch_sub(1, std::memory_order_acq_rel) - 1;
+  if (paused.load(std::memory_order_acquire) && left <= max_pending / 2 &&
+      !resume_posted.exchange(true, std::memory_order_acq_rel)) {
+    io.post([self = shared_from_this()] { self->resume_reading(); });
+  }
+}
+
+// io_thread -------------------------------------------------------------------------------------
+
+io_thread::io_thread(engine_impl& eng, const engine_options& o)
+    : eng_(eng), pool_(o.rx_buffer_size, o.rx_pool_max) {
+  ep_ = ::epoll_create1(EPOLL_CLOEXEC);
+  ev_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (ep_ < 0 || ev_ < 0) throw std::system_error(errno, std::system_category(), "epoll/eventfd");
+  epoll_event e{};
+  e.events = EPOLLIN;
+  e.data.ptr = nullptr;
+  ::epoll_ctl(ep_, EPOLL_CTL_ADD, ev_, &e);
+  thread_ = std::thread([this] { run(); });
+}
+
+io_thread::~io_thread() {
+  stop();
+  ::close(ev_);
+  ::close(ep_);
+}
+
+void io_thread::stop() {
+  if (!thread_.joinable()) return;
+  stop_.store(true);
+  wake();
+  thread_.join();
+}
+
+void io_thread::add(std::shared_ptr<connection_impl> c) {
+  conns_.push_back(std::move(c));
+}
+
+void io_thread::run() {
+  current_io = this;
+  epoll_event evs[64];
+  std::function<void()> task;
+  ack_request ack;
+  std::shared_ptr<connection_impl> flush;
+  std::vector<channel_impl*> touched;
+  while (true) {
+    time_point deadline = time_point::max();
+    for (auto& c : conns_) deadline = std::min(deadline, c->next_deadline());
+    int timeout = -1;
+    if (deadline != time_point::max()) {
+      const auto left = deadline - clock::now();
+      timeout = left <= clock::duration::zero()
+                    ? 0
+                    : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+    }
+    const int n = ::epoll_wait(ep_, evs, 64, timeout);
+    time_point now = clock::now();
+    for (int i = 0; i < n; ++i) {
+      if (evs[i].data.ptr == nullptr) {
+        std::uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(ev_, &v, sizeof v);
+        wake_pending_.store(false, std::memory_order_seq_cst);
+        continue;
+      }
+      static_cast<connection_impl*>(evs[i].data.ptr)->on_event(evs[i].events, now);
+    }
+    while (tasks_.try_dequeue(task)) {
+      task();
+      task = nullptr;
+    }
+    now = clock::now();
+    while (acks_.try_dequeue(ack)) {
+      channel_impl* ch = ack.ch.get();
+      ch->apply(ack, now);
+      if (ch->acks_touched) {
+        ch->acks_touched = false;
+        touched.push_back(ch);
+      }
+      ack.ch.reset();
+    }
+    for (channel_impl* ch : touched) ch->send_acks(now, false);
+    touched.clear();
+    while (flushes_.try_dequeue(flush)) flush.reset();  // the service round below writes it
+    for (auto& c : conns_) c->service(now);
+    std::erase_if(conns_, [](const auto& c) { return c->finished(); });
+    if (stop_.load() && conns_.empty()) break;
+    if (stop_.load()) {
+      for (auto& c : conns_) c->force_close("engine stopped");
+    }
+  }
+  current_io = nullptr;
+}
+
+// connection_impl -------------------------------------------------------------------------------
+
+namespace {
+
+protocol::connection_config build_config(const warren::connection_options& o) {
+  protocol::connection_config c;
+  c.virtual_host = o.virtual_host;
+  c.locale = o.locale;
+  if (!o.authentication.empty()) {
+    c.authentication = o.authentication;
+  } else if (o.login_method && *o.login_method == "EXTERNAL") {
+    c.authentication = {protocol::sasl_external()};
+  } else if (o.login_method && *o.login_method == "PLAIN") {
+    c.authentication = {protocol::sasl_plain(o.userid, o.password)};
+  } else if (o.login_method && *o.login_method == "AMQPLAIN") {
+    c.authentication = {protocol::sasl_amqplain(o.userid, o.password)};
+  } else if (o.login_method && o.login_response) {
+    c.authentication = {protocol::sasl_raw(*o.login_method, *o.login_response)};
+  } else {
+    if (o.ssl && !o.ssl->cert_file.empty()) c.authentication.push_back(protocol::sasl_external());
+    c.authentication.push_back(protocol::sasl_amqplain(o.userid, o.password));
+    c.authentication.push_back(protocol::sasl_plain(o.userid, o.password));
+  }
+  c.client_properties = o.client_properties;
+  c.capabilities = o.negotiate_capabilities;
+  c.channel_max = o.channel_max;
+  c.frame_max = o.frame_max;
+  c.heartbeat = o.heartbeat;
+  return c;
+}
+
+}  // namespace
+
+connection_impl::connection_impl(engine_impl& e, io_thread& t, const warren::connection_options& o,
+                                 io::unique_fd socket, std::unique_ptr<io::tls_session> session)
+    : eng(e),
+      io(t),
+      opts(o),
+      max_out(e.options.max_outgoing_bytes),
+      max_pending(
+          static_cast<std::int64_t>(std::max<std::size_t>(e.options.max_pending_deliveries, 2))),
+      machine_(std::make_unique<protocol::connection_machine>(build_config(o), *this)),
+      fd_(std::move(socket)),
+      tls_(std::move(session)) {}
+
+connection_impl::~connection_impl() = default;
+
+void connection_impl::start(time_point now) {
+  events_ = EPOLLIN;
+  epoll_event e{};
+  e.events = events_;
+  e.data.ptr = this;
+  ::epoll_ctl(io.epoll_fd(), EPOLL_CTL_ADD, fd_.get(), &e);
+  if (tls_) {
+    tls_handshaking_ = true;
+    cipher_.resize(64 * 1024);
+    if (tls_->handshake() == io::handshake_status::error) {
+      machine_->transport_closed(tls_->error().message);
+    }
+  } else {
+    started_ = true;
+    machine_->start(now);
+  }
+  close_deadline_ = opts.connect_timeout
+                        ? now + std::chrono::duration_cast<clock::duration>(*opts.connect_timeout)
+                        : time_point::max();
+}
+
+void connection_impl::update_events() {
+  if (torn_down_ || !fd_.valid()) return;
+  std::uint32_t want = 0;
+  if (!paused.load(std::memory_order_relaxed)) want |= EPOLLIN;
+  if (!segs_.empty() || (tls_ && !tls_->pending_output().empty())) want |= EPOLLOUT;
+  if (want == events_) return;
+  events_ = want;
+  epoll_event e{};
+  e.events = want;
+  e.data.ptr = this;
+  ::epoll_ctl(io.epoll_fd(), EPOLL_CTL_MOD, fd_.get(), &e);
+}
+
+void connection_impl::on_event(std::uint32_t ev, time_point now) {
+  if (dead_ || torn_down_) return;
+  if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_some(now);
+  if ((ev & EPOLLOUT) && !dead_) write_some();
+}
+
+bool connection_impl::ensure_rx_room() {
+  const std::size_t used = rx_end_ - rx_begin_;
+  std::size_t need = codec::frame_header_size;
+  if (used >= codec::frame_header_size) {
+    const auto* p = reinterpret_cast<const unsigned char*>(rx_.get()->data() + rx_begin_);
+    need = (std::size_t{p[3]} << 24 | std::size_t{p[4]} << 16 | std::size_t{p[5]} << 8 | p[6]) +
+           codec::frame_overhead;
+  }
+  const std::size_t cap = rx_ ? rx_->capacity() : 0;
+  if (rx_ && cap - rx_end_ >= 4096 && cap - rx_begin_ >= need) return true;
+  if (rx_ && rx_.unique() && cap >= std::max(need, used + 4096)) {
+    std::memmove(rx_->data(), rx_->data() + rx_begin_, used);
+    rx_end_ = used;
+    rx_begin_ = 0;
+    return true;
+  }
+  // The old buffer is still viewed by deliveries (or too small for the frame): the partial frame
+  // moves to a fresh one and the old one goes back to the pool when they are released.
+  rx_ref fresh =
+      need + 4096 > io.pool().buffer_size() ? rx_ref::allocate(need + 4096) : io.pool().acquire();
+  if (used != 0) std::memcpy(fresh->data(), rx_->data() + rx_begin_, used);
+  rx_ = std::move(fresh);
+  rx_begin_ = 0;
+  rx_end_ = used;
+  return true;
+}
+
+void connection_impl::feed_plain(time_point now) {
+  const std::size_t used =
+      machine_->feed(std::string_view(rx_->data() + rx_begin_, rx_end_ - rx_begin_), rx_, now);
+  rx_begin_ += used;
+  if (rx_begin_ == rx_end_) {
+    if (rx_.unique()) {
+      rx_begin_ = rx_end_ = 0;
+    } else {
+      rx_.reset();
+      rx_begin_ = rx_end_ = 0;
+    }
+  }
+  after_feed();
+}
+
+void connection_impl::read_some(time_point now) {
+  // Bounded per event so one busy connection cannot starve the others on this thread.
+  for (int round = 0; round < 16 && !dead_ && !paused.load(std::memory_order_relaxed); ++round) {
+    if (!tls_) {
+      ensure_rx_room();
+      const ssize_t n = ::recv(fd_.get(), rx_->data() + rx_end_, rx_->capacity() - rx_end_, 0);
+      if (n > 0) {
+        rx_end_ += static_cast<std::size_t>(n);
+        feed_plain(now);
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n < 0 && errno == EINTR) continue;
+      machine_->transport_closed(n == 0 ? "connection closed by peer"
+                                        : std::string("recv: ") + std::strerror(errno));
+      after_feed();
+      return;
+    }
+    const ssize_t n = ::recv(fd_.get(), cipher_.data(), cipher_.size(), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      machine_->transport_closed(n == 0 ? "connection closed by peer"
+                                        : std::string("recv: ") + std::strerror(errno));
+      after_feed();
+      return;
+    }
+    tls_->feed(std::string_view(cipher_.data(), static_cast<std::size_t>(n)));
+    if (tls_handshaking_) {
+      const auto hs = tls_->handshake();
+      if (hs == io::handshake_status::error) {
+        machine_->transport_closed(tls_->error().message);
+        after_feed();
+        return;
+      }
+      if (hs != io::handshake_status::done) continue;
+      tls_handshaking_ = false;
+      started_ = true;
+      machine_->start(now);
+    }
+    while (!dead_) {
+      ensure_rx_room();
+      const io::tls_read_result r = tls_->read(rx_->data() + rx_end_, rx_->capacity() - rx_end_);
+      if (r.status == io::read_status::ok) {
+        rx_end_ += r.bytes;
+        feed_plain(now);
+        continue;
+      }
+      if (r.status == io::read_status::want_read) break;
+      machine_->transport_closed(r.status == io::read_status::closed ? "TLS closed by peer"
+                                                                     : tls_->error().message);
+      after_feed();
+      return;
+    }
+  }
+}
+
+void connection_impl::after_feed() {
+  for (consumer_entry* e : batch_owners_) {
+    const std::size_t n = e->batch.size();
+    e->route->ch->pending.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+    pending_deliveries.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+    e->box->post_bulk(e->batch.begin(), n);
+    e->batch.clear();
+  }
+  batch_owners_.clear();
+  if (!to_retire_.empty()) {
+    std::lock_guard lock(retired_mu);
+    for (auto& e : to_retire_) retired.push_back(std::move(e));
+    to_retire_.clear();
+  }
+  if (pending_deliveries.load(std::memory_order_relaxed) > max_pending &&
+      !paused.load(std::memory_order_relaxed)) {
+    paused.store(true, std::memory_order_release);
+    update_events();
+    // A worker may have brought the count down between the check and the store.
+    if (pending_deliveries.load(std::memory_order_acquire) <= max_pending / 2) resume_reading();
+  }
+  std::vector<std::function<void()>> run;
+  run.swap(deferred);
+  for (auto& f : run) f();
+}
+
+void connection_impl::resume_reading() {
+  resume_posted.store(false, std::memory_order_release);
+  if (!paused.load(std::memory_order_acquire)) return;
+  if (pending_deliveries.load(std::memory_order_acquire) > max_pending / 2) return;
+  paused.store(false, std::memory_order_release);
+  update_events();
+}
+
+void connection_impl::push_segment(out_buffer b) {
+  unsent.fetch_add(b.size, std::memory_order_relaxed);
+  segs_.push_back(std::move(b));
+}
+
+void connection_impl::seal(time_point now) {
+  if (machine_ && machine_->has_output()) {
+    const std::string_view o = machine_->output();
+    out_buffer b;
+    if (!spare_.empty()) {
+      b = std::move(spare_.back());
+      spare_.pop_back();
+    }
+    b.append(o);
+    push_segment(std::move(b));
+    machine_->consume_output(o.size(), now);
+  }
+  out_buffer b;
+  {
+    std::lock_guard lock(pub_mu);
+    if (staging.size == 0) return;
+    if (!spare_.empty()) {
+      b = std::move(spare_.back());
+      spare_.pop_back();
+    }
+    std::swap(b, staging);
+    flush_scheduled = false;
+    // Counted before the lock goes, so producers never see the bytes in neither place.
+    unsent.fetch_add(b.size, std::memory_order_relaxed);
+  }
+  segs_.push_back(std::move(b));
+}
+
+void connection_impl::write_some() {
+  if (!fd_.valid()) return;
+  std::size_t written_total = 0;
+  if (tls_) {
+    if (!tls_handshaking_) {
+      while (!segs_.empty()) {
+        out_buffer& f = segs_.front();
+        if (!tls_->write(f.data.get() + seg_head_, f.size - seg_head_)) break;
+        written_total += f.size - seg_head_;
+        seg_head_ = 0;
+        f.size = 0;
+        if (spare_.size() < 4) spare_.push_back(std::move(f));
+        segs_.pop_front();
+      }
+    }
+    while (!tls_->pending_output().empty()) {
+      const std::string_view p = tls_->pending_output();
+      const ssize_t n = ::send(fd_.get(), p.data(), p.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        tls_->consume_output(static_cast<std::size_t>(n));
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0 && errno == EINTR) continue;
+      machine_->transport_closed(std::string("send: ") + std::strerror(errno));
+      after_feed();
+      break;
+    }
+  } else {
+    while (!segs_.empty()) {
+      iovec iov[64];
+      int count = 0;
+      std::size_t skip = seg_head_;
+      for (auto it = segs_.begin(); it != segs_.end() && count < 64; ++it, skip = 0) {
+        iov[count].iov_base = it->data.get() + skip;
+        iov[count].iov_len = it->size - skip;
+        ++count;
+      }
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<std::size_t>(count);
+      const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        machine_->transport_closed(std::string("send: ") + std::strerror(errno));
+        after_feed();
+        break;
+      }
+      std::size_t left = static_cast<std::size_t>(n);
+      written_total += left;
+      while (left > 0) {
+        out_buffer& f = segs_.front();
+        const std::size_t rest = f.size - seg_head_;
+        if (left < rest) {
+          seg_head_ += left;
+          break;
+        }
+        left -= rest;
+        seg_head_ = 0;
+        f.size = 0;
+        if (spare_.size() < 4) spare_.push_back(std::move(f));
+        segs_.pop_front();
+      }
+    }
+  }
+  if (written_total != 0) {
+    unsent.fetch_sub(written_total, std::memory_order_relaxed);
+    notify_waiters();
+  }
+  update_events();
+}
+
+void connection_impl::notify_waiters() {
+  if (waiters.load(std::memory_order_seq_cst) == 0) return;
+  { std::lock_guard lock(pub_mu); }
+  room_cv.notify_all();
+}
+
+time_point connection_impl::next_deadline() const {
+  if (torn_down_) return time_point::max();
+  if (dead_) return time_point::min();
+  time_point t = close_deadline_;
+  if (machine_ && started_) t = std::min(t, machine_->next_timer());
+  for (const auto& [id, ch] : channels) {
+    t = std::min(t, ch->coalescer.next_deadline());
+    if (ch->has_timeout && ch->tracker) {
+      std::lock_guard lock(pub_mu);  // trackers are shared with producers
+      t = std::min(t, ch->tracker->next_deadline());
+    }
+  }
+  return t;
+}
+
+void connection_impl::service(time_point now) {
+  if (torn_down_) return;
+  if (!dead_) {
+    if (now >= close_deadline_) {
+      machine_->transport_closed(open_flag.load() ? "close handshake timed out"
+                                                  : "connection timed out");
+      after_feed();
+    } else if (started_ && now >= machine_->next_timer()) {
+      machine_->on_timer(now);
+      after_feed();
+    }
+  }
+  for (auto& [id, ch] : channels) {
+    if (ch->st == channel_impl::state::open && now >= ch->coalescer.next_deadline()) {
+      ch->send_acks(now, false);
+    }
+    if (ch->has_timeout && ch->tracker) {
+      {
+        std::lock_guard lock(pub_mu);
+        if (now >= ch->tracker->next_deadline()) {
+          ch->tracker->on_timer(now, [&](const protocol::confirm_event& e) {
+            ch->done.push_back({to_result(e), std::move(ch->callbacks[e.sequence & ch->mask])});
+          });
+          ch->outstanding.store(ch->tracker->outstanding(), std::memory_order_relaxed);
+        }
+      }
+      ch->complete_confirms();
+    }
+  }
+  std::erase_if(channels, [](const auto& kv) {
+    return kv.second->st == channel_impl::state::closed && kv.second->rpcs.empty();
+  });
+  if (!started_ && !tls_handshaking_ && !dead_) return;
+  seal(now);
+  write_some();
+  if (dead_) teardown();
+}
+
+void connection_impl::teardown() {
+  if (torn_down_) return;
+  torn_down_ = true;
+  if (fd_.valid()) {
+    ::epoll_ctl(io.epoll_fd(), EPOLL_CTL_DEL, fd_.get(), nullptr);
+    fd_.reset();
+  }
+  channels.clear();
+  segs_.clear();
+  spare_.clear();
+  rx_.reset();
+  // The machine holds receive buffers of partial commands; they must go back to this thread's
+  // pool while it exists.
+  machine_.reset();
+  {
+    std::lock_guard lock(pub_mu);
+    staging = out_buffer{};
+  }
+  unsent.store(0);
+  notify_waiters();
+}
+
+void connection_impl::begin_close() {
+  if (dead_ || !machine_) return;
+  close_deadline_ = clock::now() + close_timeout;
+  for (auto& [id, ch] : channels) {
+    if (ch->st == channel_impl::state::open) ch->send_acks(clock::now(), true);
+  }
+  seal(clock::now());
+  machine_->close(200, "closed by client");
+}
+
+void connection_impl::force_close(std::string_view why) {
+  if (dead_ || !machine_) return;
+  machine_->transport_closed(why);
+  after_feed();
+}
+
+void connection_impl::on_open() {
+  frame_max = machine_->frame_max();
+  close_deadline_ = time_point::max();
+  {
+    std::lock_guard lock(pub_mu);
+    pub_open = true;
+  }
+  open_flag.store(true);
+  deferred.push_back([this] { opened.set_value(); });
+}
+
+void connection_impl::on_command(protocol::command& cmd) {
+  auto it = channels.find(cmd.channel);
+  if (it == channels.end()) return;
+  std::shared_ptr<channel_impl> ch = it->second;
+  ch->on_command(cmd, clock::now());
+}
+
+void connection_impl::on_channel_closed(std::uint16_t channel, const protocol::close_reason& why) {
+  auto it = channels.find(channel);
+  if (it == channels.end()) return;
+  std::shared_ptr<channel_impl> ch = it->second;
+  ch->on_closed(confirm_result::outcome::channel_closed, why, true);
+}
+
+void connection_impl::on_blocked(std::string_view why) {
+  {
+    std::lock_guard lock(pub_mu);
+    blocked = true;
+  }
+  blocked_flag.store(true);
+  std::function<void(std::string_view)> f;
+  {
+    std::lock_guard lock(cb_mu);
+    f = on_blocked_cb;
+  }
+  if (f) f(why);
+}
+
+void connection_impl::on_unblocked() {
+  {
+    std::lock_guard lock(pub_mu);
+    blocked = false;
+  }
+  blocked_flag.store(false);
+  notify_waiters();
+  std::function<void()> f;
+  {
+    std::lock_guard lock(cb_mu);
+    f = on_unblocked_cb;
+  }
+  if (f) f();
+}
+
+void connection_impl::on_closed(const protocol::close_reason& why) {
+  dead_ = true;
+  {
+    std::lock_guard lock(pub_mu);
+    pub_open = false;
+  }
+  open_flag.store(false);
+  const bool was_open = started_ && frame_max != 0;
+  for (auto& [id, ch] : channels) {
+    ch->on_closed(confirm_result::outcome::connection_lost, why, false);
+  }
+  {
+    std::lock_guard lock(state_mu);
+    reason = why;
+    closed = true;
+  }
+  closed_cv.notify_all();
+  notify_waiters();
+  std::function<void(const protocol::close_reason&)> f;
+  {
+    std::lock_guard lock(cb_mu);
+    f = on_closed_cb;
+  }
+  if (!was_open) {
+    std::exception_ptr e = error_from(why);
+    deferred.push_back([this, e] { opened.set_exception(e); });
+  }
+  if (f) f(why);
+}
+
+// channel_impl ----------------------------------------------------------------------------------
+
+void channel_impl::complete_confirms() {
+  if (done.empty()) return;
+  std::vector<done_confirm> run;
+  run.swap(done);
+  for (auto& d : run) {
+    if (d.callback) {
+      try {
+        d.callback(d.result);
+      } catch (...) {
+        // A callback's exception must not take down the I/O thread; the contract says keep
+        // callbacks short and non-throwing, so it is dropped.
+      }
+    }
+  }
+  run.clear();
+  if (done.empty()) done.swap(run);  // keep the capacity
+  conn->notify_waiters();
+}
+
+void channel_impl::on_command(protocol::command& cmd, time_point now) {
+  switch (cmd.id()) {
+    case codec::basic_deliver::id: {
+      codec::basic_deliver m;
+      if (cmd.decode(m) != codec::errc::ok) return;
+      auto it = consumers.find(m.consumer_tag);
+      if (it == consumers.end()) {
+        const bool no_ack = std::find(cancelled_no_ack.begin(), cancelled_no_ack.end(),
+                                      m.consumer_tag) != cancelled_no_ack.end();
+        // A delivery for a consumer cancelled since: the broker still holds it, give it back.
+        coalescer.on_delivery(m.delivery_tag, !no_ack);
+        if (!no_ack && coalescer.reject(m.delivery_tag, true, now)) send_acks(now, true);
+        return;
+      }
+      consumer_entry& e = *it->second;
+      coalescer.on_delivery(m.delivery_tag, !e.route->no_ack);
+      if (e.batch.empty()) conn->batch_owners_push(&e);
+      delivery& d = e.batch.emplace_back();
+      d.header_ = cmd.header;
+      d.body_ = cmd.body;
+      d.exchange_ = m.exchange;
+      d.routing_key_ = m.routing_key;
+      d.consumer_tag_ = m.consumer_tag;
+      d.tag_ = m.delivery_tag;
+      d.redelivered_ = m.redelivered;
+      d.consumer_ = e.route;
+      for (int i = 0; i < 3; ++i) d.keep_[i] = std::move(cmd.keep[i]);
+      return;
+    }
+    case codec::basic_ack::id:
+    case codec::basic_nack::id: {
+      const bool is_ack = cmd.id() == codec::basic_ack::id;
+      std::uint64_t tag = 0;
+      bool multiple = false;
+      if (is_ack) {
+        codec::basic_ack m;
+        if (cmd.decode(m) != codec::errc::ok) return;
+        tag = m.delivery_tag;
+        multiple = m.multiple;
+      } else {
+        codec::basic_nack m;
+        if (cmd.decode(m) != codec::errc::ok) return;
+        tag = m.delivery_tag;
+        multiple = m.multiple;
+      }
+      bool ok = true;
+      {
+        std::lock_guard lock(conn->pub_mu);
+        if (!tracker) return;
+        auto complete = [&](const protocol::confirm_event& e) {
+          done.push_back({to_result(e), std::move(callbacks[e.sequence & mask])});
+        };
+        ok = is_ack ? tracker->on_ack(tag, multiple, complete)
+                    : tracker->on_nack(tag, multiple, complete);
+        outstanding.store(tracker->outstanding(), std::memory_order_relaxed);
+      }
+      complete_confirms();
+      if (!ok && st == state::open) {
+        st = state::closing;
+        conn->machine_close_channel(id, 406, "PRECONDITION_FAILED - unknown confirm tag");
+      }
+      return;
+    }
+    case codec::basic_return::id: {
+      codec::basic_return m;
+      if (cmd.decode(m) != codec::errc::ok) return;
+      {
+        std::lock_guard lock(conn->pub_mu);
+        if (tracker) tracker->on_return(m.exchange, m.routing_key, m.reply_code, m.reply_text);
+      }
+      if (on_return) {
+        returned_message r;
+        r.reply_code = m.reply_code;
+        r.reply_text = m.reply_text;
+        r.exchange = m.exchange;
+        r.routing_key = m.routing_key;
+        r.header = &cmd.header;
+        r.body = cmd.body;
+        try {
+          on_return(r);
+        } catch (...) {
+        }
+      }
+      return;
+    }
+    case codec::channel_flow::id: {
+      codec::channel_flow m;
+      if (cmd.decode(m) != codec::errc::ok) return;
+      {
+        std::lock_guard lock(conn->pub_mu);
+        flow = m.active;
+      }
+      flow_flag.store(m.active);
+      conn->notify_waiters();
+      return;
+    }
+    case codec::basic_cancel::id: {  // the broker cancelled a consumer
+      codec::basic_cancel m;
+      if (cmd.decode(m) != codec::errc::ok) return;
+      auto it = consumers.find(m.consumer_tag);
+      if (it == consumers.end()) return;
+      std::unique_ptr<consumer_entry> e = std::move(it->second);
+      consumers.erase(it);
+      if (e->route->no_ack) cancelled_no_ack.push_back(e->tag);
+      {
+        std::lock_guard lock(conn->topo_mu);
+        std::erase_if(conn->topo.consumers,
+                      [&](const consumer_record& r) { return r.consumer_tag == e->tag; });
+      }
+      if (e->on_cancel) {
+        try {
+          e->on_cancel(e->tag);
+        } catch (...) {
+        }
+      }
+      conn->retire(std::move(e));
+      return;
+    }
+    case codec::channel_close_ok::id: {
+      if (close_call) {
+        auto call = std::move(close_call);
+        auto c = std::make_shared<protocol::command>(std::move(cmd));
+        conn->deferred.push_back([call, c] { call->done.set_value(std::move(*c)); });
+      }
+      protocol::close_reason r;
+      r.reply_code = 200;
+      r.reply_text = "channel closed by client";
+      on_closed(confirm_result::outcome::channel_closed, r, false);
+      return;
+    }
+    default:
+      break;
+  }
+  if (rpcs.empty() || rpcs.front()->reply_id != cmd.id()) return;
+  std::shared_ptr<rpc_call> call = std::move(rpcs.front());
+  rpcs.pop_front();
+  if (cmd.id() == codec::channel_open_ok::id) {
+    st = state::open;
+    {
+      std::lock_guard lock(conn->pub_mu);
+      pub_open = true;
+    }
+    open_flag.store(true);
+  } else if (cmd.id() == codec::basic_consume_ok::id && call->consumer) {
+    codec::basic_consume_ok m;
+    cmd.decode(m);
+    call->consumer->tag = std::string(m.consumer_tag);
+    call->consumer->record.consumer_tag = call->consumer->tag;
+    consumers[call->consumer->tag] = std::move(call->consumer);
+  } else if (cmd.id() == codec::basic_cancel_ok::id) {
+    codec::basic_cancel_ok m;
+    cmd.decode(m);
+    auto it = consumers.find(m.consumer_tag);
+    if (it != consumers.end()) {
+      if (it->second->route->no_ack) cancelled_no_ack.push_back(it->second->tag);
+      conn->retire(std::move(it->second));
+      consumers.erase(it);
+    }
+  }
+  auto c = std::make_shared<protocol::command>(std::move(cmd));
+  conn->deferred.push_back([call, c] { call->done.set_value(std::move(*c)); });
+}
+
+void channel_impl::on_closed(confirm_result::outcome why, const protocol::close_reason& reason,
+                             bool by_peer) {
+  if (st == state::closed) return;
+  st = state::closed;
+  {
+    std::lock_guard lock(conn->pub_mu);
+    pub_open = false;
+    if (tracker) {
+      tracker->fail_all(static_cast<protocol::confirm_outcome>(why), reason.reply_code,
+                        reason.reply_text, [&](const protocol::confirm_event& e) {
+                          done.push_back({to_result(e), std::move(callbacks[e.sequence & mask])});
+                        });
+      outstanding.store(0, std::memory_order_relaxed);
+    }
+  }
+  open_flag.store(false);
+  std::exception_ptr err =
+      by_peer || why == confirm_result::outcome::connection_lost ? error_from(reason) : nullptr;
+  if (err) {
+    std::lock_guard lock(err_mu);
+    error = err;
+  }
+  complete_confirms();
+  coalescer.reset();
+  for (auto& [tag, e] : consumers) conn->retire(std::move(e));
+  consumers.clear();
+  std::exception_ptr rpc_err = err ? err : channel_closed_error();
+  for (auto& call : rpcs) {
+    conn->deferred.push_back([call, rpc_err] { call->done.set_exception(rpc_err); });
+  }
+  rpcs.clear();
+  if (close_call) {
+    auto call = std::move(close_call);
+    conn->deferred.push_back([call] { call->done.set_value(protocol::command{}); });
+  }
+}
+
+void channel_impl::apply(const ack_request& r, time_point now) {
+  if (st != state::open) return;
+  bool ok = true;
+  switch (r.what) {
+    case ack_request::kind::ack:
+      ok = coalescer.ack(r.tag, r.multiple, now);
+      break;
+    case ack_request::kind::nack:
+      ok = coalescer.nack(r.tag, r.multiple, r.requeue, now);
+      break;
+    case ack_request::kind::reject:
+      ok = coalescer.reject(r.tag, r.requeue, now);
+      break;
+    case ack_request::kind::idle:
+      if (pending.load(std::memory_order_acquire) == 0) send_acks(now, true);
+      return;
+  }
+  if (ok) acks_touched = true;
+}
+
+void channel_impl::send_acks(time_point now, bool flush_all) {
+  auto& acts = conn->actions();
+  acts.clear();
+  if (flush_all) {
+    coalescer.flush(acts);
+  } else {
+    coalescer.poll(now, acts);
+  }
+  for (const protocol::ack_action& a : acts) {
+    switch (a.what) {
+      case protocol::ack_action::kind::ack: {
+        codec::basic_ack m;
+        m.delivery_tag = a.delivery_tag;
+        m.multiple = a.multiple;
+        conn->send(id, m);
+        break;
+      }
+      case protocol::ack_action::kind::nack: {
+        codec::basic_nack m;
+        m.delivery_tag = a.delivery_tag;
+        m.multiple = a.multiple;
+        m.requeue = a.requeue;
+        conn->send(id, m);
+        break;
+      }
+      case protocol::ack_action::kind::reject: {
+        codec::basic_reject m;
+        m.delivery_tag = a.delivery_tag;
+        m.requeue = a.requeue;
+        conn->send(id, m);
+        break;
+      }
+    }
+  }
+}
+
+void channel_impl::start_rpc(std::shared_ptr<rpc_call> call, out_buffer frame) {
+  if (st != state::open) {
+    std::exception_ptr e;
+    {
+      std::lock_guard lock(err_mu);
+      e = error ? error : channel_closed_error();
+    }
+    call->done.set_exception(e);
+    return;
+  }
+  // Publishes staged before this call go first: a thread that publishes and then declares or
+  // deletes sees its operations reach the broker in that order.
+  conn->seal(clock::now());
+  conn->push_segment(std::move(frame));
+  rpcs.push_back(std::move(call));
+}
+
+void channel_impl::throw_if_closed() const {
+  if (open_flag.load()) return;
+  std::exception_ptr e;
+  {
+    std::lock_guard lock(err_mu);
+    e = error;
+  }
+  if (e) std::rethrow_exception(e);
+  std::rethrow_exception(channel_closed_error());
+}
+
+template <class M>
+protocol::command channel_impl::call(const M& m, std::uint32_t reply_id,
+                                     std::unique_ptr<consumer_entry> consumer) {
+  check_not_io(M::name.data());
+  throw_if_closed();
+  out_buffer frame;
+  {
+    std::string s;
+    codec::writer w(s);
+    const codec::errc e = codec::encode_method_frame(id, m, w);
+    w.finish();
+    if (e != codec::errc::ok) {
+      throw std::invalid_argument(std::string(M::name) + ": arguments cannot be encoded");
+    }
+    frame.append(s);
+  }
+  auto c = std::make_shared<rpc_call>();
+  c->reply_id = reply_id;
+  c->consumer = std::move(consumer);
+  std::future<protocol::command> f = c->done.get_future();
+  conn->io.post(
+      [self = shared_from_this(), c, fr = std::make_shared<out_buffer>(std::move(frame))] {
+        self->start_rpc(c, std::move(*fr));
+      });
+  if (f.wait_for(rpc_timeout) != std::future_status::ready) {
+    throw amqp_timeout(std::string(M::name) + ": no reply within 60 s");
+  }
+  return f.get();
+}
+
+publish_status channel_impl::try_publish(std::string_view exchange, std::string_view routing_key,
+                                         const codec::basic_properties& props,
+                                         std::string_view body, const publish_options& o,
+                                         confirm_callback& on_confirm) {
+  connection_impl& c = *conn;
+  if (body.size() > max_body_size) return publish_status::too_large;
+  codec::basic_publish m;
+  m.exchange = exchange;
+  m.routing_key = routing_key;
+  m.mandatory = o.mandatory;
+  m.immediate = o.immediate;
+  const std::size_t need = codec::publish_size(m, props, body.size(), c.frame_max);
+  bool wake = false;
+  {
+    std::lock_guard lock(c.pub_mu);
+    if (!pub_open || !c.pub_open) return publish_status::closed;
+    if (c.blocked || !flow) return publish_status::blocked;
+    if (tracker && tracker->full()) return publish_status::window_full;
+    const std::size_t queued = c.staging.size + c.unsent.load(std::memory_order_relaxed);
+    if (queued != 0 && queued + need > c.max_out) return publish_status::buffer_full;
+    char* at = c.staging.grow(need);
+    std::size_t written = 0;
+    if (codec::encode_publish(at, need, written, id, m, props, body, c.frame_max) !=
+        codec::errc::ok) {
+      c.staging.size -= need;
+      return publish_status::too_large;
+    }
+    if (tracker) {
+      const time_point now = has_timeout ? clock::now() : time_point{};
+      const std::uint64_t seq =
+          tracker->on_publish(tracker->next_sequence(), now, o.mandatory, exchange, routing_key);
+      callbacks[seq & mask] = std::move(on_confirm);
+      outstanding.store(tracker->outstanding(), std::memory_order_relaxed);
+      ++published;
+    }
+    if (!c.flush_scheduled) {
+      c.flush_scheduled = true;
+      wake = true;
+    }
+  }
+  if (wake) c.io.schedule_flush(c.shared_from_this());
+  return publish_status::ok;
+}
+
+// connection_impl, any thread -------------------------------------------------------------------
+
+std::shared_ptr<channel_impl> connection_impl::open_channel() {
+  check_not_io("open_channel");
+  if (!open_flag.load()) {
+    std::lock_guard lock(state_mu);
+    std::rethrow_exception(error_from(reason));
+  }
+  auto call = std::make_shared<rpc_call>();
+  call->reply_id = codec::channel_open_ok::id;
+  auto result = std::make_shared<std::shared_ptr<channel_impl>>();
+  std::future<protocol::command> f = call->done.get_future();
+  io.post([self = shared_from_this(), call, result] {
+    if (self->dead_ || !self->machine_ || !self->machine_->is_open()) {
+      call->done.set_exception(
+          std::make_exception_ptr(recoverable_connection_error("connection is closed")));
+      return;
+    }
+    const std::uint16_t max = self->machine_->channel_max();
+    std::uint16_t id = 1;
+    while (self->channels.count(id) != 0 && id < max) ++id;
+    if (self->channels.count(id) != 0) {
+      call->done.set_exception(std::make_exception_ptr(resource_error("no free channel id")));
+      return;
+    }
+    auto ch = std::make_shared<channel_impl>(self, id);
+    self->channels[id] = ch;
+    *result = ch;
+    ch->rpcs.push_back(call);
+    self->seal(clock::now());
+    self->machine_->open_channel(id);
+  });
+  if (f.wait_for(rpc_timeout) != std::future_status::ready) {
+    throw amqp_timeout("channel.open: no reply within 60 s");
+  }
+  f.get();
+  return *result;
+}
+
+void connection_impl::drain_retired() {
+  if (in_handler != 0 || current_io != nullptr) return;
+  std::vector<std::unique_ptr<consumer_entry>> take;
+  {
+    std::lock_guard lock(retired_mu);
+    take.swap(retired);
+  }
+  take.clear();  // each mailbox drains: handlers in flight finish here
+}
+
+void connection_impl::close() {
+  check_not_io("connection.close");
+  io.post([self = shared_from_this()] { self->begin_close(); });
+  {
+    std::unique_lock lock(state_mu);
+    closed_cv.wait_for(lock, close_timeout + std::chrono::seconds(2), [&] { return closed; });
+  }
+  drain_retired();
+  std::lock_guard lock(eng.conns_mu);
+  std::erase_if(eng.conns, [this](const auto& c) { return c.get() == this; });
+}
+
+}  // namespace detail
+
+using detail::channel_impl;
+using detail::clock;
+using detail::connection_impl;
+using detail::time_point;
+
+std::string_view to_string(publish_status s) noexcept {
+  switch (s) {
+    case publish_status::ok:
+      return "ok";
+    case publish_status::buffer_full:
+      return "buffer_full";
+    case publish_status::window_full:
+      return "window_full";
+    case publish_status::blocked:
+      return "blocked";
+    case publish_status::closed:
+      return "closed";
+    case publish_status::too_large:
+      return "too_large";
+    case publish_status::timeout:
+      return "timeout";
+  }
+  return "unknown";
+}
+
+publish_rejected::publish_rejected(publish_status s)
+    : std::runtime_error("publish not accepted: " + std::string(to_string(s))), status_(s) {}
+
+// connection ------------------------------------------------------------------------------------
+
+connection::connection(std::shared_ptr<detail::connection_impl> impl) : impl_(std::move(impl)) {}
+connection::~connection() = default;
+
+std::shared_ptr<channel> connection::open_channel() {
+  return std::make_shared<channel>(impl_->open_channel());
+}
+void connection::close() {
+  impl_->close();
+}
+bool connection::is_open() const noexcept {
+  return impl_->open_flag.load();
+}
+bool connection::blocked() const noexcept {
+  return impl_->blocked_flag.load();
+}
+void connection::on_blocked(std::function<void(std::string_view)> f) {
+  std::lock_guard lock(impl_->cb_mu);
+  impl_->on_blocked_cb = std::move(f);
+}
+void connection::on_unblocked(std::function<void()> f) {
+  std::lock_guard lock(impl_->cb_mu);
+  impl_->on_unblocked_cb = std::move(f);
+}
+void connection::on_closed(std::function<void(const protocol::close_reason&)> f) {
+  std::lock_guard lock(impl_->cb_mu);
+  impl_->on_closed_cb = std::move(f);
+}
+protocol::close_reason connection::close_reason() const {
+  std::lock_guard lock(impl_->state_mu);
+  return impl_->reason;
+}
+topology_record connection::topology() const {
+  std::lock_guard lock(impl_->topo_mu);
+  return impl_->topo;
+}
+std::size_t connection::outgoing_bytes() const noexcept {
+  std::size_t staged;
+  {
+    std::lock_guard lock(impl_->pub_mu);
+    staged = impl_->staging.size;
+  }
+  return staged + impl_->unsent.load(std::memory_order_relaxed);
+}
+std::uint32_t connection::frame_max() const noexcept {
+  return impl_->frame_max;
+}
+
+// channel ---------------------------------------------------------------------------------------
+
+channel::channel(std::shared_ptr<detail::channel_impl> impl) : impl_(std::move(impl)) {}
+channel::~channel() = default;
+
+queue_declare_ok channel::queue_declare(std::string_view queue, const queue_declare_options& o) {
+  const std::string args = detail::encode_args(o.arguments);
+  codec::queue_declare m;
+  m.queue = queue;
+  m.passive = o.passive;
+  m.durable = o.durable;
+  m.exclusive = o.exclusive;
+  m.auto_delete = o.auto_delete;
+  m.arguments = codec::table_view{args};
+  protocol::command c = impl_->call(m, codec::queue_declare_ok::id);
+  codec::queue_declare_ok ok;
+  c.decode(ok);
+  queue_declare_ok r{std::string(ok.queue), ok.message_count, ok.consumer_count};
+  if (!o.passive) {
+    std::lock_guard lock(impl_->conn->topo_mu);
+    auto& qs = impl_->conn->topo.queues;
+    std::erase_if(qs, [&](const queue_record& q) { return q.name == r.queue; });
+    qs.push_back({r.queue, o, queue.empty()});
+    qs.back().options.nowait = false;
+  }
+  return r;
+}
+
+void channel::exchange_declare(std::string_view exchange, std::string_view type,
+                               const exchange_declare_options& o) {
+  const std::string args = detail::encode_args(o.arguments);
+  codec::exchange_declare m;
+  m.exchange = exchange;
+  m.type = type;
+  m.passive = o.passive;
+  m.durable = o.durable;
+  m.auto_delete = o.auto_delete;
+  m.internal = o.internal;
+  m.arguments = codec::table_view{args};
+  impl_->call(m, codec::exchange_declare_ok::id);
+  if (!o.passive) {
+    std::lock_guard lock(impl_->conn->topo_mu);
+    auto& xs = impl_->conn->topo.exchanges;
+    std::erase_if(xs, [&](const exchange_record& x) { return x.name == exchange; });
+    xs.push_back({std::string(exchange), std::string(type), o});
+    xs.back().options.nowait = false;
+  }
+}
+
+namespace {
+
+void record_binding(connection_impl& c, binding_record::kind k, std::string_view destination,
+                    std::string_view source, std::string_view routing_key,
+                    const codec::field_table& args, bool add) {
+  std::lock_guard lock(c.topo_mu);
+  auto& bs = c.topo.bindings;
+  std::erase_if(bs, [&](const binding_record& b) {
+    return b.what == k && b.destination == destination && b.source == source &&
+           b.routing_key == routing_key && b.arguments == args;
+  });
+  if (add) {
+    bs.push_back(
+        {k, std::string(destination), std::string(source), std::string(routing_key), args});
+  }
+}
+
+}  // namespace
+
+void channel::queue_bind(std::string_view queue, std::string_view exchange,
+                         std::string_view routing_key, const bind_options& o) {
+  const std::string args = detail::encode_args(o.arguments);
+  codec::queue_bind m;
+  m.queue = queue;
+  m.exchange = exchange;
+  m.routing_key = routing_key;
+  m.arguments = codec::table_view{args};
+  impl_->call(m, codec::queue_bind_ok::id);
+  record_binding(*impl_->conn, binding_record::kind::queue, queue, exchange, routing_key,
+                 o.arguments, true);
+}
+
+void channel::queue_unbind(std::string_view queue, std::string_view exchange,
+                           std::string_view routing_key, const bind_options& o) {
+  const std::string args = detail::encode_args(o.arguments);
+  codec::queue_unbind m;
+  m.queue = queue;
+  m.exchange = exchange;
+  m.routing_key = routing_key;
+  m.arguments = codec::table_view{args};
+  impl_->call(m, codec::queue_unbind_ok::id);
+  record_binding(*impl_->conn, binding_record::kind::queue, queue, exchange, routing_key,
+                 o.arguments, false);
+}
+
+void channel::exchange_bind(std::string_view destination, std::string_view source,
+                            std::string_view routing_key, const bind_options& o) {
+  const std::string args = detail::encode_args(o.arguments);
+  codec::exchange_bind m;
+  m.destination = destination;
+  m.source = source;
+  m.routing_key = routing_key;
+  m.arguments = codec::table_view{args};
+  impl_->call(m, codec::exchange_bind_ok::id);
+  record_binding(*impl_->conn, binding_record::kind::exchange, destination, source, routing_key,
+                 o.arguments, true);
+}
+
+void channel::exchange_unbind(std::string_view destination, std::string_view source,
+                              std::string_view routing_key, const bind_options& o) {
+  const std::string args = detail::encode_args(o.arguments);
+  codec::exchange_unbind m;
+  m.destination = destination;
+  m.source = source;
+  m.routing_key = routing_key;
+  m.arguments = codec::table_view{args};
+  impl_->call(m, codec::exchange_unbind_ok::id);
+  record_binding(*impl_->conn, binding_record::kind::exchange, destination, source, routing_key,
+                 o.arguments, false);
+}
+
+std::uint32_t channel::queue_purge(std::string_view queue) {
+  codec::queue_purge m;
+  m.queue = queue;
+  protocol::command c = impl_->call(m, codec::queue_purge_ok::id);
+  codec::queue_purge_ok ok;
+  c.decode(ok);
+  return ok.message_count;
+}
+
+std::uint32_t channel::queue_delete(std::string_view queue, const queue_delete_options& o) {
+  codec::queue_delete m;
+  m.queue = queue;
+  m.if_unused = o.if_unused;
+  m.if_empty = o.if_empty;
+  protocol::command c = impl_->call(m, codec::queue_delete_ok::id);
+  codec::queue_delete_ok ok;
+  c.decode(ok);
+  std::lock_guard lock(impl_->conn->topo_mu);
+  auto& t = impl_->conn->topo;
+  std::erase_if(t.queues, [&](const queue_record& q) { return q.name == queue; });
+  std::erase_if(t.bindings, [&](const binding_record& b) {
+    return b.what == binding_record::kind::queue && b.destination == queue;
+  });
+  std::erase_if(t.consumers, [&](const consumer_record& r) { return r.queue == queue; });
+  return ok.message_count;
+}
+
+void channel::exchange_delete(std::string_view exchange) {
+  codec::exchange_delete m;
+  m.exchange = exchange;
+  impl_->call(m, codec::exchange_delete_ok::id);
+  std::lock_guard lock(impl_->conn->topo_mu);
+  auto& t = impl_->conn->topo;
+  std::erase_if(t.exchanges, [&](const exchange_record& x) { return x.name == exchange; });
+  std::erase_if(t.bindings, [&](const binding_record& b) {
+    return b.source == exchange ||
+           (b.what == binding_record::kind::exchange && b.destination == exchange);
+  });
+}
+
+void channel::basic_qos(std::uint32_t prefetch_size, std::uint16_t prefetch_count, bool global) {
+  codec::basic_qos m;
+  m.prefetch_size = prefetch_size;
+  m.prefetch_count = prefetch_count;
+  m.global = global;
+  impl_->call(m, codec::basic_qos_ok::id);
+}
+
+void channel::confirm_select(std::size_t window, std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard lock(impl_->conn->pub_mu);
+    if (impl_->tracker) return;
+  }
+  codec::confirm_select m;
+  impl_->call(m, codec::confirm_select_ok::id);
+  protocol::confirm_tracker_options o;
+  o.window = std::max<std::size_t>(window, 1);
+  o.timeout = timeout;
+  auto t = std::make_unique<protocol::confirm_tracker>(o);
+  std::vector<confirm_callback> cbs(detail::round_up_pow2(o.window + 1));
+  std::lock_guard lock(impl_->conn->pub_mu);
+  impl_->mask = cbs.size() - 1;
+  impl_->callbacks = std::move(cbs);
+  impl_->has_timeout = timeout.count() > 0;
+  impl_->tracker = std::move(t);
+}
+
+publish_status channel::try_publish(std::string_view exchange, std::string_view routing_key,
+                                    const codec::basic_properties& props, std::string_view body,
+                                    const publish_options& o, confirm_callback on_confirm) {
+  return impl_->try_publish(exchange, routing_key, props, body, o, on_confirm);
+}
+
+publish_status channel::publish(std::string_view exchange, std::string_view routing_key,
+                                const codec::basic_properties& props, std::string_view body,
+                                std::chrono::steady_clock::time_point deadline,
+                                const publish_options& o, confirm_callback on_confirm) {
+  connection_impl& c = *impl_->conn;
+  while (true) {
+    const publish_status s = impl_->try_publish(exchange, routing_key, props, body, o, on_confirm);
+    if (s == publish_status::ok || s == publish_status::closed || s == publish_status::too_large) {
+      return s;
+    }
+    if (detail::current_io != nullptr) return s;  // an I/O thread must never wait for itself
+    const auto now = clock::now();
+    if (now >= deadline) return publish_status::timeout;
+    std::unique_lock lock(c.pub_mu);
+    c.waiters.fetch_add(1, std::memory_order_seq_cst);
+    // Bounded slices: a wake-up that races with the check above costs at most one slice.
+    c.room_cv.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(10)));
+    c.waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+}
+
+std::future<confirm_result> channel::publish_confirmed(std::string_view exchange,
+                                                       std::string_view routing_key,
+                                                       const codec::basic_properties& props,
+                                                       std::string_view body,
+                                                       const publish_options& o) {
+  auto p = std::make_shared<std::promise<confirm_result>>();
+  std::future<confirm_result> f = p->get_future();
+  {
+    std::lock_guard lock(impl_->conn->pub_mu);
+    if (!impl_->tracker) {
+      p->set_exception(
+          std::make_exception_ptr(std::logic_error("publish_confirmed: not in confirm mode")));
+      return f;
+    }
+  }
+  confirm_callback cb = [p](const confirm_result& r) { p->set_value(r); };
+  const publish_status s = impl_->try_publish(exchange, routing_key, props, body, o, cb);
+  if (s != publish_status::ok) p->set_exception(std::make_exception_ptr(publish_rejected(s)));
+  return f;
+}
+
+void channel::on_return(std::function<void(const returned_message&)> f) {
+  auto self = impl_;
+  auto fn = std::make_shared<std::function<void(const returned_message&)>>(std::move(f));
+  if (self->conn->io.on_this_thread()) {
+    self->on_return = std::move(*fn);
+    return;
+  }
+  std::promise<void> done;
+  std::future<void> waited = done.get_future();
+  self->conn->io.post([self, fn, &done] {
+    self->on_return = std::move(*fn);
+    done.set_value();
+  });
+  waited.wait();
+}
+
+std::size_t channel::outstanding_confirms() const noexcept {
+  return impl_->outstanding.load(std::memory_order_relaxed);
+}
+
+bool channel::wait_for_confirms(std::chrono::steady_clock::time_point deadline) {
+  connection_impl& c = *impl_->conn;
+  std::unique_lock lock(c.pub_mu);
+  while (impl_->tracker && impl_->tracker->outstanding() != 0 && impl_->pub_open) {
+    if (clock::now() >= deadline) return false;
+    c.waiters.fetch_add(1, std::memory_order_seq_cst);
+    c.room_cv.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(10)));
+    c.waiters.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  return true;
+}
+
+std::string channel::basic_consume(std::string_view queue, delivery_handler handler,
+                                   const consumer_options& o, const ack_coalescing& ac) {
+  detail::check_not_io("basic.consume");
+  auto entry = std::make_unique<detail::consumer_entry>();
+  entry->route = std::make_shared<detail::consumer_impl>();
+  entry->route->ch = impl_;
+  entry->route->no_ack = o.no_ack;
+  entry->on_cancel = o.on_cancel;
+  entry->batch.reserve(64);
+  entry->record = {impl_->id,   std::string(queue), o.consumer_tag, o.no_ack,
+                   o.exclusive, o.no_local,         o.arguments};
+  std::shared_ptr<detail::consumer_impl> route = entry->route;
+  entry->box = std::make_unique<workers::mailbox<delivery>>(
+      impl_->conn->eng.pool,
+      [route, h = std::move(handler)](delivery& d) {
+        struct guard {
+          detail::consumer_impl* r;
+          ~guard() {
+            --detail::in_handler;
+            r->handled();
+          }
+        } g{route.get()};
+        ++detail::in_handler;
+        h(d);
+      },
+      std::max(1u, o.concurrency));
+  // The coalescer is per channel: the first consumer's settings apply (I/O thread).
+  {
+    auto self = impl_;
+    protocol::ack_coalescer_options co{ac.max_count, ac.max_delay};
+    std::promise<void> done;
+    std::future<void> waited = done.get_future();
+    impl_->conn->io.post([self, co, &done] {
+      if (self->consumers.empty() && self->coalescer.unsettled() == 0) {
+        self->coalescer = protocol::ack_coalescer(co);
+      }
+      done.set_value();
+    });
+    waited.wait();
+  }
+  const std::string args = detail::encode_args(o.arguments);
+  codec::basic_consume m;
+  m.queue = queue;
+  m.consumer_tag = o.consumer_tag;
+  m.no_local = o.no_local;
+  m.no_ack = o.no_ack;
+  m.exclusive = o.exclusive;
+  m.arguments = codec::table_view{args};
+  protocol::command c = impl_->call(m, codec::basic_consume_ok::id, std::move(entry));
+  codec::basic_consume_ok ok;
+  c.decode(ok);
+  std::string tag(ok.consumer_tag);
+  {
+    std::lock_guard lock(impl_->conn->topo_mu);
+    consumer_record r{impl_->id,   std::string(queue), tag,        o.no_ack,
+                      o.exclusive, o.no_local,         o.arguments};
+    impl_->conn->topo.consumers.push_back(std::move(r));
+  }
+  return tag;
+}
+
+void channel::basic_cancel(std::string_view consumer_tag) {
+  codec::basic_cancel m;
+  m.consumer_tag = consumer_tag;
+  impl_->call(m, codec::basic_cancel_ok::id);
+  {
+    std::lock_guard lock(impl_->conn->topo_mu);
+    std::erase_if(impl_->conn->topo.consumers,
+                  [&](const consumer_record& r) { return r.consumer_tag == consumer_tag; });
+  }
+  impl_->conn->drain_retired();
+}
+
+void channel::close() {
+  detail::check_not_io("channel.close");
+  auto self = impl_;
+  auto call = std::make_shared<detail::rpc_call>();
+  std::future<protocol::command> f = call->done.get_future();
+  self->conn->io.post([self, call] {
+    if (self->st != channel_impl::state::open || !self->conn->machine_open()) {
+      call->done.set_value(protocol::command{});
+      return;
+    }
+    self->send_acks(clock::now(), true);
+    self->conn->seal(clock::now());
+    self->st = channel_impl::state::closing;
+    {
+      std::lock_guard lock(self->conn->pub_mu);
+      self->pub_open = false;
+    }
+    self->close_call = call;
+    self->conn->machine_close_channel(self->id, 200, "closed by client");
+  });
+  if (f.wait_for(detail::rpc_timeout) != std::future_status::ready) {
+    throw amqp_timeout("channel.close: no reply within 60 s");
+  }
+  try {
+    f.get();
+  } catch (...) {
+  }
+  std::lock_guard lock(self->conn->topo_mu);
+  std::erase_if(self->conn->topo.consumers,
+                [&](const consumer_record& r) { return r.channel == self->id; });
+  self->conn->drain_retired();
+}
+
+bool channel::is_open() const noexcept {
+  return impl_->open_flag.load();
+}
+bool channel::flow_active() const noexcept {
+  return impl_->flow_flag.load();
+}
+std::uint16_t channel::id() const noexcept {
+  return impl_->id;
+}
+std::exception_ptr channel::error() const {
+  std::lock_guard lock(impl_->err_mu);
+  return impl_->error;
+}
+
+// delivery --------------------------------------------------------------------------------------
+
+std::uint16_t delivery::channel_id() const noexcept {
+  return consumer_ ? consumer_->ch->id : std::uint16_t{0};
+}
+
+namespace {
+bool route_ack(const std::shared_ptr<detail::consumer_impl>& c, std::uint64_t tag,
+               detail::ack_request::kind k, bool multiple, bool requeue) {
+  if (!c || c->no_ack || !c->ch->open_flag.load(std::memory_order_relaxed)) return false;
+  detail::ack_request r;
+  r.ch = c->ch;
+  r.tag = tag;
+  r.what = k;
+  r.multiple = multiple;
+  r.requeue = requeue;
+  c->ch->conn->io.post_ack(std::move(r));
+  return true;
+}
+}  // namespace
+
+bool delivery::ack(bool multiple) {
+  return route_ack(consumer_, tag_, detail::ack_request::kind::ack, multiple, false);
+}
+bool delivery::nack(bool multiple, bool requeue) {
+  return route_ack(consumer_, tag_, detail::ack_request::kind::nack, multiple, requeue);
+}
+bool delivery::reject(bool requeue) {
+  return route_ack(consumer_, tag_, detail::ack_request::kind::reject, false, requeue);
+}
+
+// engine ----------------------------------------------------------------------------------------
+
+engine::engine(engine_options o) : impl_(std::make_unique<detail::engine_impl>(o)) {}
+
+engine::~engine() {
+  std::vector<std::shared_ptr<connection_impl>> conns;
+  {
+    std::lock_guard lock(impl_->conns_mu);
+    conns = impl_->conns;
+  }
+  for (auto& c : conns) {
+    try {
+      c->close();
+    } catch (...) {
+    }
+  }
+  for (auto& c : conns) c->drain_retired();
+  for (auto& io : impl_->ios) io->stop();
+  for (auto& c : conns) c->drain_retired();
+}
+
+const engine_options& engine::options() const noexcept {
+  return impl_->options;
+}
+
+std::shared_ptr<connection> engine::connect(const warren::connection_options& opts) {
+  detail::check_not_io("engine::connect");
+  io::host_port peer;
+  io::io_error err;
+  const std::uint16_t default_port = opts.ssl ? io::default_amqps_port : io::default_amqp_port;
+  if (auto e = io::parse_host_port(opts.host, default_port, peer); e) {
+    throw std::system_error(e.code, e.message);
+  }
+  const time_point deadline =
+      opts.connect_timeout
+          ? clock::now() + std::chrono::duration_cast<clock::duration>(*opts.connect_timeout)
+          : time_point::max();
+  const auto settings = io::effective_socket_settings(opts.socket_settings);
+  io::unique_fd fd = io::connect_tcp(peer, settings, deadline, err);
+  if (!fd.valid()) throw std::system_error(err.code, err.message);
+  return adopt(std::move(fd), opts);
+}
+
+std::shared_ptr<connection> engine::adopt(io::unique_fd fd,
+                                          const warren::connection_options& opts) {
+  detail::check_not_io("engine::adopt");
+  std::unique_ptr<io::tls_session> tls;
+  if (opts.ssl) {
+    io::io_error err;
+    auto ctx = io::tls_context::create(*opts.ssl, err);
+    if (!ctx) throw std::system_error(err.code, err.message);
+    io::host_port peer;
+    io::parse_host_port(opts.host, io::default_amqps_port, peer);
+    tls = io::tls_session::create(ctx, peer.host, err);
+    if (!tls) throw std::system_error(err.code, err.message);
+  }
+  detail::io_thread& io = impl_->next_io();
+  auto c = std::make_shared<connection_impl>(*impl_, io, opts, std::move(fd), std::move(tls));
+  std::future<void> opened = c->opened.get_future();
+  io.post([c, &io] {
+    io.add(c);
+    c->start(clock::now());
+  });
+  opened.get();  // throws what closed the connection before open-ok
+  {
+    std::lock_guard lock(impl_->conns_mu);
+    impl_->conns.push_back(c);
+  }
+  return std::make_shared<connection>(c);
+}
+
+}  // namespace warren::async
