@@ -1,0 +1,167 @@
+// Micro-benchmarks of the engine's standalone components: the publisher-confirm tracker and the
+// consumer ack coalescer (sans-I/O, one thread), and the I/O-thread-to-worker hand-off (a
+// mailbox on a TBB worker pool). Every row reports items/s (one item = one message).
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "engine/protocol/ack_coalescer.h"
+#include "engine/protocol/confirm_tracker.h"
+#include "engine/workers/dispatcher.h"
+
+namespace {
+
+namespace wp = warren::protocol;
+namespace ww = warren::workers;
+
+// Publish, then the broker's ack, one message at a time.
+void tracker_publish_single_ack(benchmark::State& state) {
+  wp::confirm_tracker tracker({.window = 1000});
+  const wp::time_point now{};
+  std::uint64_t settled = 0;
+  auto complete = [&](const wp::confirm_event& e) { settled += e.token; };
+  std::uint64_t token = 0;
+  for (auto _ : state) {
+    const std::uint64_t sequence = tracker.on_publish(++token, now);
+    tracker.on_ack(sequence, false, complete);
+  }
+  benchmark::DoNotOptimize(settled);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(tracker_publish_single_ack);
+
+// 100 publishes, then one multiple ack settling them all: the rate per message.
+void tracker_publish_multiple_ack_every_100(benchmark::State& state) {
+  wp::confirm_tracker tracker({.window = 1000});
+  const wp::time_point now{};
+  std::uint64_t settled = 0;
+  auto complete = [&](const wp::confirm_event& e) { settled += e.token; };
+  std::uint64_t token = 0;
+  for (auto _ : state) {
+    std::uint64_t last = 0;
+    for (int i = 0; i < 100; ++i) last = tracker.on_publish(++token, now);
+    tracker.on_ack(last, true, complete);
+  }
+  benchmark::DoNotOptimize(settled);
+  state.SetItemsProcessed(state.iterations() * 100);
+}
+BENCHMARK(tracker_publish_multiple_ack_every_100);
+
+// The same with a timeout armed and every publish mandatory (a return correlation's setup cost
+// without the return).
+void tracker_publish_mandatory_with_timeout(benchmark::State& state) {
+  wp::confirm_tracker tracker({.window = 1000, .timeout = std::chrono::seconds(5)});
+  wp::time_point now{};
+  std::uint64_t settled = 0;
+  auto complete = [&](const wp::confirm_event& e) { settled += e.token; };
+  std::uint64_t token = 0;
+  for (auto _ : state) {
+    std::uint64_t last = 0;
+    for (int i = 0; i < 100; ++i) {
+      last = tracker.on_publish(++token, now, true, "amq.direct", "bench.queue");
+    }
+    now += std::chrono::microseconds(100);
+    tracker.on_timer(now, complete);
+    tracker.on_ack(last, true, complete);
+  }
+  benchmark::DoNotOptimize(settled);
+  state.SetItemsProcessed(state.iterations() * 100);
+}
+BENCHMARK(tracker_publish_mandatory_with_timeout);
+
+// A delivery, the application's ack, and a poll: in-order acks, so 64 become one frame.
+void coalescer_deliver_ack_in_order(benchmark::State& state) {
+  wp::ack_coalescer coalescer({.max_count = 64, .max_delay = std::chrono::microseconds(1000)});
+  const wp::time_point now{};
+  std::vector<wp::ack_action> out;
+  out.reserve(64);
+  std::uint64_t tag = 0;
+  std::uint64_t frames = 0;
+  for (auto _ : state) {
+    coalescer.on_delivery(++tag, true);
+    coalescer.ack(tag, false, now);
+    coalescer.poll(now, out);
+    frames += out.size();
+    out.clear();
+  }
+  state.counters["frames_per_ack"] =
+      benchmark::Counter(double(frames) / double(state.iterations() ? state.iterations() : 1));
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(coalescer_deliver_ack_in_order);
+
+// Acks in pairs swapped (2, 1, 4, 3, ...), as two workers finishing out of order would.
+void coalescer_deliver_ack_out_of_order(benchmark::State& state) {
+  wp::ack_coalescer coalescer({.max_count = 64, .max_delay = std::chrono::microseconds(1000)});
+  const wp::time_point now{};
+  std::vector<wp::ack_action> out;
+  out.reserve(64);
+  std::uint64_t tag = 0;
+  for (auto _ : state) {
+    coalescer.on_delivery(tag + 1, true);
+    coalescer.on_delivery(tag + 2, true);
+    coalescer.ack(tag + 2, false, now);
+    coalescer.ack(tag + 1, false, now);
+    tag += 2;
+    coalescer.poll(now, out);
+    out.clear();
+  }
+  state.SetItemsProcessed(state.iterations() * 2);
+}
+BENCHMARK(coalescer_deliver_ack_out_of_order);
+
+// Posted on this thread, handled on the pool by a no-op handler: items/s from the first post to
+// the last item handled (drain). Arg: the pool's threads.
+void mailbox_post_to_handled(benchmark::State& state) {
+  ww::worker_pool pool(unsigned(state.range(0)));
+  constexpr std::size_t per_round = 1 << 16;
+  std::uint64_t handled = 0;  // concurrency 1: one handler at a time
+  ww::mailbox<std::uint64_t> box(pool, [&](std::uint64_t& item) { handled += item; });
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < per_round; ++i) box.post(std::uint64_t(1));
+    box.drain();
+  }
+  benchmark::DoNotOptimize(handled);
+  state.SetItemsProcessed(state.iterations() * per_round);
+}
+BENCHMARK(mailbox_post_to_handled)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The same with post_bulk, 64 items per call.
+void mailbox_post_bulk_to_handled(benchmark::State& state) {
+  ww::worker_pool pool(unsigned(state.range(0)));
+  constexpr std::size_t per_round = 1 << 16;
+  constexpr std::size_t bulk = 64;
+  std::uint64_t handled = 0;
+  ww::mailbox<std::uint64_t> box(pool, [&](std::uint64_t& item) { handled += item; });
+  std::vector<std::uint64_t> items(bulk, 1);
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < per_round; i += bulk) box.post_bulk(items.begin(), bulk);
+    box.drain();
+  }
+  benchmark::DoNotOptimize(handled);
+  state.SetItemsProcessed(state.iterations() * per_round);
+}
+BENCHMARK(mailbox_post_bulk_to_handled)
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// Concurrency 4 on a 2-thread pool: no ordering, up to 4 tasks draining one mailbox.
+void mailbox_concurrency_4_post_to_handled(benchmark::State& state) {
+  ww::worker_pool pool(2);
+  constexpr std::size_t per_round = 1 << 16;
+  std::atomic<std::uint64_t> handled{0};
+  ww::mailbox<std::uint64_t> box(
+      pool, [&](std::uint64_t& item) { handled.fetch_add(item, std::memory_order_relaxed); }, 4);
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < per_round; ++i) box.post(std::uint64_t(1));
+    box.drain();
+  }
+  state.SetItemsProcessed(state.iterations() * per_round);
+}
+BENCHMARK(mailbox_concurrency_4_post_to_handled)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
