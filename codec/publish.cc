@@ -99,6 +99,35 @@ std::size_t gather_body_frames(char* scratch, char* head_end, iovec* iov, std::u
   return static_cast<std::size_t>(v - iov);
 }
 
+// Takes the frame at `pos` into f and moves past it; returns unexpected_frame for a valid
+// frame of another type. The common case, a whole frame of the expected type, is checked in
+// one go; anything else goes through decode_frame() so that the errors are exactly its own.
+// always_inline: GCC keeps it out of line otherwise (three callers), which costs about 5 ns of
+// a 30 ns delivery.
+[[gnu::always_inline]] inline errc take_frame(std::string_view in, std::size_t& pos,
+                                              std::uint8_t type, std::uint64_t limit,
+                                              std::uint32_t frame_max, frame_view& f) noexcept {
+  const char* p = in.data() + pos;
+  const std::size_t avail = in.size() - pos;
+  if (avail >= frame_overhead) {
+    const std::uint32_t size = reader::load_u32(p + 3);
+    if (static_cast<std::uint8_t>(p[0]) == type && size + frame_overhead <= limit &&
+        avail - frame_overhead >= size &&
+        static_cast<std::uint8_t>(p[frame_header_size + size]) == frame_end) {
+      f.type = type;
+      f.channel = reader::load_u16(p + 1);
+      f.payload = std::string_view(p + frame_header_size, size);
+      pos += frame_overhead + size;
+      return errc::ok;
+    }
+  }
+  std::size_t n = 0;
+  const errc e = decode_frame(in.substr(pos), frame_max, f, n);
+  pos += n;
+  if (e != errc::ok) return e;
+  return f.type == type ? errc::ok : errc::unexpected_frame;
+}
+
 }  // namespace
 
 std::size_t publish_size(const basic_publish& m, const basic_properties& p, std::size_t body_size,
@@ -182,32 +211,27 @@ errc decode_delivery(std::string_view in, std::uint32_t frame_max, delivery_view
   consumed = 0;
   frame_view f;
   std::size_t pos = 0;
-  // Decodes the frame at `pos` into f and moves past it.
-  auto next = [&]() noexcept {
-    std::size_t n = 0;
-    const errc e = decode_frame(in.substr(pos), frame_max, f, n);
-    pos += n;
+  const std::uint64_t limit = effective_frame_max(frame_max);
+  if (const errc e = take_frame(in, pos, frame_method, limit, frame_max, f); e != errc::ok)
     return e;
-  };
-
-  if (const errc e = next(); e != errc::ok) return e;
-  if (f.type != frame_method || f.payload.size() < 4 ||
-      reader::load_u32(f.payload.data()) != basic_deliver::id) {
+  if (f.payload.size() < 4 || reader::load_u32(f.payload.data()) != basic_deliver::id) {
     return errc::unexpected_frame;
   }
   if (const errc e = decode(f.payload.substr(4), out.method); e != errc::ok) return e;
   out.channel = f.channel;
 
-  if (const errc e = next(); e != errc::ok) return e;
-  if (f.type != frame_header || f.channel != out.channel) return errc::unexpected_frame;
+  if (const errc e = take_frame(in, pos, frame_header, limit, frame_max, f); e != errc::ok)
+    return e;
+  if (f.channel != out.channel) return errc::unexpected_frame;
   if (const errc e = decode(f.payload, out.header); e != errc::ok) return e;
 
   const std::size_t body_begin = pos;
   out.body = {};
   out.body_frame_count = 0;
   for (std::uint64_t left = out.header.body_size; left != 0;) {
-    if (const errc e = next(); e != errc::ok) return e;
-    if (f.type != frame_body || f.channel != out.channel || f.payload.size() > left) {
+    if (const errc e = take_frame(in, pos, frame_body, limit, frame_max, f); e != errc::ok)
+      return e;
+    if (f.channel != out.channel || f.payload.size() > left) {
       return errc::unexpected_frame;
     }
     out.body = out.body_frame_count++ == 0 ? f.payload : std::string_view{};

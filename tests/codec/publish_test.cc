@@ -512,5 +512,45 @@ TEST(decode_delivery, passes_frame_errors_through) {
   EXPECT_EQ(decode_delivery(wire, 4096, d, consumed), errc::bad_frame_end);
 }
 
+TEST(decode_delivery, reports_frame_errors_of_later_frames_before_their_type) {
+  const std::string one = delivery_bytes({"ab"});
+  const std::size_t header_at = 29;
+  const std::size_t body_at = header_at + 7 + 16 + 1;
+  delivery_view d;
+  std::size_t consumed = 0;
+
+  std::string unknown_type = one;
+  unknown_type[body_at] = '\x09';
+  EXPECT_EQ(decode_delivery(unknown_type, 4096, d, consumed), errc::unknown_frame_type);
+
+  std::string bad_heartbeat = one;
+  bad_heartbeat[header_at] = '\x08';  // a heartbeat on channel 2 with a payload
+  EXPECT_EQ(decode_delivery(bad_heartbeat, 4096, d, consumed), errc::bad_heartbeat);
+
+  // A header frame claiming more than frame-max: rejected as such, not as need_more.
+  std::string too_large = one.substr(0, header_at + 7);
+  too_large[header_at + 5] = '\x10';  // size 0x1010
+  EXPECT_EQ(decode_delivery(too_large, 4096, d, consumed), errc::frame_too_large);
+
+  std::string bad_end = one;
+  bad_end[body_at - 1] = '\x00';  // the header frame's end octet
+  EXPECT_EQ(decode_delivery(bad_end, 4096, d, consumed), errc::bad_frame_end);
+  EXPECT_EQ(consumed, 0u);
+}
+
+TEST(decode_delivery, accepts_frames_of_exactly_frame_max) {
+  const std::string body(4096 - 8, 'f');
+  // Re-use the hand-built delivery's method and header, with a full-size body frame.
+  std::string wire = delivery_bytes({});
+  wire[29 + 7 + 10] = '\x0f';
+  wire[29 + 7 + 11] = '\xf8';  // body size 4088
+  wire += "\x03\x00\x02\x00\x00\x0f\xf8"s + body + "\xce"s;
+  delivery_view d;
+  std::size_t consumed = 0;
+  ASSERT_EQ(decode_delivery(wire, 4096, d, consumed), errc::ok);
+  EXPECT_EQ(d.body, body);
+  EXPECT_EQ(decode_delivery(wire, 4095, d, consumed), errc::frame_too_large);
+}
+
 }  // namespace
 }  // namespace warren::codec
