@@ -133,6 +133,13 @@ def check_coverage(table, rows, expected_members, expected_keywords):
         failures.append(f"{table}: py-amqp member `{name}` has no row")
     for name in sorted(expected_keywords - keywords):
         failures.append(f"{table}: constructor argument `{name}=` has no row")
+    # A row for something py-amqp does not have is a mistake too (the constructor and the with
+    # statement aside).
+    allowed = expected_members | {table, "__enter__", "__exit__"}
+    for name in sorted(covered - allowed):
+        failures.append(f"{table}: `{name}` is not a py-amqp member")
+    for name in sorted(keywords - expected_keywords):
+        failures.append(f"{table}: `{name}=` is not a constructor argument")
     return failures
 
 
