@@ -1,6 +1,7 @@
 #include "engine/async/engine.h"
 
 #include <concurrentqueue/concurrentqueue.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -1981,6 +1982,10 @@ std::shared_ptr<connection> engine::connect(const warren::connection_options& op
 std::shared_ptr<connection> engine::adopt(io::unique_fd fd,
                                           const warren::connection_options& opts) {
   detail::check_not_io("engine::adopt");
+  if (const int fl = ::fcntl(fd.get(), F_GETFL);
+      fl < 0 || ::fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK) < 0) {
+    throw std::system_error(errno, std::system_category(), "fcntl O_NONBLOCK");
+  }
   std::unique_ptr<io::tls_session> tls;
   if (opts.ssl) {
     io::io_error err;
