@@ -1,6 +1,7 @@
 #include "codec/field_table.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <numeric>
 #include <utility>
@@ -225,7 +226,7 @@ constexpr int unknown_type = -2;
 
 // Octets after the type letter for fixed-size letters; variable_width for those carrying a
 // 4-octet length; unknown_type for letters RabbitMQ does not define.
-int value_width(char type) noexcept {
+constexpr int width_of(char type) noexcept {
   switch (type) {
     case field_type::void_value:
       return 0;
@@ -257,16 +258,32 @@ int value_width(char type) noexcept {
   }
 }
 
-errc read_value(reader& r, field_view& out) noexcept {
+// width_of() for every octet: one load per value on the decode paths instead of a switch.
+constexpr auto widths = [] {
+  std::array<signed char, 256> w{};
+  for (int c = 0; c < 256; ++c) w[c] = static_cast<signed char>(width_of(static_cast<char>(c)));
+  return w;
+}();
+
+int value_width(char type) noexcept {
+  return widths[static_cast<unsigned char>(type)];
+}
+
+[[gnu::always_inline]] inline errc read_value(reader& r, field_view& out) noexcept {
   std::uint8_t type;
   if (!r.read_u8(type)) return errc::truncated;
   out.type = static_cast<char>(type);
-  const int width = value_width(out.type);
+  const int width = widths[type];
+  if (width >= 0) {
+    return r.read_bytes(static_cast<std::size_t>(width), out.value) ? errc::ok : errc::truncated;
+  }
   if (width == unknown_type) return errc::bad_field_type;
-  const bool ok = width == variable_width
-                      ? r.read_longstr(out.value)
-                      : r.read_bytes(static_cast<std::size_t>(width), out.value);
-  return ok ? errc::ok : errc::truncated;
+  return r.read_longstr(out.value) ? errc::ok : errc::truncated;
+}
+
+[[gnu::always_inline]] inline errc read_entry(reader& r, entry_view& out) noexcept {
+  if (!r.read_shortstr(out.name)) return errc::truncated;
+  return read_value(r, out.value);
 }
 
 }  // namespace
@@ -311,11 +328,13 @@ std::optional<std::string_view> field_view::as_string() const noexcept {
   return value;
 }
 
+// The entry is read into a local and copied out only on success (`out` is unchanged on false).
+// Now that read_entry is inlined the local lives in registers; before, it went through the
+// stack and the copy stalled on a failed store forward.
 bool table_cursor::next(entry_view& out) noexcept {
   if (ec_ != errc::ok || r_.empty()) return false;
   entry_view e;
-  if (!r_.read_shortstr(e.name)) ec_ = errc::truncated;
-  if (ec_ == errc::ok) ec_ = read_value(r_, e.value);
+  ec_ = read_entry(r_, e);
   if (ec_ != errc::ok) return false;
   out = e;
   return true;
@@ -344,8 +363,9 @@ bool find_in_table(table_view t, std::string_view name, field_view& out, errc& e
 }
 
 // ---------------------------------------------------------------------------------------------
-// Validating and decoding: one walk serves both, so they cannot disagree. With a null output
-// it only checks, and allocates nothing.
+// Validating and decoding: check_* only checks and allocates nothing; build_* walks the same
+// way in the same order (read the entry, count it, check the depth, descend), so that both
+// report the same first error. tests/fuzz/table_fuzz.cc holds them to that.
 
 namespace {
 
@@ -358,7 +378,49 @@ struct walk_budget {
   }
 };
 
-errc walk_value(const field_view& v, std::size_t depth, walk_budget& b, field_value* out);
+bool is_container(char type) noexcept {
+  return type == field_type::table || type == field_type::array;
+}
+
+// Validation only: allocates nothing. `depth` is the depth of the container `raw` belongs to.
+errc check_table(std::string_view raw, std::size_t depth, walk_budget& b) noexcept;
+errc check_array(std::string_view raw, std::size_t depth, walk_budget& b) noexcept;
+
+// A value of a container at depth `depth - 1`; descends when it is a container itself.
+// Checked before descending, so recursion never goes deeper than max_depth.
+[[gnu::always_inline]] inline errc check_value(const field_view& v, std::size_t depth,
+                                               walk_budget& b) noexcept {
+  if (!is_container(v.type)) return errc::ok;
+  if (depth > b.limits.max_depth) return errc::table_too_deep;
+  return v.type == field_type::table ? check_table(v.value, depth, b)
+                                     : check_array(v.value, depth, b);
+}
+
+errc check_table(std::string_view raw, std::size_t depth, walk_budget& b) noexcept {
+  reader r(raw);
+  entry_view e;
+  while (!r.empty()) {
+    if (errc ec = read_entry(r, e); ec != errc::ok) return ec;
+    if (errc ec = b.count(); ec != errc::ok) return ec;
+    if (errc ec = check_value(e.value, depth + 1, b); ec != errc::ok) return ec;
+  }
+  return errc::ok;
+}
+
+errc check_array(std::string_view raw, std::size_t depth, walk_budget& b) noexcept {
+  reader r(raw);
+  field_view v;
+  while (!r.empty()) {
+    if (errc ec = read_value(r, v); ec != errc::ok) return ec;
+    if (errc ec = b.count(); ec != errc::ok) return ec;
+    if (errc ec = check_value(v, depth + 1, b); ec != errc::ok) return ec;
+  }
+  return errc::ok;
+}
+
+// Building the model: the same walk, in the same order, so that it reports exactly
+// check_table's errors.
+errc build_value(const field_view& v, std::size_t depth, walk_budget& b, field_value& out);
 
 // A value whose size read_value has already checked.
 field_value leaf_value(const field_view& v) {
@@ -417,8 +479,41 @@ field_value leaf_value(const field_view& v) {
   }
 }
 
-// Keeps the first entry of each name, in order. Sorting indices keeps hostile input with many
-// entries at O(n log n) where a lookup per entry would be quadratic.
+// How many values a well-formed container holds (entries when `named`), by a shallow skip over
+// it, for reserving; it stops counting at the first malformed value, which the walk that
+// follows reports in order.
+std::size_t count_values(std::string_view raw, bool named) noexcept {
+  reader r(raw);
+  std::size_t n = 0;
+  std::uint8_t len;
+  std::uint8_t type;
+  while (!(named && (!r.read_u8(len) || !r.skip(len))) && r.read_u8(type)) {
+    const int width = widths[type];
+    std::uint32_t size;
+    if (width == unknown_type) break;
+    if (width == variable_width ? !r.read_u32(size) || !r.skip(size)
+                                : !r.skip(static_cast<std::size_t>(width))) {
+      break;
+    }
+    ++n;
+  }
+  return n;
+}
+
+// Up to this many entries a repeated name is found by comparing with the entries so far,
+// which allocates nothing; above it by sorting once at the end, which keeps hostile input
+// with many entries at O(n log n).
+constexpr std::size_t linear_duplicate_check_max = 16;
+
+bool has_name(const std::vector<field_entry>& entries, std::string_view name) noexcept {
+  for (const field_entry& e : entries) {
+    if (e.name.size() == name.size() && std::string_view(e.name) == name) return true;
+  }
+  return false;
+}
+
+// Keeps the first entry of each name, in order: sorts indices, for tables above
+// linear_duplicate_check_max entries.
 void drop_repeated_names(std::vector<field_entry>& entries) {
   if (entries.size() < 2) return;
   std::vector<std::size_t> order(entries.size());
@@ -440,53 +535,57 @@ void drop_repeated_names(std::vector<field_entry>& entries) {
   entries.erase(entries.begin() + static_cast<std::ptrdiff_t>(kept), entries.end());
 }
 
-errc walk_table(std::string_view raw, std::size_t depth, walk_budget& b, field_table* out) {
-  table_cursor c(table_view{raw});
-  for (entry_view e; c.next(e);) {
+errc build_table(std::string_view raw, std::size_t depth, walk_budget& b,
+                 std::vector<field_entry>& out) {
+  const std::size_t expected = count_values(raw, true);
+  // Never more than the budget allows, whatever the input claims.
+  out.reserve(std::min(expected, b.limits.max_entries));
+  const bool linear = expected <= linear_duplicate_check_max;
+  reader r(raw);
+  entry_view e;
+  while (!r.empty()) {
+    if (errc ec = read_entry(r, e); ec != errc::ok) return ec;
     if (errc ec = b.count(); ec != errc::ok) return ec;
-    field_value* slot = nullptr;
-    if (out != nullptr) {
-      auto& entries = detail_table_access::entries(*out);
-      entries.push_back(field_entry{std::string(e.name), field_value()});
-      slot = &entries.back().value;
+    if (linear && has_name(out, e.name)) {
+      // A repeated name: checked and counted like the rest, then dropped.
+      if (errc ec = check_value(e.value, depth + 1, b); ec != errc::ok) return ec;
+      continue;
     }
-    if (errc ec = walk_value(e.value, depth + 1, b, slot); ec != errc::ok) return ec;
+    field_entry& slot = out.emplace_back();
+    slot.name.assign(e.name);
+    if (errc ec = build_value(e.value, depth + 1, b, slot.value); ec != errc::ok) return ec;
   }
-  if (c.error() != errc::ok) return c.error();
-  if (out != nullptr) drop_repeated_names(detail_table_access::entries(*out));
+  if (!linear) drop_repeated_names(out);
   return errc::ok;
 }
 
-errc walk_array(std::string_view raw, std::size_t depth, walk_budget& b, field_array* out) {
-  array_cursor c(raw);
-  for (field_view v; c.next(v);) {
+errc build_array(std::string_view raw, std::size_t depth, walk_budget& b, field_array& out) {
+  out.reserve(std::min(count_values(raw, false), b.limits.max_entries));
+  reader r(raw);
+  field_view v;
+  while (!r.empty()) {
+    if (errc ec = read_value(r, v); ec != errc::ok) return ec;
     if (errc ec = b.count(); ec != errc::ok) return ec;
-    field_value* slot = nullptr;
-    if (out != nullptr) slot = &out->emplace_back();
-    if (errc ec = walk_value(v, depth + 1, b, slot); ec != errc::ok) return ec;
+    if (errc ec = build_value(v, depth + 1, b, out.emplace_back()); ec != errc::ok) return ec;
   }
-  return c.error();
+  return errc::ok;
 }
 
-// `depth` is the depth of `v` itself, should it be a container.
-errc walk_value(const field_view& v, std::size_t depth, walk_budget& b, field_value* out) {
-  if (v.type != field_type::table && v.type != field_type::array) {
-    if (out != nullptr) *out = leaf_value(v);
+errc build_value(const field_view& v, std::size_t depth, walk_budget& b, field_value& out) {
+  if (!is_container(v.type)) {
+    out = leaf_value(v);
     return errc::ok;
   }
-  // Checked before descending, so recursion never goes deeper than max_depth.
   if (depth > b.limits.max_depth) return errc::table_too_deep;
   if (v.type == field_type::table) {
-    if (out == nullptr) return walk_table(v.value, depth, b, nullptr);
     field_table t;
-    const errc ec = walk_table(v.value, depth, b, &t);
-    if (ec == errc::ok) *out = field_value::table(std::move(t));
+    const errc ec = build_table(v.value, depth, b, detail_table_access::entries(t));
+    if (ec == errc::ok) out = field_value::table(std::move(t));
     return ec;
   }
-  if (out == nullptr) return walk_array(v.value, depth, b, nullptr);
   field_array a;
-  const errc ec = walk_array(v.value, depth, b, &a);
-  if (ec == errc::ok) *out = field_value::array(std::move(a));
+  const errc ec = build_array(v.value, depth, b, a);
+  if (ec == errc::ok) out = field_value::array(std::move(a));
   return ec;
 }
 
@@ -495,15 +594,14 @@ errc walk_value(const field_view& v, std::size_t depth, walk_budget& b, field_va
 errc validate_table(std::string_view raw, const table_limits& limits) noexcept {
   if (raw.size() > limits.max_bytes) return errc::table_too_large;
   walk_budget b{limits};
-  // With a null output the walk allocates nothing, so nothing here can throw.
-  return walk_table(raw, 0, b, nullptr);
+  return check_table(raw, 0, b);
 }
 
 errc decode_table(table_view t, field_table& out, const table_limits& limits) {
   if (t.raw.size() > limits.max_bytes) return errc::table_too_large;
   walk_budget b{limits};
   field_table result;
-  const errc ec = walk_table(t.raw, 0, b, &result);
+  const errc ec = build_table(t.raw, 0, b, detail_table_access::entries(result));
   if (ec == errc::ok) out = std::move(result);
   return ec;
 }
@@ -518,7 +616,7 @@ errc decode_value(field_view v, field_value& out, const table_limits& limits) {
   if (v.value.size() > limits.max_bytes) return errc::table_too_large;
   walk_budget b{limits};
   field_value result;
-  const errc ec = walk_value(v, 0, b, &result);
+  const errc ec = build_value(v, 0, b, result);
   if (ec == errc::ok) out = std::move(result);
   return ec;
 }

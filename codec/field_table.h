@@ -317,7 +317,7 @@ class table_cursor {
  public:
   explicit table_cursor(table_view t) noexcept : r_(t.raw) {}
   // Reads the next entry into `out` and returns true; returns false at the end of the table
-  // or on malformed input, after which it keeps returning false.
+  // or on malformed input, after which it keeps returning false. `out` changes only on true.
   bool next(entry_view& out) noexcept;
   // errc::ok, errc::truncated or errc::bad_field_type.
   errc error() const noexcept { return ec_; }
@@ -331,6 +331,7 @@ class table_cursor {
 class array_cursor {
  public:
   explicit array_cursor(std::string_view elements) noexcept : r_(elements) {}
+  // As table_cursor::next.
   bool next(field_view& out) noexcept;
   errc error() const noexcept { return ec_; }
 

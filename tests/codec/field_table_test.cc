@@ -308,6 +308,38 @@ TEST(field_table_decode, repeated_names_in_a_large_table_keep_first_values_in_or
   }
 }
 
+TEST(field_table_decode, repeated_names_are_dropped_alike_on_both_sides_of_sixteen_entries) {
+  // Small tables find repeats by a linear scan, larger ones by sorting: same result.
+  for (int n : {15, 16, 17, 18}) {
+    std::string in;
+    for (int i = 0; i < n; ++i) in += octets({1, 'a' + i % 10, 'B', i});
+    field_table t;
+    ASSERT_EQ(decode_table(table_view{in}, t), errc::ok) << n;
+    ASSERT_EQ(t.size(), 10u) << n;
+    int i = 0;
+    for (const field_entry& e : t) {
+      EXPECT_EQ(e.name, std::string(1, static_cast<char>('a' + i))) << n;
+      EXPECT_EQ(*e.value.as_u8(), i) << n;
+      ++i;
+    }
+  }
+}
+
+TEST(field_table_decode, dropped_repeats_are_still_checked_and_counted) {
+  // The repeat of "a" holds a nested table with an unknown type letter.
+  const std::string bad_nested = octets({1, 'a', 'V', 1, 'a', 'F', 0, 0, 0, 3, 1, 'x', 'Z'});
+  field_table t;
+  EXPECT_EQ(decode_table(table_view{bad_nested}, t), errc::bad_field_type);
+  EXPECT_EQ(validate_table(bad_nested), errc::bad_field_type);
+
+  // Three entries, two of them dropped, against a budget of two.
+  const std::string three = octets({1, 'a', 'V', 1, 'a', 'V', 1, 'a', 'V'});
+  table_limits limits;
+  limits.max_entries = 2;
+  EXPECT_EQ(decode_table(table_view{three}, t, limits), errc::table_too_large);
+  EXPECT_EQ(validate_table(three, limits), errc::table_too_large);
+}
+
 TEST(field_table_decode, nan_and_negative_zero_survive_bit_exactly) {
   const float nan_f = std::bit_cast<float>(0x7FC00123u);
   const double nan_d = std::bit_cast<double>(0xFFF8000000000ABCull);
