@@ -829,11 +829,11 @@ time_point connection_impl::next_deadline() const {
   if (dead_) return time_point::min();
   time_point t = close_deadline_;
   if (machine_ && started_) t = std::min(t, machine_->next_timer());
-  for (const auto& [id, ch] : channels) {
-    t = std::min(t, ch->coalescer.next_deadline());
-    if (ch->has_timeout && ch->tracker) {
-      std::lock_guard lock(pub_mu);  // trackers are shared with producers
-      t = std::min(t, ch->tracker->next_deadline());
+  for (const auto& [id, ch] : channels) t = std::min(t, ch->coalescer.next_deadline());
+  {
+    std::lock_guard lock(pub_mu);  // trackers are shared with producers
+    for (const auto& [id, ch] : channels) {
+      if (ch->has_timeout && ch->tracker) t = std::min(t, ch->tracker->next_deadline());
     }
   }
   return t;
@@ -855,18 +855,16 @@ void connection_impl::service(time_point now) {
     if (ch->st == channel_impl::state::open && now >= ch->coalescer.next_deadline()) {
       ch->send_acks(now, false);
     }
-    if (ch->has_timeout && ch->tracker) {
-      {
-        std::lock_guard lock(pub_mu);
-        if (now >= ch->tracker->next_deadline()) {
-          ch->tracker->on_timer(now, [&](const protocol::confirm_event& e) {
-            ch->done.push_back({to_result(e), std::move(ch->callbacks[e.sequence & ch->mask])});
-          });
-          ch->outstanding.store(ch->tracker->outstanding(), std::memory_order_relaxed);
-        }
+    {
+      std::lock_guard lock(pub_mu);
+      if (ch->has_timeout && ch->tracker && now >= ch->tracker->next_deadline()) {
+        ch->tracker->on_timer(now, [&](const protocol::confirm_event& e) {
+          ch->done.push_back({to_result(e), std::move(ch->callbacks[e.sequence & ch->mask])});
+        });
+        ch->outstanding.store(ch->tracker->outstanding(), std::memory_order_relaxed);
       }
-      ch->complete_confirms();
     }
+    ch->complete_confirms();
   }
   std::erase_if(channels, [](const auto& kv) {
     return kv.second->st == channel_impl::state::closed && kv.second->rpcs.empty();

@@ -1,0 +1,328 @@
+// The async engine against the real broker (tools/setup.sh): threaded publishing with confirms,
+// consuming with acks from workers, returns, nacks, channel errors, connection loss, the memory
+// alarm, and the topology record.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/async/engine.h"
+#include "tests/broker_env.h"
+#include "tests/engine/client/test_support.h"
+
+namespace warren::async {
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+using test::broker_options;
+using test::unique_name;
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 20s) {
+  const auto until = clock_type::now() + timeout;
+  while (!done()) {
+    if (clock_type::now() >= until) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+class engine_broker_test : public test::broker_test {
+ protected:
+  void SetUp() override {
+    test::broker_test::SetUp();
+    engine_ = std::make_unique<engine>(engine_options{.io_threads = 2, .workers = 2});
+  }
+  void TearDown() override {
+    for (const auto& q : queues_) test::delete_queue_quietly(q);
+    engine_.reset();
+  }
+  std::string declare_queue(channel& ch, codec::field_table args = {}) {
+    std::string q = unique_name("async");
+    warren::queue_declare_options o;
+    o.auto_delete = false;
+    o.arguments = std::move(args);
+    ch.queue_declare(q, o);
+    queues_.push_back(q);
+    return q;
+  }
+  std::unique_ptr<engine> engine_;
+  std::vector<std::string> queues_;
+};
+
+TEST_F(engine_broker_test, threads_publish_with_confirms_and_consumers_get_each_once_in_order) {
+  constexpr int producers = 4, queues = 3, per_producer = 3000;
+  auto pub = engine_->connect(broker_options());
+  auto sub = engine_->connect(broker_options());
+  auto setup = pub->open_channel();
+  std::vector<std::string> names;
+  for (int q = 0; q < queues; ++q) names.push_back(declare_queue(*setup));
+
+  std::mutex mu;
+  std::map<std::string, std::map<int, int>> last;  // queue -> producer -> last index seen
+  std::map<std::string, int> counts;
+  std::atomic<int> received{0}, out_of_order{0};
+  auto cch = sub->open_channel();
+  cch->basic_qos(0, 500, false);
+  for (const auto& q : names) {
+    cch->basic_consume(q,
+                       [&, q](delivery& d) {
+                         const std::string body(d.body());
+                         const auto colon = body.find(':');
+                         const int p = std::stoi(body.substr(0, colon));
+                         const int i = std::stoi(body.substr(colon + 1));
+                         {
+                           std::lock_guard lock(mu);
+                           auto it = last[q].find(p);
+                           if (it != last[q].end() && it->second >= i) ++out_of_order;
+                           last[q][p] = i;
+                           ++counts[q];
+                         }
+                         d.ack();
+                         ++received;
+                       },
+                       {}, {.max_count = 32, .max_delay = 2000us});
+  }
+
+  std::atomic<int> acked{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < producers; ++p) {
+    threads.emplace_back([&, p] {
+      auto ch = pub->open_channel();
+      ch->confirm_select(500);
+      codec::basic_properties props;
+      for (int i = 0; i < per_producer; ++i) {
+        const std::string body = std::to_string(p) + ":" + std::to_string(i);
+        const auto s = ch->publish("", names[i % queues], props, body, clock_type::now() + 30s, {},
+                                   [&](const confirm_result& r) {
+                                     (r.what == confirm_result::outcome::ack ? acked : failed)++;
+                                   });
+        if (s != publish_status::ok) {
+          ++failed;
+          ADD_FAILURE() << to_string(s);
+        }
+      }
+      EXPECT_TRUE(ch->wait_for_confirms(clock_type::now() + 30s));
+      ch->close();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(acked.load(), producers * per_producer);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_TRUE(wait_until([&] { return received.load() >= producers * per_producer; }));
+  std::this_thread::sleep_for(100ms);  // a duplicate would arrive now
+  EXPECT_EQ(received.load(), producers * per_producer);
+  EXPECT_EQ(out_of_order.load(), 0);
+  {
+    std::lock_guard lock(mu);
+    for (const auto& q : names) EXPECT_EQ(counts[q], producers * per_producer / queues) << q;
+  }
+  // Every ack reached the broker: nothing is left unacknowledged or ready.
+  cch->close();
+  auto check = pub->open_channel();
+  for (const auto& q : names) {
+    warren::queue_declare_options passive;
+    passive.passive = true;
+    EXPECT_EQ(check->queue_declare(q, passive).message_count, 0u) << q;
+  }
+}
+
+TEST_F(engine_broker_test, mandatory_unroutable_publish_is_returned_before_its_ack) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  ch->confirm_select(10);
+  std::mutex mu;
+  std::vector<std::string> events;
+  ch->on_return([&](const returned_message& r) {
+    std::lock_guard lock(mu);
+    events.push_back("return:" + std::to_string(r.reply_code) + ":" + std::string(r.body));
+  });
+  codec::basic_properties props;
+  auto f = ch->publish_confirmed("", unique_name("nowhere"), props, "lost", {.mandatory = true});
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  const confirm_result r = f.get();
+  {
+    std::lock_guard lock(mu);
+    events.push_back("confirm");
+  }
+  EXPECT_EQ(r.what, confirm_result::outcome::ack);
+  EXPECT_TRUE(r.returned);
+  EXPECT_EQ(r.reply_code, 312);
+  EXPECT_EQ(r.sequence, 1u);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0], "return:312:lost");
+  EXPECT_EQ(events[1], "confirm");
+}
+
+TEST_F(engine_broker_test, reject_publish_overflow_queue_completes_with_nack) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  codec::field_table args{{"x-max-length", codec::field_value::i32(1)},
+                          {"x-overflow", codec::field_value::long_string("reject-publish")}};
+  const std::string q = declare_queue(*ch, args);
+  ch->confirm_select(10);
+  codec::basic_properties props;
+  auto first = ch->publish_confirmed("", q, props, "fits");
+  auto second = ch->publish_confirmed("", q, props, "does not fit");
+  ASSERT_EQ(first.wait_for(10s), std::future_status::ready);
+  ASSERT_EQ(second.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(first.get().what, confirm_result::outcome::ack);
+  const confirm_result r = second.get();
+  EXPECT_EQ(r.what, confirm_result::outcome::nack);
+  EXPECT_EQ(r.sequence, 2u);
+}
+
+TEST_F(engine_broker_test, channel_error_throws_not_found_and_closes_only_that_channel) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  warren::queue_declare_options passive;
+  passive.passive = true;
+  EXPECT_THROW(ch->queue_declare(unique_name("missing"), passive), not_found);
+  EXPECT_FALSE(ch->is_open());
+  EXPECT_NE(ch->error(), nullptr);
+  EXPECT_THROW(ch->queue_declare("x"), not_found);  // the error that closed it, again
+  codec::basic_properties props;
+  EXPECT_EQ(ch->try_publish("", "x", props, "m"), publish_status::closed);
+  EXPECT_TRUE(c->is_open());
+  auto other = c->open_channel();
+  EXPECT_TRUE(other->is_open());
+  declare_queue(*other);
+}
+
+TEST_F(engine_broker_test, connection_close_mid_flight_completes_every_publish) {
+  auto c = engine_->connect(broker_options());
+  auto setup = c->open_channel();
+  const std::string q = declare_queue(*setup);
+  auto ch = c->open_channel();
+  ch->confirm_select(100000);
+  std::atomic<int> acked{0}, lost{0}, other{0}, accepted{0};
+  std::atomic<bool> stop{false};
+  std::thread publisher([&] {
+    codec::basic_properties props;
+    const std::string body(256, 'b');
+    while (!stop.load()) {
+      const auto s = ch->try_publish("", q, props, body, {}, [&](const confirm_result& r) {
+        if (r.what == confirm_result::outcome::ack) {
+          ++acked;
+        } else if (r.what == confirm_result::outcome::connection_lost) {
+          ++lost;
+        } else {
+          ++other;
+        }
+      });
+      if (s == publish_status::ok) ++accepted;
+      if (s == publish_status::closed) break;
+    }
+  });
+  ASSERT_TRUE(wait_until([&] { return accepted.load() > 2000; }));
+  c->close();
+  stop.store(true);
+  publisher.join();
+  EXPECT_FALSE(c->is_open());
+  EXPECT_EQ(acked.load() + lost.load() + other.load(), accepted.load());
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(ch->outstanding_confirms(), 0u);
+}
+
+TEST_F(engine_broker_test, topology_record_follows_declares_binds_and_deletes) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string x1 = unique_name("x1"), x2 = unique_name("x2");
+  ch->exchange_declare(x1, "direct");
+  ch->exchange_declare(x2, "fanout");
+  const std::string q = declare_queue(*ch);
+  ch->queue_bind(q, x1, "rk");
+  ch->exchange_bind(x2, x1, "rk2");
+  const std::string tag = ch->basic_consume(q, [](delivery&) {});
+  topology_record t = c->topology();
+  EXPECT_EQ(t.exchanges.size(), 2u);
+  EXPECT_EQ(t.queues.size(), 1u);
+  ASSERT_EQ(t.bindings.size(), 2u);
+  EXPECT_EQ(t.bindings[0].what, binding_record::kind::queue);
+  EXPECT_EQ(t.bindings[1].what, binding_record::kind::exchange);
+  ASSERT_EQ(t.consumers.size(), 1u);
+  EXPECT_EQ(t.consumers[0].consumer_tag, tag);
+  ch->basic_cancel(tag);
+  ch->exchange_delete(x2);
+  t = c->topology();
+  EXPECT_EQ(t.exchanges.size(), 1u);
+  EXPECT_EQ(t.bindings.size(), 1u);
+  EXPECT_TRUE(t.consumers.empty());
+  ch->queue_delete(q);
+  ch->exchange_delete(x1);
+  t = c->topology();
+  EXPECT_TRUE(t.exchanges.empty());
+  EXPECT_TRUE(t.queues.empty());
+  EXPECT_TRUE(t.bindings.empty());
+}
+
+// Raises the memory alarm; the teardown ALWAYS puts the watermark back, even on failure.
+class engine_blocked_test : public engine_broker_test {
+ protected:
+  void TearDown() override {
+    test::rabbitmqctl("set_vm_memory_high_watermark 0.4");
+    engine_broker_test::TearDown();
+  }
+};
+
+TEST_F(engine_blocked_test, memory_alarm_blocks_publishers_with_bounded_memory_then_resumes) {
+  engine_options eo;
+  eo.max_outgoing_bytes = 256 * 1024;
+  engine_ = std::make_unique<engine>(eo);
+  auto c = engine_->connect(broker_options());
+  std::atomic<int> blocked_events{0}, unblocked_events{0};
+  c->on_blocked([&](std::string_view) { ++blocked_events; });
+  c->on_unblocked([&] { ++unblocked_events; });
+  auto setup = c->open_channel();
+  const std::string q = declare_queue(*setup);
+  auto ch = c->open_channel();
+  ch->confirm_select(100000);
+  test::rabbitmqctl("set_vm_memory_high_watermark 0.0000001");
+  codec::basic_properties props;
+  const std::string body(1024, 'm');
+  std::atomic<int> acked{0}, failed{0};
+  auto on_confirm = [&](const confirm_result& r) {
+    (r.what == confirm_result::outcome::ack ? acked : failed)++;
+  };
+  int accepted = 0;
+  std::size_t max_outgoing = 0;
+  // RabbitMQ blocks a connection when it publishes during the alarm.
+  publish_status s = publish_status::ok;
+  const auto give_up = clock_type::now() + 30s;
+  while (clock_type::now() < give_up) {
+    s = ch->publish("", q, props, body, clock_type::now() + 100ms, {}, on_confirm);
+    if (s == publish_status::ok) ++accepted;
+    max_outgoing = std::max(max_outgoing, c->outgoing_bytes());
+    if (s == publish_status::blocked || s == publish_status::timeout) break;
+  }
+  EXPECT_TRUE(s == publish_status::blocked || s == publish_status::timeout) << to_string(s);
+  EXPECT_LE(max_outgoing, eo.max_outgoing_bytes + 2 * body.size());
+  EXPECT_TRUE(wait_until([&] { return c->blocked(); }, 10s));
+  EXPECT_EQ(ch->try_publish("", q, props, body), publish_status::blocked);
+  const auto t0 = clock_type::now();
+  EXPECT_EQ(ch->publish("", q, props, body, t0 + 200ms), publish_status::timeout);
+  EXPECT_GE(clock_type::now() - t0, 200ms);
+  EXPECT_GE(blocked_events.load(), 1);
+
+  test::rabbitmqctl("set_vm_memory_high_watermark 0.4");
+  EXPECT_TRUE(wait_until([&] { return !c->blocked(); }, 30s));
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(ch->publish("", q, props, body, clock_type::now() + 10s, {}, on_confirm),
+              publish_status::ok);
+    ++accepted;
+  }
+  EXPECT_TRUE(ch->wait_for_confirms(clock_type::now() + 30s));
+  EXPECT_EQ(acked.load(), accepted);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GE(unblocked_events.load(), 1);
+}
+
+}  // namespace
+}  // namespace warren::async
