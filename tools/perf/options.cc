@@ -1,0 +1,500 @@
+#include "tools/perf/options.h"
+
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <set>
+
+#include "engine/uri.h"
+
+namespace warren::perf {
+namespace {
+
+struct option_def {
+  std::vector<std::string_view> names;  // the first is the one --help and errors use
+  std::string_view value_name;          // empty: a flag
+  bool repeatable = false;
+  std::string_view help;
+  std::function<void(perf_options&, const std::string& name, const std::string& value)> apply;
+};
+
+template <class T>
+T parse_integer(const std::string& name, const std::string& value, T min, T max) {
+  long long v = 0;
+  const char* end = value.data() + value.size();
+  auto [p, ec] = std::from_chars(value.data(), end, v);
+  if (ec != std::errc() || p != end || value.empty()) {
+    throw usage_error(name + " expects an integer, got '" + value + "'");
+  }
+  if (v < static_cast<long long>(min) ||
+      static_cast<unsigned long long>(v) > static_cast<unsigned long long>(max)) {
+    throw usage_error(name + " must be between " + std::to_string(min) + " and " +
+                      std::to_string(max) + ", got " + value);
+  }
+  return static_cast<T>(v);
+}
+
+double parse_rate(const std::string& name, const std::string& value) {
+  double v = 0;
+  const char* end = value.data() + value.size();
+  auto [p, ec] = std::from_chars(value.data(), end, v);
+  if (ec != std::errc() || p != end || value.empty() || !std::isfinite(v)) {
+    throw usage_error(name + " expects a number, got '" + value + "'");
+  }
+  if (v < 0) throw usage_error(name + " must be at least 0, got " + value);
+  return v;
+}
+
+queue_argument parse_queue_argument(const std::string& entry) {
+  const auto eq = entry.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw usage_error("-qa expects key=value[,key=value...], got '" + entry + "'");
+  }
+  queue_argument a{entry.substr(0, eq), std::string(entry.substr(eq + 1))};
+  const std::string& v = std::get<std::string>(a.value);
+  std::int64_t n = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (!v.empty() && ec == std::errc() && p == v.data() + v.size()) {
+    a.value = n;
+  } else if (v == "true" || v == "false") {
+    a.value = v == "true";
+  }
+  return a;
+}
+
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  for (std::size_t start = 0;;) {
+    const auto end = s.find(sep, start);
+    out.emplace_back(s.substr(start, end - start));
+    if (end == std::string_view::npos) return out;
+    start = end + 1;
+  }
+}
+
+void set_mode(perf_options& o, run_mode m, const std::string& value) {
+  if (o.mode != run_mode::broker && o.mode != m) {
+    throw usage_error("--sink and --firehose cannot be combined");
+  }
+  o.mode = m;
+  if (!value.empty()) o.uris.push_back(value);
+}
+
+const std::vector<option_def>& option_table() {
+  static const std::vector<option_def> table = {
+      {{"-x", "--producers"},
+       "N",
+       false,
+       "producers, one connection each (default 1)",
+       [](auto& o, auto& n, auto& v) { o.producers = parse_integer<unsigned>(n, v, 0, 10000); }},
+      {{"-y", "--consumers"},
+       "N",
+       false,
+       "consumers, one connection each (default 1)",
+       [](auto& o, auto& n, auto& v) { o.consumers = parse_integer<unsigned>(n, v, 0, 10000); }},
+      {{"-X", "--producer-channel-count"},
+       "N",
+       false,
+       "channels per producer connection, used in turn (default 1)",
+       [](auto& o, auto& n, auto& v) {
+         o.producer_channels = parse_integer<unsigned>(n, v, 1, 2047);
+       }},
+      {{"-Y", "--consumer-channel-count"},
+       "N",
+       false,
+       "channels per consumer connection, one consumer each (default 1)",
+       [](auto& o, auto& n, auto& v) {
+         o.consumer_channels = parse_integer<unsigned>(n, v, 1, 2047);
+       }},
+      {{"-u", "--queue"},
+       "QUEUE",
+       false,
+       "one named queue shared by all consumers (default: an exclusive server-named queue "
+       "per consumer channel, each bound with the routing key)",
+       [](auto& o, auto& n, auto& v) {
+         if (v.empty()) throw usage_error(n + " expects a queue name");
+         o.queue = v;
+       }},
+      {{"-e", "--exchange"},
+       "NAME",
+       false,
+       "exchange to publish to (default \"direct\"; \"\" is the default exchange)",
+       [](auto& o, auto&, auto& v) { o.exchange = v; }},
+      {{"-t", "--type"},
+       "TYPE",
+       false,
+       "exchange type: direct, fanout, topic, headers (default direct)",
+       [](auto& o, auto& n, auto& v) {
+         if (v.empty()) throw usage_error(n + " expects an exchange type");
+         o.exchange_type = v;
+       }},
+      {{"-k", "--routing-key"},
+       "KEY",
+       false,
+       "routing key (default: a random one per run)",
+       [](auto& o, auto&, auto& v) { o.routing_key = v; }},
+      {{"-s", "--size"},
+       "OCTETS",
+       false,
+       "message body size (default 12); at least 12 carries the publish time for latency, "
+       "smaller sends no timestamp",
+       [](auto& o, auto& n, auto& v) {
+         o.message_size =
+             parse_integer<std::int64_t>(n, v, std::numeric_limits<int>::min(), 512 * 1024 * 1024);
+       }},
+      {{"-r", "--rate"},
+       "MSG/S",
+       false,
+       "publish rate limit per producer (default 0: none)",
+       [](auto& o, auto& n, auto& v) { o.producer_rate = parse_rate(n, v); }},
+      {{"-R", "--consumer-rate"},
+       "MSG/S",
+       false,
+       "consume rate limit per consumer (default 0: none)",
+       [](auto& o, auto& n, auto& v) { o.consumer_rate = parse_rate(n, v); }},
+      {{"-c", "--confirm"},
+       "N",
+       false,
+       "publisher confirms with at most N unconfirmed messages per channel (default 0: no "
+       "confirms)",
+       [](auto& o, auto& n, auto& v) {
+         o.confirm_window = parse_integer<std::uint32_t>(n, v, 0, 1u << 24);
+       }},
+      {{"-a", "--autoack"},
+       "",
+       false,
+       "consume with no-ack (auto-ack)",
+       [](auto& o, auto&, auto&) { o.auto_ack = true; }},
+      {{"-A", "--multi-ack-every"},
+       "N",
+       false,
+       "acknowledge every N messages at once (multiple=true); default: each message",
+       [](auto& o, auto& n, auto& v) {
+         o.multi_ack_every = parse_integer<std::uint32_t>(n, v, 0, 1u << 24);
+       }},
+      {{"-q", "--qos"},
+       "N",
+       false,
+       "consumer prefetch count (default 0: unlimited)",
+       [](auto& o, auto& n, auto& v) {
+         o.prefetch = parse_integer<std::uint16_t>(n, v, 0, 65535);
+       }},
+      {{"-z", "--time"},
+       "SECONDS",
+       false,
+       "run duration (default: until -C/-D counts are reached, else until Ctrl-C)",
+       [](auto& o, auto& n, auto& v) { o.duration_s = parse_rate(n, v); }},
+      {{"-C", "--pmessages"},
+       "N",
+       false,
+       "messages per producer, then it stops (default: no limit)",
+       [](auto& o, auto& n, auto& v) {
+         o.producer_message_count =
+             parse_integer<std::uint64_t>(n, v, 1, std::numeric_limits<std::int64_t>::max());
+       }},
+      {{"-D", "--cmessages"},
+       "N",
+       false,
+       "messages per consumer, then it stops (default: no limit)",
+       [](auto& o, auto& n, auto& v) {
+         o.consumer_message_count =
+             parse_integer<std::uint64_t>(n, v, 1, std::numeric_limits<std::int64_t>::max());
+       }},
+      {{"-f", "--flag"},
+       "FLAG",
+       true,
+       "persistent (delivery mode 2) or mandatory; repeatable",
+       [](auto& o, auto& n, auto& v) {
+         for (const std::string& f : split(v, ',')) {
+           if (f == "persistent") {
+             o.persistent = true;
+           } else if (f == "mandatory") {
+             o.mandatory = true;
+           } else {
+             throw usage_error(n + " expects persistent or mandatory, got '" + f + "'");
+           }
+         }
+       }},
+      {{"-M", "--framemax"},
+       "OCTETS",
+       false,
+       "frame max to negotiate (default: the client's, 131072)",
+       [](auto& o, auto& n, auto& v) {
+         o.frame_max =
+             parse_integer<std::uint32_t>(n, v, 0, std::numeric_limits<std::uint32_t>::max());
+         if (o.frame_max != 0 && o.frame_max < 4096) {
+           throw usage_error(n + " must be 0 or at least 4096, got " + v);
+         }
+       }},
+      {{"-b", "--heartbeat-interval"},
+       "SECONDS",
+       false,
+       "heartbeat interval to ask for (default: none, unless a URI says so)",
+       [](auto& o, auto& n, auto& v) {
+         o.heartbeat = parse_integer<std::uint16_t>(n, v, 0, 65535);
+       }},
+      {{"-H", "--uri"},
+       "URIS",
+       true,
+       "broker URIs, comma-separated or repeated; connections take them in turn (default "
+       "amqp://guest:guest@127.0.0.1:5672, vhost /)",
+       [](auto& o, auto&, auto& v) { o.uris.push_back(v); }},
+      {{"-qa", "--queue-args"},
+       "K=V,...",
+       true,
+       "queue arguments (x-max-length=1000,x-queue-type=quorum); integers and true/false typed",
+       [](auto& o, auto&, auto& v) {
+         for (const std::string& e : split(v, ','))
+           o.queue_arguments.push_back(parse_queue_argument(e));
+       }},
+      {{"--queue-pattern"},
+       "PATTERN",
+       false,
+       "queues named by a pattern with one %d (perf-%d), numbered --queue-pattern-from..to; "
+       "producers and consumers spread over them",
+       [](auto& o, auto&, auto& v) { o.queue_pattern = v; }},
+      {{"--queue-pattern-from"},
+       "N",
+       false,
+       "first number of --queue-pattern",
+       [](auto& o, auto& n, auto& v) {
+         o.queue_pattern_from = parse_integer<unsigned>(n, v, 0, 1000000);
+       }},
+      {{"--queue-pattern-to"},
+       "N",
+       false,
+       "last number of --queue-pattern (inclusive)",
+       [](auto& o, auto& n, auto& v) {
+         o.queue_pattern_to = parse_integer<unsigned>(n, v, 0, 1000000);
+       }},
+      {{"--io-threads"},
+       "N",
+       false,
+       "I/O threads of the async engine (default 1)",
+       [](auto& o, auto& n, auto& v) { o.io_threads = parse_integer<unsigned>(n, v, 1, 256); }},
+      {{"--workers"},
+       "N",
+       false,
+       "consumer handler threads of the async engine (default 0: one per core)",
+       [](auto& o, auto& n, auto& v) { o.workers = parse_integer<unsigned>(n, v, 0, 1024); }},
+      {{"--tls-ca"},
+       "FILE",
+       false,
+       "CA bundle (PEM) to verify the broker with; turns TLS on",
+       [](auto& o, auto&, auto& v) { o.tls_ca = v; }},
+      {{"--tls-cert"},
+       "FILE",
+       false,
+       "client certificate (PEM); turns TLS on",
+       [](auto& o, auto&, auto& v) { o.tls_cert = v; }},
+      {{"--tls-key"},
+       "FILE",
+       false,
+       "client key (PEM; default: in --tls-cert)",
+       [](auto& o, auto&, auto& v) { o.tls_key = v; }},
+      {{"--tls-no-verify"},
+       "",
+       false,
+       "TLS without checking the broker's certificate",
+       [](auto& o, auto&, auto&) { o.tls_no_verify = true; }},
+      {{"--json"},
+       "FILE",
+       false,
+       "write options, every interval and the summary as JSON",
+       [](auto& o, auto&, auto& v) { o.json_path = v; }},
+      {{"--csv"},
+       "FILE",
+       false,
+       "write one row per interval and a summary row as CSV",
+       [](auto& o, auto&, auto& v) { o.csv_path = v; }},
+      {{"--plot"},
+       "FILE.svg",
+       false,
+       "write an SVG plot of rates and latency over time",
+       [](auto& o, auto&, auto& v) { o.plot_path = v; }},
+      {{"--sink"},
+       "[URI]",
+       false,
+       "client ceiling: producers only, against the null broker at URI (or at -H); "
+       "declares nothing",
+       [](auto& o, auto&, auto& v) { set_mode(o, run_mode::sink, v); }},
+      {{"--firehose"},
+       "[URI]",
+       false,
+       "client ceiling: consumers only, flooded by the null broker at URI (or at -H); no "
+       "latency",
+       [](auto& o, auto&, auto& v) { set_mode(o, run_mode::firehose, v); }},
+      {{"--client"},
+       "NAME",
+       false,
+       "async (default: the multithreaded engine) or blocking (warren's py-amqp-style API, a "
+       "thread per connection)",
+       [](auto& o, auto& n, auto& v) {
+         if (v == "async") {
+           o.client = client_kind::async;
+         } else if (v == "blocking") {
+           o.client = client_kind::blocking;
+         } else {
+           throw usage_error(n + " expects async or blocking, got '" + v + "'");
+         }
+       }},
+      {{"-h", "--help"}, "", false, "this text", [](auto& o, auto&, auto&) { o.help = true; }},
+  };
+  return table;
+}
+
+bool optional_value(const option_def& d) {
+  return d.value_name.starts_with('[');
+}
+
+bool looks_like_uri(std::string_view s) {
+  return s.starts_with("amqp://") || s.starts_with("amqps://");
+}
+
+void check_combinations(perf_options& o, const std::set<std::string_view>& given) {
+  auto has = [&](std::string_view n) { return given.count(n) != 0; };
+  if (o.message_size < 0) {
+    throw usage_error("-s must be at least 0, got " + std::to_string(o.message_size));
+  }
+  if (o.auto_ack && has("-A"))
+    throw usage_error("-a (auto-ack) and -A (multi-ack) exclude each other");
+  if (o.mode == run_mode::sink) {
+    if (has("-y") && o.consumers != 0)
+      throw usage_error("--sink runs producers only: -y must be 0");
+    o.consumers = 0;
+  }
+  if (o.mode == run_mode::firehose) {
+    if (has("-x") && o.producers != 0) {
+      throw usage_error("--firehose runs consumers only: -x must be 0");
+    }
+    o.producers = 0;
+  }
+  if (o.producers == 0 && o.consumers == 0) throw usage_error("-x 0 with -y 0: nothing to run");
+  if (o.consumers == 0) {
+    for (std::string_view n : {"-D", "-a", "-A", "-q", "-R", "-Y"}) {
+      if (has(n)) throw usage_error(std::string(n) + " needs consumers, but -y is 0");
+    }
+  }
+  if (o.producers == 0) {
+    for (std::string_view n : {"-C", "-c", "-r", "-X", "-f", "-s"}) {
+      if (has(n)) throw usage_error(std::string(n) + " needs producers, but -x is 0");
+    }
+  }
+  const bool pattern = has("--queue-pattern");
+  if (pattern != has("--queue-pattern-from") || pattern != has("--queue-pattern-to")) {
+    throw usage_error("--queue-pattern, --queue-pattern-from and --queue-pattern-to go together");
+  }
+  if (pattern) {
+    const auto d = o.queue_pattern.find("%d");
+    if (d == std::string::npos || o.queue_pattern.find('%', d + 2) != std::string::npos ||
+        o.queue_pattern.find('%') < d) {
+      throw usage_error("--queue-pattern needs exactly one %d and no other %, got '" +
+                        o.queue_pattern + "'");
+    }
+    if (o.queue_pattern_from > o.queue_pattern_to) {
+      throw usage_error("--queue-pattern-from is above --queue-pattern-to");
+    }
+    if (has("-u")) throw usage_error("-u and --queue-pattern exclude each other");
+  }
+  if (o.exchange.empty() && o.queue.empty() && !pattern && o.mode == run_mode::broker &&
+      o.consumers > 0) {
+    throw usage_error(
+        "-e \"\" (the default exchange) routes by queue name: give -u or --queue-pattern");
+  }
+  if (o.exchange.empty() && has("-t")) throw usage_error("-t cannot apply to the default exchange");
+  if (has("--tls-key") && !has("--tls-cert")) throw usage_error("--tls-key needs --tls-cert");
+  if (o.uris.empty()) o.uris.emplace_back(default_uri);
+  std::vector<std::string> uris;
+  for (const std::string& list : o.uris) {
+    std::vector<connection_uri> parsed;
+    std::string error;
+    if (!parse_uri_list(list, parsed, error)) throw usage_error("-H: " + error);
+    for (const connection_uri& u : parsed) uris.push_back(to_string(u, false));
+  }
+  o.uris = std::move(uris);
+}
+
+}  // namespace
+
+std::vector<std::string> perf_options::pattern_queues() const {
+  std::vector<std::string> out;
+  if (queue_pattern.empty()) return out;
+  const auto d = queue_pattern.find("%d");
+  for (unsigned i = queue_pattern_from; i <= queue_pattern_to; ++i) {
+    out.push_back(queue_pattern.substr(0, d) + std::to_string(i) + queue_pattern.substr(d + 2));
+  }
+  return out;
+}
+
+perf_options parse_options(std::span<const std::string> args) {
+  perf_options o;
+  std::set<std::string_view> given;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string name = args[i];
+    std::optional<std::string> inline_value;
+    if (name.starts_with("--")) {
+      if (auto eq = name.find('='); eq != std::string::npos) {
+        inline_value = name.substr(eq + 1);
+        name.resize(eq);
+      }
+    }
+    const option_def* def = nullptr;
+    for (const option_def& d : option_table()) {
+      for (std::string_view n : d.names) {
+        if (n == name) def = &d;
+      }
+    }
+    if (def == nullptr) {
+      if (!name.starts_with('-'))
+        throw usage_error("unexpected argument '" + name + "' (see --help)");
+      throw usage_error("unknown option " + name + " (see --help)");
+    }
+    const std::string_view canonical = def->names.front();
+    if (!given.insert(canonical).second && !def->repeatable) {
+      throw usage_error(std::string(canonical) + " given twice");
+    }
+    std::string value;
+    if (def->value_name.empty()) {
+      if (inline_value) throw usage_error(name + " takes no value");
+    } else if (inline_value) {
+      value = *inline_value;
+    } else if (optional_value(*def)) {
+      if (i + 1 < args.size() && looks_like_uri(args[i + 1])) value = args[++i];
+    } else {
+      if (i + 1 >= args.size())
+        throw usage_error(name + " needs a value (" + std::string(def->value_name) + ")");
+      value = args[++i];
+    }
+    def->apply(o, std::string(canonical), value);
+  }
+  if (o.help) return o;
+  check_combinations(o, given);
+  return o;
+}
+
+std::string help_text() {
+  std::string out =
+      "usage: perf [OPTION]...\n"
+      "A load generator for RabbitMQ with PerfTest's option names: producers publish\n"
+      "timestamped messages, consumers measure the latency; one line per second and a\n"
+      "summary. Exit status: 0 on success, 2 on bad usage, 1 when the run fails.\n\n";
+  for (const option_def& d : option_table()) {
+    std::string names;
+    for (std::string_view n : d.names) names += (names.empty() ? "" : ", ") + std::string(n);
+    if (!d.value_name.empty()) names += " " + std::string(d.value_name);
+    out += "  " + names;
+    out += names.size() < 34 ? std::string(34 - names.size(), ' ') : "\n" + std::string(36, ' ');
+    out += std::string(d.help) + "\n";
+  }
+  return out;
+}
+
+std::string redact_uri(std::string_view uri) {
+  connection_uri u;
+  std::string error;
+  if (!parse_uri(uri, u, error)) return "(invalid URI)";
+  return to_string(u, true);
+}
+
+}  // namespace warren::perf

@@ -1,0 +1,103 @@
+// Command-line options of the perf tool, named as in RabbitMQ's PerfTest where PerfTest has the
+// option (`-x 2 -y 2 -c 1000`, `-qa x-max-length=1000`), so a PerfTest user's command lines work.
+//
+// Short options take their value as the next argument (`-x 2`); long ones also as `--name=value`.
+// Several PerfTest long names are accepted as aliases (`--producers 2`). parse_options() checks
+// every value and every combination; what it accepts can run.
+//
+// Pure string work: no I/O, any thread.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace warren::perf {
+
+// Bad command line. what() is one line that names the option at fault, never a password.
+class usage_error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+// What the run measures: a broker (RabbitMQ), or the null broker's client-ceiling modes (sink:
+// producers only, publishes discarded; firehose: consumers only, deliveries flooded).
+enum class run_mode { broker, sink, firehose };
+
+// Which warren API drives the producers and consumers.
+enum class client_kind { async, blocking };
+
+// One `-qa` entry: integers and true/false are typed, everything else is a string.
+using queue_argument_value = std::variant<std::int64_t, bool, std::string>;
+struct queue_argument {
+  std::string key;
+  queue_argument_value value;
+  bool operator==(const queue_argument&) const = default;
+};
+
+// No trailing slash: "/" would name the empty vhost (RabbitMQ URI spec); absent means "/".
+inline constexpr std::string_view default_uri = "amqp://guest:guest@127.0.0.1:5672";
+// The first body octets carry the publish time (8) and the producer's number (4).
+inline constexpr std::int64_t timestamp_octets = 12;
+
+struct perf_options {
+  unsigned producers = 1;          // -x
+  unsigned consumers = 1;          // -y
+  unsigned producer_channels = 1;  // -X, per producer connection
+  unsigned consumer_channels = 1;  // -Y, per consumer connection
+  std::string queue;               // -u; empty: one exclusive server-named queue per consumer
+  std::string exchange = "direct";
+  std::string exchange_type = "direct";
+  std::string routing_key;                      // -k; empty: a random one per run
+  std::int64_t message_size = 12;               // -s; below timestamp_octets: no latency
+  double producer_rate = 0;                     // -r, msg/s per producer; 0: unlimited
+  double consumer_rate = 0;                     // -R, msg/s per consumer; 0: unlimited
+  std::uint32_t confirm_window = 0;             // -c, outstanding per channel; 0: no confirms
+  bool auto_ack = false;                        // -a
+  std::uint32_t multi_ack_every = 0;            // -A; 0 or 1: one ack per message
+  std::uint16_t prefetch = 0;                   // -q; 0: unlimited
+  double duration_s = 0;                        // -z; 0: until the counts are reached, or Ctrl-C
+  std::uint64_t producer_message_count = 0;     // -C per producer; 0: unlimited
+  std::uint64_t consumer_message_count = 0;     // -D per consumer; 0: unlimited
+  bool persistent = false;                      // -f persistent
+  bool mandatory = false;                       // -f mandatory
+  std::uint32_t frame_max = 0;                  // -M; 0: the client's default
+  std::optional<std::uint16_t> heartbeat;       // -b, seconds
+  std::vector<std::string> uris;                // -H; never empty after parsing
+  std::vector<queue_argument> queue_arguments;  // -qa
+  std::string queue_pattern;                    // --queue-pattern, one %d
+  unsigned queue_pattern_from = 0, queue_pattern_to = 0;
+  unsigned io_threads = 1;  // async engine only
+  unsigned workers = 0;     // async engine only; 0: hardware concurrency
+  std::string tls_ca, tls_cert, tls_key;
+  bool tls_no_verify = false;
+  std::string json_path, csv_path, plot_path;
+  run_mode mode = run_mode::broker;
+  client_kind client = client_kind::async;  // --client
+  bool help = false;
+
+  bool confirms() const noexcept { return confirm_window > 0; }
+  bool timestamps() const noexcept {
+    return mode != run_mode::firehose && message_size >= timestamp_octets;
+  }
+  // The queues of --queue-pattern, in order (empty without it).
+  std::vector<std::string> pattern_queues() const;
+};
+
+// Parses the arguments after the program name. Throws usage_error for an unknown option, a
+// missing or malformed value, an option given twice that may not be, and an impossible
+// combination (-a with -A, -D without consumers, -C without producers, ...).
+perf_options parse_options(std::span<const std::string> args);
+
+// The --help text: every option with its meaning and default.
+std::string help_text();
+
+// A URI fit for output: the password replaced by "***".
+std::string redact_uri(std::string_view uri);
+
+}  // namespace warren::perf

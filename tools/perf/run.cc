@@ -1,0 +1,165 @@
+#include "tools/perf/run.h"
+
+#include <sys/resource.h>
+
+#include <fstream>
+#include <thread>
+
+#include "tools/perf/plan.h"
+#include "tools/perf/report.h"
+#include "tools/perf/svg_plot.h"
+#include "tools/perf/workload.h"
+
+namespace warren::perf {
+namespace {
+
+using clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+double cpu_seconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return s(u.ru_utime) + s(u.ru_stime);
+}
+
+double seconds_between(clock::time_point a, clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << text;
+  f.flush();
+  if (!f) throw run_error("cannot write " + path);
+}
+
+// When the run is over, apart from time, signals and failures.
+class end_condition {
+ public:
+  explicit end_condition(const perf_options& o) : o_(o) {}
+
+  bool reached(const workload& w, std::uint64_t received, clock::time_point now) {
+    const bool producers_done =
+        o_.producers == 0 || (o_.producer_message_count && w.producers_finished() == o_.producers);
+    const bool consumers_done =
+        o_.consumers == 0 || (o_.consumer_message_count && w.consumers_finished() == o_.consumers);
+    if (o_.consumer_message_count && consumers_done) return true;
+    if (!o_.producer_message_count || !producers_done) return false;
+    if (consumers_done) return true;
+    // Producers are done, consumers have no count: over once deliveries stop for a second.
+    if (received != last_received_) {
+      last_received_ = received;
+      last_change_ = now;
+    }
+    return now - last_change_ >= std::chrono::seconds(1);
+  }
+
+ private:
+  const perf_options& o_;
+  std::uint64_t last_received_ = ~std::uint64_t{0};
+  clock::time_point last_change_{};
+};
+
+}  // namespace
+
+std::atomic<bool>& interrupted() noexcept {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) {
+  const topology_plan plan = make_plan(o, random_routing_key());
+  run_stats stats(o.producers + o.consumers);
+  std::unique_ptr<workload> w;
+  const double cpu0 = cpu_seconds();
+  try {
+    declare_topology(o, plan);
+    w = make_workload(o, plan, stats);
+    w->start();
+  } catch (const std::exception& e) {
+    err << "perf: " << one_line(e.what()) << "\n";
+    return 1;
+  }
+  const clock::time_point t0 = clock::now();
+  const bool latency = o.timestamps();
+  std::optional<clock::time_point> end_at;
+  if (o.duration_s > 0) {
+    end_at = t0 + std::chrono::duration_cast<clock::duration>(
+                      std::chrono::duration<double>(o.duration_s));
+  }
+  interval_meter meter;
+  std::vector<interval_report> intervals;
+  end_condition ended(o);
+  auto show = [&](const interval_report& r) {
+    if (live) {
+      out << "\r" << format_interval(r, latency) << "\033[K" << std::flush;
+    } else {
+      out << format_interval(r, latency) << "\n" << std::flush;
+    }
+  };
+  std::optional<std::string> failure;
+  for (clock::time_point next_tick = t0 + std::chrono::seconds(1);;) {
+    std::this_thread::sleep_for(milliseconds(20));
+    const clock::time_point now = clock::now();
+    if (now >= next_tick) {
+      intervals.push_back(meter.next(stats.snapshot(), seconds_between(t0, now)));
+      show(intervals.back());
+      next_tick += std::chrono::seconds(1);
+      if (next_tick <= now) next_tick = now + std::chrono::seconds(1);
+    }
+    if ((failure = w->failure())) break;
+    if (interrupted().load() || (end_at && now >= *end_at)) break;
+    if (ended.reached(*w, stats.snapshot().received, now)) break;
+  }
+  w->stop(milliseconds(5000));
+  if (!failure) failure = w->failure();
+  const clock::time_point t_end = clock::now();
+  const totals final_totals = stats.snapshot();
+  // The tail since the last full second, so the intervals add up to the summary.
+  interval_report tail = meter.next(final_totals, seconds_between(t0, t_end));
+  if (tail.seconds > 0.05 || tail.published || tail.received || tail.confirmed) {
+    intervals.push_back(tail);
+    show(tail);
+  }
+  if (live) out << "\n";
+  const run_summary summary =
+      make_summary(whole_run(final_totals, seconds_between(t0, t_end)), cpu_seconds() - cpu0);
+  out << format_summary(summary, latency) << std::flush;
+  try {
+    if (!o.json_path.empty()) write_file(o.json_path, to_json(o, intervals, summary));
+    if (!o.csv_path.empty()) write_file(o.csv_path, to_csv(intervals, summary));
+    if (!o.plot_path.empty()) {
+      const std::string title =
+          "warren perf: " + std::to_string(o.producers) + " producers, " +
+          std::to_string(o.consumers) + " consumers, " + std::to_string(o.message_size) + " B" +
+          (o.confirms() ? ", confirm window " + std::to_string(o.confirm_window) : "");
+      write_file(o.plot_path, render_svg(intervals, title, latency));
+    }
+  } catch (const std::exception& e) {
+    err << "perf: " << one_line(e.what()) << "\n";
+    return 1;
+  }
+  if (failure) {
+    err << "perf: " << *failure << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+int perf_main(std::span<const std::string> args, std::ostream& out, std::ostream& err, bool live) {
+  perf_options o;
+  try {
+    o = parse_options(args);
+  } catch (const usage_error& e) {
+    err << "perf: " << one_line(e.what()) << "\n";
+    return 2;
+  }
+  if (o.help) {
+    out << help_text();
+    return 0;
+  }
+  return run(o, out, err, live);
+}
+
+}  // namespace warren::perf

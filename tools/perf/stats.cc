@@ -1,0 +1,73 @@
+#include "tools/perf/stats.h"
+
+#include <algorithm>
+
+namespace warren::perf {
+
+run_stats::run_stats(std::size_t slot_count)
+    : count_(slot_count), slots_(std::make_unique<stats_slot[]>(slot_count)) {}
+
+totals run_stats::snapshot() const {
+  totals t;
+  for (std::size_t i = 0; i < count_; ++i) {
+    const stats_slot& s = slots_[i];
+    // Confirms and receipts first: a later publish load keeps confirmed <= published.
+    t.confirmed += s.confirmed.load(std::memory_order_acquire);
+    t.nacked += s.nacked.load(std::memory_order_acquire);
+    t.returned += s.returned.load(std::memory_order_acquire);
+    t.received += s.received.load(std::memory_order_acquire);
+    t.published += s.published.load(std::memory_order_acquire);
+    histogram h;
+    s.latency.snapshot_into(h);
+    t.latency.merge(h);
+  }
+  return t;
+}
+
+namespace {
+
+interval_report make_report(const totals& t, const histogram& latency, double elapsed_s,
+                            double seconds) {
+  interval_report r;
+  r.elapsed_s = elapsed_s;
+  r.seconds = seconds;
+  r.published = t.published;
+  r.confirmed = t.confirmed;
+  r.nacked = t.nacked;
+  r.returned = t.returned;
+  r.received = t.received;
+  if (seconds > 0) {
+    r.publish_rate = static_cast<double>(r.published) / seconds;
+    r.confirm_rate = static_cast<double>(r.confirmed) / seconds;
+    r.receive_rate = static_cast<double>(r.received) / seconds;
+  }
+  r.latency = latency.summary();
+  return r;
+}
+
+}  // namespace
+
+interval_report interval_meter::next(const totals& now, double elapsed_s) {
+  totals d;
+  d.published = now.published - prev_.published;
+  d.confirmed = now.confirmed - prev_.confirmed;
+  d.nacked = now.nacked - prev_.nacked;
+  d.returned = now.returned - prev_.returned;
+  d.received = now.received - prev_.received;
+  histogram h = now.latency;
+  h.subtract(prev_.latency);
+  // Bucket bounds can overshoot the exact extremes of the whole run by the bucket error.
+  if (h.count()) {
+    h.set_extremes(std::max(h.min(), now.latency.min()), std::min(h.max(), now.latency.max()));
+  }
+  interval_report r = make_report(d, h, elapsed_s, elapsed_s - prev_elapsed_s_);
+  prev_ = now;
+  prev_elapsed_s_ = elapsed_s;
+  return r;
+}
+
+interval_report whole_run(const totals& final_totals, double elapsed_s) {
+  return make_report(final_totals, final_totals.latency, elapsed_s, elapsed_s);
+}
+
+}  // namespace warren::perf

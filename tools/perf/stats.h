@@ -1,0 +1,76 @@
+// Counters and latency recorded by producers and consumers, and the reporter's view of them.
+//
+// Each producer and each consumer owns one stats_slot (its I/O callbacks write to it too); the
+// reporter thread sums all slots once a second. Slots are plain atomic counters: no lock on
+// the hot path, and a slot per writer keeps cache lines unshared. Counts are monotonic; an
+// interval is the difference of two snapshots. Counters are added with release and read with
+// acquire, so a snapshot that sees a confirm also sees the publish counted before it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "tools/perf/histogram.h"
+
+namespace warren::perf {
+
+struct alignas(64) stats_slot {
+  std::atomic<std::uint64_t> published{0};
+  std::atomic<std::uint64_t> confirmed{0};
+  std::atomic<std::uint64_t> nacked{0};
+  std::atomic<std::uint64_t> returned{0};
+  std::atomic<std::uint64_t> received{0};
+  concurrent_histogram latency;
+
+  static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+    c.fetch_add(n, std::memory_order_release);
+  }
+};
+
+// Sums over every slot at one moment.
+struct totals {
+  std::uint64_t published = 0, confirmed = 0, nacked = 0, returned = 0, received = 0;
+  histogram latency;
+};
+
+// A fixed set of slots: their addresses never change, so writers may keep references.
+class run_stats {
+ public:
+  explicit run_stats(std::size_t slot_count);
+  stats_slot& slot(std::size_t i) noexcept { return slots_[i]; }
+  std::size_t size() const noexcept { return count_; }
+  // Any thread; sees every count a writer made before the call (and maybe some after).
+  totals snapshot() const;
+
+ private:
+  std::size_t count_;
+  std::unique_ptr<stats_slot[]> slots_;
+};
+
+// One reporting interval (or, as the summary, the whole run). Counts are for the interval;
+// rates are counts / seconds.
+struct interval_report {
+  double elapsed_s = 0;  // since the start of the run, at the interval's end
+  double seconds = 0;    // length of the interval
+  std::uint64_t published = 0, confirmed = 0, nacked = 0, returned = 0, received = 0;
+  double publish_rate = 0, confirm_rate = 0, receive_rate = 0;
+  latency_summary latency;
+};
+
+// Turns successive snapshots into intervals (single thread: the reporter's).
+class interval_meter {
+ public:
+  interval_report next(const totals& now, double elapsed_s);
+
+ private:
+  totals prev_;
+  double prev_elapsed_s_ = 0;
+};
+
+// The whole run from the final snapshot (exact latency extremes).
+interval_report whole_run(const totals& final_totals, double elapsed_s);
+
+}  // namespace warren::perf
