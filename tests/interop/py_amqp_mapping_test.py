@@ -2,9 +2,10 @@
 """Keeps README's "py-amqp to warren" tables honest.
 
 Enumerates the public members of Debian's py-amqp (Connection, Channel, Message and
-amqp.exceptions) and fails when one has no row in its README table, when a row has neither a
-warren counterpart nor a reason, or when a name in the warren column is not declared in warren's
-headers. -I keeps the working directory off sys.path, so a file named like a py-amqp module
+amqp.exceptions) and fails when one has no row in its README table, when a row names something
+py-amqp does not have, when a row written as a call does not list py-amqp's parameters in order,
+when a row has neither a warren counterpart nor a reason, or when a name in the warren column is
+not declared in warren's headers. -I keeps the working directory off sys.path, so a file named like a py-amqp module
 cannot shadow it.
 """
 
@@ -19,6 +20,7 @@ import amqp
 import amqp.exceptions
 
 SECTION = "## py-amqp to warren"
+CLASSES = {"Connection": amqp.Connection, "Channel": amqp.Channel, "Message": amqp.Message}
 HEADERS = [
     "engine/client/connection.h",
     "engine/client/message.h",
@@ -143,6 +145,38 @@ def check_coverage(table, rows, expected_members, expected_keywords):
     return failures
 
 
+def signature_names(func):
+    """Parameter names as the README writes them: no self, no argsig (py-amqp's wire format
+    string, not an argument callers pass); *args and **kwargs with their stars."""
+    names = []
+    for p in inspect.signature(func).parameters.values():
+        if p.name in ("self", "argsig"):
+            continue
+        star = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "")
+        names.append(star + p.name)
+    return names
+
+
+def check_signatures(table, rows, cls):
+    """A row written as `name(a, b)` must list py-amqp's parameters, in order."""
+    failures = []
+    for cells in rows:
+        for span in code_spans(cells[0]):
+            m = re.fullmatch(r"([A-Za-z_]\w*)\((.*)\)", span)
+            if not m or m.group(2) == "...":
+                continue
+            name = m.group(1)
+            func = cls.__init__ if name == table else inspect.getattr_static(cls, name, None)
+            if not callable(func):
+                failures.append(f"{table}: `{span}` is written as a call but is not callable")
+                continue
+            written = [a.strip() for a in m.group(2).split(",") if a.strip()]
+            actual = signature_names(func)
+            if written != actual:
+                failures.append(f"{table}: `{span}` but py-amqp has ({', '.join(actual)})")
+    return failures
+
+
 def check_rows(table, rows):
     failures = []
     for cells in rows:
@@ -193,6 +227,9 @@ def main():
                       check_coverage(table, rows, expected_members, expected_keywords)))
         cases.append((f"every_{table.lower()}_row_has_a_counterpart_or_reason",
                       check_rows(table, rows)))
+        if table in CLASSES:
+            cases.append((f"{table.lower()}_rows_spell_py_amqp_signatures",
+                          check_signatures(table, rows, CLASSES[table])))
     cases.append(("warren_names_are_declared_in_headers", check_warren_names(tables, declared)))
 
     suite = et.Element("testsuite", name="py_amqp_mapping_test", tests=str(len(cases)),
