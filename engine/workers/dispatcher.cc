@@ -97,9 +97,17 @@ bool mailbox_core::try_start() noexcept {
 }
 
 void mailbox_core::posted(std::size_t n) {
-  posted_.fetch_add(n, std::memory_order_relaxed);
+  // One producer: a plain increment, readable by pending() from any thread.
+  posted_.store(posted_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   // Counted after the enqueue: a task that sees the count also sees the items.
-  queued_.fetch_add(std::int64_t(n));
+  const std::int64_t before = queued_.fetch_add(std::int64_t(n));
+  if (concurrency_ == 1) {
+    // Only the move from <= 0 to > 0 needs a task: otherwise the running one will see the count
+    // when it subtracts its batch.
+    if (before > 0 || before + std::int64_t(n) <= 0) return;
+    pool_.submit(shared_from_this());
+    return;
+  }
   if (!try_start()) return;
   try {
     pool_.submit(shared_from_this());
@@ -115,24 +123,57 @@ std::size_t mailbox_core::pending() const noexcept {
   return posted > handled ? std::size_t(posted - handled) : 0;
 }
 
+void mailbox_core::notify_drainers() noexcept {
+  if (drain_waiters_.load() == 0) return;
+  // Under the mutex: a drainer between its check and its wait cannot miss this.
+  std::lock_guard<std::mutex> lock(drain_mutex_);
+  drained_.notify_all();
+}
+
 void mailbox_core::run() noexcept {
+  if (concurrency_ == 1) {
+    run_one_at_a_time();
+  } else {
+    run_concurrently();
+  }
+}
+
+void mailbox_core::run_one_at_a_time() noexcept {
   for (;;) {
     const std::size_t n = handle_some(batch);
     if (n != 0) {
       handled_.fetch_add(n);
-      if (drain_waiters_.load() != 0) {
-        // Under the mutex: a drainer between its check and its wait cannot miss this.
-        std::lock_guard<std::mutex> lock(drain_mutex_);
-        drained_.notify_all();
-      }
+      notify_drainers();
     }
+    // The producer's count of every item it enqueued before counting is visible from here on
+    // (read-modify-writes of one atomic), so > 0 means items this task can dequeue.
+    const std::int64_t left = queued_.fetch_sub(std::int64_t(n)) - std::int64_t(n);
+    if (left <= 0) return;  // from here on a producer's post starts a new task
     if (n == batch) {
-      // More may remain: keep the slot, go to the back of the pool's queue.
+      // Go to the back of the pool's queue, so that other mailboxes get a worker.
       try {
         pool_.submit(shared_from_this());
         return;
       } catch (...) {
-        continue;  // could not allocate the task: keep handling here instead
+        // Could not allocate the task: keep handling here.
+      }
+    }
+  }
+}
+
+void mailbox_core::run_concurrently() noexcept {
+  for (;;) {
+    const std::size_t n = handle_some(batch);
+    if (n != 0) {
+      handled_.fetch_add(n);
+      notify_drainers();
+    }
+    if (n == batch) {
+      try {
+        pool_.submit(shared_from_this());  // keeps the slot
+        return;
+      } catch (...) {
+        continue;
       }
     }
     running_.fetch_sub(1);

@@ -76,25 +76,37 @@ class mailbox_core : public std::enable_shared_from_this<mailbox_core> {
   void close() noexcept;
 
  protected:
-  // Handles up to `max` items, calling dequeued(1) as each is taken off the queue (before it is
-  // handled, so an idle task does not wait for a slow handler to decide it may stop). Returns
-  // how many were handled.
+  // Handles up to `max` items, calling dequeued(1) as each is taken off the queue, before it is
+  // handled. Returns how many were handled.
   virtual std::size_t handle_some(std::size_t max) noexcept = 0;
-  void dequeued(std::size_t n) noexcept { queued_.fetch_sub(std::int64_t(n)); }
+  void dequeued(std::size_t n) noexcept {
+    // concurrency 1 counts whole batches in run(); see queued_.
+    if (concurrency_ != 1) queued_.fetch_sub(std::int64_t(n));
+  }
   // A handler threw.
   void report(std::exception_ptr error) noexcept;
 
  private:
   bool try_start() noexcept;
+  void run_one_at_a_time() noexcept;
+  void run_concurrently() noexcept;
+  // Wakes drain() callers, if any, after handled_ moved.
+  void notify_drainers() noexcept;
 
   worker_pool& pool_;
   const unsigned concurrency_;
   std::function<void(std::exception_ptr)> on_error_;
-  // Enqueued and not yet dequeued; may dip below 0 for a moment (a task dequeues before the
-  // producer counts the item).
+  // The producer's line. posted_ is written by the producer only.
+  alignas(64) std::atomic<std::uint64_t> posted_{0};
+  // concurrency 1: items posted and not yet handled. The producer that moves it from <= 0 to
+  // > 0 schedules the one task; the task subtracts each batch it handled and stops when it
+  // reaches <= 0 (it may go below 0 for a moment: a task can handle an item before the producer
+  // has counted it). One atomic operation per post and one per batch.
+  // concurrency > 1: items enqueued and not yet dequeued (decremented per item as it is taken,
+  // so a task finding the queue empty never waits for another task's slow handler).
   std::atomic<std::int64_t> queued_{0};
-  std::atomic<unsigned> running_{0};  // tasks holding a slot (at most concurrency_)
-  std::atomic<std::uint64_t> posted_{0};
+  // The workers' line.
+  alignas(64) std::atomic<unsigned> running_{0};  // concurrency > 1: tasks holding a slot
   std::atomic<std::uint64_t> handled_{0};
   std::atomic<std::uint64_t> failures_{0};
   std::atomic<unsigned> drain_waiters_{0};
@@ -126,7 +138,8 @@ class mailbox {
   mailbox(const mailbox&) = delete;
   mailbox& operator=(const mailbox&) = delete;
 
-  // Producer thread only; never blocks. Throws std::bad_alloc when the queue cannot grow.
+  // Producer thread only; never blocks. Throws std::bad_alloc when the queue (or the pool's task
+  // queue) cannot grow; the mailbox may then stall, as memory is gone anyway.
   void post(T&& item) {
     if (!state_->enqueue(std::move(item))) throw std::bad_alloc();
     state_->posted(1);
