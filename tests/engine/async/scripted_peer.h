@@ -33,6 +33,9 @@ class scripted_peer {
   std::atomic<bool> confirm{true};
   // Stop reading after the handshake while false (the client's writes then back up).
   std::atomic<bool> reading{true};
+  // Read and count bytes without parsing (a measuring sink for benches; nothing is answered, so
+  // the client's close then waits for its timeout unless the peer is stopped first).
+  std::atomic<bool> discard{false};
   // After this many publishes, write half a frame and close the socket (0: never).
   std::atomic<std::uint64_t> die_after_publishes{0};
 
@@ -91,7 +94,8 @@ class scripted_peer {
       if (::poll(&p, 1, 20) <= 0) continue;
       const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
       if (n <= 0) break;
-      bytes.fetch_add(static_cast<std::uint64_t>(n));
+      bytes.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
+      if (discard.load(std::memory_order_relaxed)) continue;
       buf.append(chunk, static_cast<std::size_t>(n));
       std::size_t at = 0;
       if (!header_seen) {
