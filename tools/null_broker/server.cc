@@ -190,8 +190,9 @@ void server::serve(int fd) {
           std::chrono::ceil<std::chrono::milliseconds>(next_heartbeat - steady::now());
       timeout_ms = static_cast<int>(std::max<std::chrono::milliseconds::rep>(0, left.count()));
     }
-    pollfd fds[2] = {{fd, static_cast<short>(POLLIN | (write_pending ? POLLOUT : 0)), 0},
-                     {stop_fd_, POLLIN, 0}};
+    // Once closing, input is no longer read, so waiting for it would spin.
+    const short events = static_cast<short>((closing ? 0 : POLLIN) | (write_pending ? POLLOUT : 0));
+    pollfd fds[2] = {{fd, events, 0}, {stop_fd_, POLLIN, 0}};
     if (::poll(fds, 2, timeout_ms) < 0 && errno != EINTR) break;
     if (fds[1].revents != 0) break;
     if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0 && !closing) {
