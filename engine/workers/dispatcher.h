@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <utility>
 
 namespace warren::workers {
@@ -122,7 +123,7 @@ class mailbox_core : public std::enable_shared_from_this<mailbox_core> {
 // concurrency 1: items are handled strictly in post order, never two at once. concurrency k > 1:
 // up to k at once, in no particular order.
 //
-// T must be default-constructible and move-assignable (the queue moves items into place). The
+// T must be move-constructible (a mailbox of a type without a default constructor is fine). The
 // handler runs on a worker thread; an exception from it goes to on_error (on a worker, with no
 // lock held), or, without on_error, is dropped and counted in failures(). on_error must not
 // throw (what it throws is dropped and counted).
@@ -177,16 +178,17 @@ class mailbox {
     std::size_t handle_some(std::size_t max) noexcept override {
       moodycamel::ConsumerToken token(queue);
       std::size_t n = 0;
-      while (n < max) {
-        T item;
-        if (!queue.try_dequeue(token, item)) break;
+      // The queue move-assigns into the slot: an optional needs no default constructor of T.
+      std::optional<T> item;
+      while (n < max && queue.try_dequeue(token, item)) {
         dequeued(1);
         ++n;
         try {
-          handle(item);
+          handle(*item);
         } catch (...) {
           report(std::current_exception());
         }
+        item.reset();  // what the item holds (a receive buffer, say) goes now
       }
       return n;
     }

@@ -214,6 +214,29 @@ TEST(mailbox, destruction_handles_every_pending_item_first) {
   EXPECT_EQ(called_late->load(), 0);
 }
 
+// Like a delivery holding its receive buffer: move-only, no default constructor.
+class owned_item {
+ public:
+  explicit owned_item(int value) : value_(std::make_unique<int>(value)) {}
+  int value() const { return *value_; }
+
+ private:
+  std::unique_ptr<int> value_;
+};
+
+TEST(mailbox, move_only_items_without_default_constructor_are_handled_and_released) {
+  worker_pool pool(2);
+  std::uint64_t sum = 0;
+  {
+    mailbox<owned_item> box(pool, [&](owned_item& item) { sum += std::uint64_t(item.value()); });
+    for (int i = 1; i <= 1000; ++i) box.post(owned_item(i));
+    std::vector<owned_item> bulk;
+    for (int i = 1001; i <= 1100; ++i) bulk.emplace_back(i);
+    box.post_bulk(bulk.begin(), bulk.size());
+  }
+  EXPECT_EQ(sum, 1100u * 1101u / 2);  // ASan reports any item not released
+}
+
 TEST(mailbox, many_short_lived_mailboxes_on_one_pool) {
   worker_pool pool(2);
   std::atomic<int> handled{0};
