@@ -358,6 +358,8 @@ class connection_impl : public protocol::connection_handler,
   void feed_plain(time_point now);
   bool ensure_rx_room();
   void write_some();
+  bool flush_tls();  // false: EAGAIN or failed
+  void tls_step(time_point now);
   void teardown();
 
   std::unique_ptr<protocol::connection_machine> machine_;
@@ -548,9 +550,7 @@ void connection_impl::start(time_point now) {
   if (tls_) {
     tls_handshaking_ = true;
     cipher_.resize(64 * 1024);
-    if (tls_->handshake() == io::handshake_status::error) {
-      machine_->transport_closed(tls_->error().message);
-    }
+    tls_step(now);
   } else {
     started_ = true;
     machine_->start(now);
@@ -650,16 +650,8 @@ void connection_impl::read_some(time_point now) {
     }
     tls_->feed(std::string_view(cipher_.data(), static_cast<std::size_t>(n)));
     if (tls_handshaking_) {
-      const auto hs = tls_->handshake();
-      if (hs == io::handshake_status::error) {
-        machine_->transport_closed(tls_->error().message);
-        after_feed();
-        return;
-      }
-      if (hs != io::handshake_status::done) continue;
-      tls_handshaking_ = false;
-      started_ = true;
-      machine_->start(now);
+      tls_step(now);
+      if (tls_handshaking_) continue;
     }
     while (!dead_) {
       ensure_rx_room();
@@ -745,6 +737,45 @@ void connection_impl::seal(time_point now) {
   segs_.push_back(std::move(b));
 }
 
+bool connection_impl::flush_tls() {
+  while (!tls_->pending_output().empty()) {
+    const std::string_view p = tls_->pending_output();
+    const ssize_t n = ::send(fd_.get(), p.data(), p.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      tls_->consume_output(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+    if (n < 0 && errno == EINTR) continue;
+    machine_->transport_closed(std::string("send: ") + std::strerror(errno));
+    after_feed();
+    return false;
+  }
+  return true;
+}
+
+void connection_impl::tls_step(time_point now) {
+  // handshake() must be called again after its output is sent (want_write), not only when
+  // ciphertext arrives: the client's last flight would otherwise never complete it.
+  while (tls_handshaking_ && !dead_) {
+    const io::handshake_status hs = tls_->handshake();
+    if (hs == io::handshake_status::error) {
+      flush_tls();  // the alert, if any
+      machine_->transport_closed(tls_->error().message);
+      after_feed();
+      return;
+    }
+    if (hs == io::handshake_status::done) {
+      tls_handshaking_ = false;
+      started_ = true;
+      machine_->start(now);
+      return;
+    }
+    if (hs == io::handshake_status::want_read) return;
+    if (!flush_tls()) return;  // EPOLLOUT brings us back
+  }
+}
+
 void connection_impl::write_some() {
   if (!fd_.valid()) return;
   std::size_t written_total = 0;
@@ -760,19 +791,7 @@ void connection_impl::write_some() {
         segs_.pop_front();
       }
     }
-    while (!tls_->pending_output().empty()) {
-      const std::string_view p = tls_->pending_output();
-      const ssize_t n = ::send(fd_.get(), p.data(), p.size(), MSG_NOSIGNAL);
-      if (n > 0) {
-        tls_->consume_output(static_cast<std::size_t>(n));
-        continue;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      if (n < 0 && errno == EINTR) continue;
-      machine_->transport_closed(std::string("send: ") + std::strerror(errno));
-      after_feed();
-      break;
-    }
+    if (flush_tls() && tls_handshaking_) tls_step(clock::now());
   } else {
     while (!segs_.empty()) {
       iovec iov[64];
@@ -872,6 +891,12 @@ void connection_impl::service(time_point now) {
   if (!started_ && !tls_handshaking_ && !dead_) return;
   seal(now);
   write_some();
+  // Finishing a TLS handshake while writing starts the machine, whose protocol header must not
+  // wait for the next event.
+  if (machine_ && machine_->has_output() && !dead_) {
+    seal(now);
+    write_some();
+  }
   if (dead_) teardown();
 }
 
@@ -1514,6 +1539,10 @@ std::size_t connection::outgoing_bytes() const noexcept {
 }
 std::uint32_t connection::frame_max() const noexcept {
   return impl_->frame_max;
+}
+std::size_t connection::pending_deliveries() const noexcept {
+  const std::int64_t n = impl_->pending_deliveries.load(std::memory_order_relaxed);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
 }
 
 // channel ---------------------------------------------------------------------------------------

@@ -174,6 +174,9 @@ class connection {
   // Bytes encoded for the wire and not yet written (publish staging plus the machine's output).
   std::size_t outgoing_bytes() const noexcept;
   std::uint32_t frame_max() const noexcept;
+  // Deliveries read on this connection and not yet handled (reading pauses above
+  // engine_options::max_pending_deliveries).
+  std::size_t pending_deliveries() const noexcept;
 
   ~connection();
   explicit connection(std::shared_ptr<detail::connection_impl> impl);

@@ -263,6 +263,114 @@ TEST_F(engine_broker_test, topology_record_follows_declares_binds_and_deletes) {
   EXPECT_TRUE(t.bindings.empty());
 }
 
+TEST_F(engine_broker_test, wrong_password_throws_access_refused_from_connect) {
+  warren::connection_options o = broker_options();
+  o.password = "not the password";
+  EXPECT_THROW(engine_->connect(o), access_refused);
+}
+
+TEST_F(engine_broker_test, tls_connection_publishes_and_consumes) {
+  ASSERT_TRUE(test::broker_answers(test::amqps_port));
+  warren::connection_options o = broker_options();
+  o.host = std::string(test::broker_host) + ":" + std::to_string(test::amqps_port);
+  o.ssl = io::tls_options{.ca_file = test::ca_pem, .server_name = "localhost"};
+  auto c = engine_->connect(o);
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  ch->confirm_select(10);
+  codec::basic_properties props;
+  const std::string big(300 * 1024, 'z');  // several frames, several TLS records
+  auto f = ch->publish_confirmed("", q, props, big);
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get().what, confirm_result::outcome::ack);
+  std::promise<std::string> got;
+  ch->basic_consume(q, [&](delivery& d) {
+    got.set_value(std::string(d.body()));
+    d.ack();
+  });
+  auto body = got.get_future();
+  ASSERT_EQ(body.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(body.get(), big);
+}
+
+TEST_F(engine_broker_test, idle_connection_keeps_heartbeating_while_a_handler_is_slow) {
+  warren::connection_options o = broker_options();
+  o.heartbeat = 1;
+  auto c = engine_->connect(o);
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  std::atomic<bool> handled{false};
+  ch->basic_consume(q, [&](delivery& d) {
+    std::this_thread::sleep_for(3500ms);  // longer than two heartbeat intervals
+    d.ack();
+    handled.store(true);
+  });
+  codec::basic_properties props;
+  ASSERT_EQ(ch->try_publish("", q, props, "slow"), publish_status::ok);
+  EXPECT_TRUE(wait_until([&] { return handled.load(); }, 10s));
+  EXPECT_TRUE(c->is_open());
+  EXPECT_TRUE(ch->is_open());
+  EXPECT_EQ(ch->queue_declare(q, {.passive = true}).message_count, 0u);
+}
+
+TEST_F(engine_broker_test, deleting_the_queue_cancels_the_consumer_through_on_cancel) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  std::promise<std::string> cancelled;
+  consumer_options co;
+  co.on_cancel = [&](std::string_view tag) { cancelled.set_value(std::string(tag)); };
+  const std::string tag = ch->basic_consume(
+      q, [](delivery&) {}, co);
+  auto other = c->open_channel();
+  other->queue_delete(q);
+  auto f = cancelled.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get(), tag);
+  EXPECT_TRUE(c->topology().consumers.empty());
+}
+
+TEST_F(engine_broker_test, reading_pauses_while_handlers_hold_too_many_deliveries) {
+  engine_options eo;
+  eo.max_pending_deliveries = 200;
+  eo.rx_buffer_size = 16 * 1024;
+  eo.workers = 2;
+  engine_ = std::make_unique<engine>(eo);
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  codec::basic_properties props;
+  constexpr int total = 3000;
+  for (int i = 0; i < total; ++i) {
+    ASSERT_EQ(ch->publish("", q, props, "p", clock_type::now() + 10s), publish_status::ok);
+  }
+  ASSERT_TRUE(wait_until([&] {
+    warren::queue_declare_options passive;
+    passive.passive = true;
+    return ch->queue_declare(q, passive).message_count == total;
+  }));
+  std::atomic<int> handled{0};
+  std::atomic<std::size_t> max_pending{0};
+  consumer_options co;
+  co.no_ack = true;  // no prefetch limit: only the engine's bound holds the broker back
+  auto cch = c->open_channel();
+  cch->basic_consume(
+      q,
+      [&](delivery&) {
+        const std::size_t p = c->pending_deliveries();
+        std::size_t m = max_pending.load();
+        while (p > m && !max_pending.compare_exchange_weak(m, p)) {
+        }
+        std::this_thread::sleep_for(50us);
+        ++handled;
+      },
+      co);
+  EXPECT_TRUE(wait_until([&] { return handled.load() == total; }, 60s));
+  // One read's worth (16 KiB of ~40-octet deliveries) may land after the bound is crossed.
+  EXPECT_LE(max_pending.load(), eo.max_pending_deliveries + 16 * 1024 / 40);
+  EXPECT_GT(max_pending.load(), 0u);
+}
+
 // Raises the memory alarm; the teardown ALWAYS puts the watermark back, even on failure.
 class engine_blocked_test : public engine_broker_test {
  protected:
