@@ -8,6 +8,7 @@
 // called from any thread.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -130,11 +131,11 @@ struct properties_size {
   std::size_t size = 0;
   errc status = errc::ok;
 };
-inline properties_size measure(const basic_properties& p) noexcept;
+[[gnu::always_inline]] inline properties_size measure(const basic_properties& p) noexcept;
 
 // Writes the flags word and the present properties at `out`, which must have measure(p).size
 // octets of room, for properties whose measure(p).status is ok. Returns the end position.
-inline char* write_properties(char* out, const basic_properties& p) noexcept;
+[[gnu::always_inline]] inline char* write_properties(char* out, const basic_properties& p) noexcept;
 }  // namespace detail
 
 // Encoded payload size of `h` (whether or not it can be encoded; see encode()).
@@ -171,9 +172,8 @@ constexpr std::uint64_t body_frame_count(std::uint64_t body_size,
   return body_size / chunk + (body_size % chunk != 0 ? 1 : 0);
 }
 
-// Inline, and the visitors always_inline, so that the publish path compiles into one
-// straight-line function: GCC otherwise keeps the visitors out of line (they have several
-// callers) and passes the lambdas' state through memory (about 12% more instructions per publish).
+// always_inline so that the publish path compiles into one function with the property walk
+// in it: GCC 12 keeps measure() and write_properties() out of line otherwise (about 8 ns of 44).
 namespace detail {
 
 template <class... F>
@@ -184,50 +184,77 @@ struct overloaded : F... {
 template <class... F>
 overloaded(F...) -> overloaded<F...>;
 
-// The one place that lists the properties with their flags: calls v(member, present) for each of
-// the 14 properties in wire order, `present` telling whether its bit is set in p.flags, and stops
-// at the first call that returns false. Members are told apart by type (shortstr string_view,
-// table_view, octet, timestamp).
+// The one place that maps flag bits to members: returns v(member) for the property of flag bit
+// `bit`, 15 (content_type) down to 2 (cluster_id); members are told apart by type (shortstr
+// string_view, table_view, octet, timestamp).
 template <class Props, class Visitor>
-[[gnu::always_inline]] inline bool for_each_property(Props& p, Visitor&& v) {
-  using bp = basic_properties;
-  const std::uint16_t f = p.flags;
-  auto at = [&](std::uint16_t flag, auto& member) { return v(member, (f & flag) != 0); };
-  return at(bp::content_type_flag, p.content_type) &&
-         at(bp::content_encoding_flag, p.content_encoding) && at(bp::headers_flag, p.headers) &&
-         at(bp::delivery_mode_flag, p.delivery_mode) && at(bp::priority_flag, p.priority) &&
-         at(bp::correlation_id_flag, p.correlation_id) && at(bp::reply_to_flag, p.reply_to) &&
-         at(bp::expiration_flag, p.expiration) && at(bp::message_id_flag, p.message_id) &&
-         at(bp::timestamp_flag, p.timestamp) && at(bp::type_flag, p.type) &&
-         at(bp::user_id_flag, p.user_id) && at(bp::app_id_flag, p.app_id) &&
-         at(bp::cluster_id_flag, p.cluster_id);
+[[gnu::always_inline]] inline bool visit_property(Props& p, int bit, Visitor& v) {
+  switch (bit) {
+    case 15:
+      return v(p.content_type);
+    case 14:
+      return v(p.content_encoding);
+    case 13:
+      return v(p.headers);
+    case 12:
+      return v(p.delivery_mode);
+    case 11:
+      return v(p.priority);
+    case 10:
+      return v(p.correlation_id);
+    case 9:
+      return v(p.reply_to);
+    case 8:
+      return v(p.expiration);
+    case 7:
+      return v(p.message_id);
+    case 6:
+      return v(p.timestamp);
+    case 5:
+      return v(p.type);
+    case 4:
+      return v(p.user_id);
+    case 3:
+      return v(p.app_id);
+    default:  // 2: for_each_present passes no other bit
+      return v(p.cluster_id);
+  }
 }
 
-// v(member) for the present properties only.
+// v(member) for each property whose bit is set in `flags`, in wire order (bit 15 first),
+// stopping at the first call that returns false; returns whether none did. Only the set bits
+// are visited: a typical message has two to four of the 14 properties, and testing all 14
+// costs more than the properties themselves.
 template <class Props, class Visitor>
-[[gnu::always_inline]] inline bool for_each_present(Props& p, Visitor&& v) {
-  return for_each_property(p, [&](auto& member, bool present) { return !present || v(member); });
+[[gnu::always_inline]] inline bool for_each_present(Props& p, std::uint16_t flags, Visitor&& v) {
+  for (std::uint32_t todo = flags & basic_properties::all_flags; todo != 0;) {
+    const int bit = 31 - std::countl_zero(todo);
+    todo &= ~(std::uint32_t{1} << bit);
+    if (!visit_property(p, bit, v)) return false;
+  }
+  return true;
 }
 
-inline properties_size measure(const basic_properties& p) noexcept {
+[[gnu::always_inline]] inline properties_size measure(const basic_properties& p) noexcept {
   std::size_t n = 2;
   // OR of the present shortstr lengths: above 255 iff one of them is.
   std::size_t str_bits = 0;
   bool table_fits = true;
-  for_each_present(p, overloaded{
-                          [&](std::string_view s) {
-                            n += 1 + s.size();
-                            str_bits |= s.size();
-                            return true;
-                          },
-                          [&](table_view t) {
-                            n += 4 + t.raw.size();
-                            table_fits = t.raw.size() <= 0xFFFFFFFFu;
-                            return true;
-                          },
-                          [&](std::uint8_t) { return (n += 1, true); },
-                          [&](std::uint64_t) { return (n += 8, true); },
-                      });
+  for_each_present(p, p.flags,
+                   overloaded{
+                       [&](std::string_view s) {
+                         n += 1 + s.size();
+                         str_bits |= s.size();
+                         return true;
+                       },
+                       [&](table_view t) {
+                         n += 4 + t.raw.size();
+                         table_fits = t.raw.size() <= 0xFFFFFFFFu;
+                         return true;
+                       },
+                       [&](std::uint8_t) { return (n += 1, true); },
+                       [&](std::uint64_t) { return (n += 8, true); },
+                   });
   errc status = errc::ok;
   if (str_bits > 255) {
     status = errc::string_too_long;
@@ -237,14 +264,16 @@ inline properties_size measure(const basic_properties& p) noexcept {
   return {n, status};
 }
 
-inline char* write_properties(char* out, const basic_properties& p) noexcept {
+[[gnu::always_inline]] inline char* write_properties(char* out,
+                                                     const basic_properties& p) noexcept {
   out = put_u16(out, p.flags);
-  for_each_present(p, overloaded{
-                          [&](std::string_view s) { return (out = put_shortstr(out, s), true); },
-                          [&](table_view t) { return (out = put_table(out, t), true); },
-                          [&](std::uint8_t v) { return (out = put_u8(out, v), true); },
-                          [&](std::uint64_t v) { return (out = put_u64(out, v), true); },
-                      });
+  for_each_present(p, p.flags,
+                   overloaded{
+                       [&](std::string_view s) { return (out = put_shortstr(out, s), true); },
+                       [&](table_view t) { return (out = put_table(out, t), true); },
+                       [&](std::uint8_t v) { return (out = put_u8(out, v), true); },
+                       [&](std::uint64_t v) { return (out = put_u64(out, v), true); },
+                   });
   return out;
 }
 

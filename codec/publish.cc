@@ -41,9 +41,7 @@ struct publish_plan {
   return pl;
 }
 
-char* put_frame_end(char* out) noexcept {
-  return detail::put_u8(out, frame_end);
-}
+using detail::put_frame_end;
 
 // The method frame and the content-header frame, for a plan whose status is ok.
 [[gnu::always_inline]] inline char* write_head(char* out, std::uint16_t channel,
@@ -63,19 +61,6 @@ char* put_frame_end(char* out) noexcept {
   out = detail::put_u64(out, body_size);
   out = detail::write_properties(out, p);
   return put_frame_end(out);
-}
-
-// The body frames of `body`, cut into chunks of `chunk` octets, at `out`, which has room.
-[[gnu::always_inline]] inline char* write_body_frames(char* out, std::uint16_t channel,
-                                                      std::string_view body,
-                                                      std::size_t chunk) noexcept {
-  for (std::string_view rest = body; !rest.empty();) {
-    const std::string_view piece = rest.substr(0, chunk);
-    out = write_frame_header(out, frame_body, channel, static_cast<std::uint32_t>(piece.size()));
-    out = put_frame_end(detail::put_bytes(out, piece));
-    rest.remove_prefix(piece.size());
-  }
-  return out;
 }
 
 // The iovec form of write_body_frames: the scratch octets [scratch, head_end) are already
@@ -145,7 +130,7 @@ errc encode_publish(char* out, std::size_t cap, std::size_t& written, std::uint1
   if (cap < total) return errc::buffer_too_small;
 
   out = write_head(out, channel, m, p, body.size(), pl);
-  write_body_frames(out, channel, body, pl.chunk);
+  detail::write_body_frames(out, channel, body, pl.chunk);
   written = total;
   return errc::ok;
 }
@@ -176,19 +161,6 @@ errc publish_template::assign(std::uint16_t channel, const basic_publish& m,
   body_size_at_ = frame_overhead + pl.method_payload + frame_header_size + 4;
   chunk_ = pl.chunk;
   channel_ = channel;
-  return errc::ok;
-}
-
-errc publish_template::encode(char* out, std::size_t cap, std::string_view body,
-                              std::size_t& written) const noexcept {
-  written = 0;
-  if (head_.empty()) return errc::value_out_of_range;
-  const std::size_t total = size(body.size());
-  if (cap < total) return errc::buffer_too_small;
-  std::memcpy(out, head_.data(), head_.size());
-  detail::put_u64(out + body_size_at_, body.size());
-  write_body_frames(out + head_.size(), channel_, body, chunk_);
-  written = total;
   return errc::ok;
 }
 

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -97,6 +98,8 @@ class publish_template {
   // size(body.size()). On error nothing is written and `written` is 0. Returns:
   //   value_out_of_range  the template is not valid()
   //   buffer_too_small    cap < size(body.size())
+  // Always inlined: it is a few loads, two copies and the body frames, and a call costs about
+  // 2 ns of its 10.
   errc encode(char* out, std::size_t cap, std::string_view body,
               std::size_t& written) const noexcept;
 
@@ -129,6 +132,42 @@ class publish_template {
   std::size_t chunk_ = 1;         // max_body_chunk(frame_max)
   std::uint16_t channel_ = 0;
 };
+
+namespace detail {
+
+inline char* put_frame_end(char* out) noexcept {
+  return put_u8(out, frame_end);
+}
+
+// The body frames of `body`, cut into chunks of `chunk` octets, at `out`, which has room.
+// Returns the end of what it wrote.
+[[gnu::always_inline]] inline char* write_body_frames(char* out, std::uint16_t channel,
+                                                      std::string_view body,
+                                                      std::size_t chunk) noexcept {
+  for (std::string_view rest = body; !rest.empty();) {
+    const std::string_view piece = rest.substr(0, chunk);
+    out = write_frame_header(out, frame_body, channel, static_cast<std::uint32_t>(piece.size()));
+    out = put_frame_end(put_bytes(out, piece));
+    rest.remove_prefix(piece.size());
+  }
+  return out;
+}
+
+}  // namespace detail
+
+[[gnu::always_inline]] inline errc publish_template::encode(char* out, std::size_t cap,
+                                                            std::string_view body,
+                                                            std::size_t& written) const noexcept {
+  written = 0;
+  if (head_.empty()) return errc::value_out_of_range;
+  const std::size_t total = size(body.size());
+  if (cap < total) return errc::buffer_too_small;
+  std::memcpy(out, head_.data(), head_.size());
+  detail::put_u64(out + body_size_at_, body.size());
+  detail::write_body_frames(out + head_.size(), channel_, body, chunk_);
+  written = total;
+  return errc::ok;
+}
 
 // A delivery decoded in one go: basic.deliver, its content header and its body, all views into
 // the input.
