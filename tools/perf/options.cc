@@ -28,7 +28,7 @@ T parse_integer(const std::string& name, const std::string& value, T min, T max)
     throw usage_error(name + " expects an integer, got '" + value + "'");
   }
   if (v < static_cast<long long>(min) ||
-      static_cast<unsigned long long>(v) > static_cast<unsigned long long>(max)) {
+      (v > 0 && static_cast<unsigned long long>(v) > static_cast<unsigned long long>(max))) {
     throw usage_error(name + " must be between " + std::to_string(min) + " and " +
                       std::to_string(max) + ", got " + value);
   }
@@ -142,6 +142,7 @@ const std::vector<option_def>& option_table() {
        [](auto& o, auto& n, auto& v) {
          o.message_size =
              parse_integer<std::int64_t>(n, v, std::numeric_limits<int>::min(), 512 * 1024 * 1024);
+         if (o.message_size < 0) throw usage_error(n + " must be at least 0, got " + v);
        }},
       {{"-r", "--rate"},
        "MSG/S",
@@ -354,9 +355,6 @@ bool looks_like_uri(std::string_view s) {
 
 void check_combinations(perf_options& o, const std::set<std::string_view>& given) {
   auto has = [&](std::string_view n) { return given.count(n) != 0; };
-  if (o.message_size < 0) {
-    throw usage_error("-s must be at least 0, got " + std::to_string(o.message_size));
-  }
   if (o.auto_ack && has("-A"))
     throw usage_error("-a (auto-ack) and -A (multi-ack) exclude each other");
   if (o.mode == run_mode::sink) {

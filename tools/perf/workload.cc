@@ -45,7 +45,8 @@ void declare_topology(const perf_options& o, const topology_plan& plan) {
     }
     conn.close();
   } catch (const std::exception& e) {
-    throw run_error(one_line(std::string("declaring the topology: ") + e.what()));
+    throw run_error(
+        one_line(redact_uri(o.uris.front()) + " (declaring the topology): " + e.what()));
   }
 }
 

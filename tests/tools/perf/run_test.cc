@@ -1,0 +1,237 @@
+// End to end: the built perf binary against the real broker on 127.0.0.1:5672 (and against
+// sockets that refuse or never answer), run as a user would, outputs checked by other parsers
+// (nlohmann::json, python3's xml.etree).
+#include "tools/perf/run.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/broker_env.h"
+#include "tests/tools/perf/svg_check.h"
+
+namespace warren::perf {
+namespace {
+
+struct outcome {
+  int status = -1;
+  std::string out, err;
+  double seconds = 0;
+};
+
+std::string temp_dir() {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return dir ? dir : "/tmp";
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+// Runs tools/perf/perf (from the runfiles) with `args` (no shell quoting needed: none of the
+// tests' arguments hold a quote), stdout captured, stderr through a file.
+outcome perf(const std::string& args) {
+  const std::string err_path = temp_dir() + "/perf.stderr." + std::to_string(::getpid());
+  const auto start = std::chrono::steady_clock::now();
+  FILE* p = ::popen(("tools/perf/perf " + args + " 2>" + err_path + " </dev/null").c_str(), "r");
+  outcome o;
+  if (p == nullptr) return o;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) o.out.append(buf, n);
+  const int st = ::pclose(p);
+  o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  o.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  o.err = slurp(err_path);
+  return o;
+}
+
+nlohmann::json summary_of(const std::string& json_path) {
+  return nlohmann::json::parse(slurp(json_path)).at("summary");
+}
+
+class perf_run : public ::warren::test::broker_test {};
+
+TEST_F(perf_run, two_by_two_with_confirms_writes_json_csv_and_svg) {
+  const std::string dir = temp_dir() + "/e2e." + std::to_string(::getpid());
+  ASSERT_EQ(::system(("mkdir -p " + dir).c_str()), 0);
+  const outcome r = perf("-x 2 -y 2 -z 3 -c 1000 --json " + dir + "/out.json --csv " + dir +
+                         "/out.csv --plot " + dir + "/out.svg");
+  ASSERT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_EQ(r.err, "");
+  // Per-second lines (stdout is a pipe, not a terminal), then the summary.
+  EXPECT_NE(r.out.find("time 1.0 s, published "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("time 2.0 s, published "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nsummary: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nlatency us: min "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nclient cpu: "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\r'), std::string::npos);
+
+  const auto doc = nlohmann::json::parse(slurp(dir + "/out.json"));
+  const auto& s = doc.at("summary");
+  EXPECT_GT(s.at("published").get<std::uint64_t>(), 0u);
+  EXPECT_EQ(s.at("published").get<std::uint64_t>(), s.at("confirmed").get<std::uint64_t>());
+  EXPECT_EQ(s.at("nacked").get<std::uint64_t>(), 0u);
+  EXPECT_GT(s.at("received").get<std::uint64_t>(), 0u);
+  // Each consumer has its own queue bound with the run's key: a copy of every message each.
+  EXPECT_LE(s.at("received").get<std::uint64_t>(), 2 * s.at("published").get<std::uint64_t>());
+  EXPECT_GT(s.at("latency_us").at("p50").get<double>(), 0);
+  EXPECT_LE(s.at("latency_us").at("min").get<double>(), s.at("latency_us").at("p50").get<double>());
+  EXPECT_LE(s.at("latency_us").at("p99").get<double>(), s.at("latency_us").at("max").get<double>());
+  EXPECT_GT(s.at("client_cpu_us_per_msg").get<double>(), 0);
+  EXPECT_GE(doc.at("intervals").size(), 3u);
+  std::uint64_t sum = 0;
+  for (const auto& i : doc.at("intervals")) sum += i.at("published").get<std::uint64_t>();
+  EXPECT_EQ(sum, s.at("published").get<std::uint64_t>());
+
+  const std::vector<std::string> csv = lines_of(slurp(dir + "/out.csv"));
+  ASSERT_EQ(csv.size(), doc.at("intervals").size() + 2);
+  EXPECT_TRUE(csv.front().starts_with("kind,"));
+  EXPECT_TRUE(csv[1].starts_with("interval,"));
+  EXPECT_TRUE(csv.back().starts_with("summary,"));
+
+  const test::svg_facts svg = test::check_svg(dir + "/out.svg");
+  ASSERT_TRUE(svg.parsed) << svg.error;
+  EXPECT_EQ(svg.root, "svg");
+  EXPECT_FALSE(svg.width.empty());
+  EXPECT_FALSE(svg.height.empty());
+  EXPECT_EQ(svg.series_points.at("published"), static_cast<int>(doc.at("intervals").size()));
+  EXPECT_GT(svg.series_points.at("median"), 0);
+}
+
+TEST_F(perf_run, blocking_client_runs_the_same_workload) {
+  const std::string json = temp_dir() + "/blocking.json";
+  const outcome r = perf("--client blocking -x 1 -y 2 -Y 2 -z 2 -c 100 -q 50 -A 10 --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto s = summary_of(json);
+  EXPECT_EQ(s.at("published").get<std::uint64_t>(), s.at("confirmed").get<std::uint64_t>());
+  EXPECT_GT(s.at("received").get<std::uint64_t>(), 0u);
+}
+
+TEST_F(perf_run, message_counts_end_the_run_when_reached) {
+  for (const char* client : {"async", "blocking"}) {
+    const std::string json = temp_dir() + "/counts." + client + ".json";
+    const outcome r = perf(std::string("--client ") + client +
+                           " -x 2 -y 1 -u perf-counts-test -qa x-expires=60000 -C 500 -D 1000 "
+                           "-c 50 -q 100 --json " +
+                           json);
+    ASSERT_EQ(r.status, 0) << client << ": " << r.err;
+    const auto s = summary_of(json);
+    EXPECT_EQ(s.at("published").get<std::uint64_t>(), 1000u) << client;
+    EXPECT_EQ(s.at("confirmed").get<std::uint64_t>(), 1000u) << client;
+    EXPECT_EQ(s.at("received").get<std::uint64_t>(), 1000u) << client;
+    EXPECT_LT(r.seconds, 30) << client;
+  }
+}
+
+TEST_F(perf_run, unroutable_mandatory_messages_are_counted_as_returned) {
+  const std::string json = temp_dir() + "/returned.json";
+  const outcome r = perf("-x 1 -y 0 -f mandatory -c 100 -C 300 --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto s = summary_of(json);
+  EXPECT_EQ(s.at("published").get<std::uint64_t>(), 300u);
+  EXPECT_EQ(s.at("returned").get<std::uint64_t>(), 300u);
+  EXPECT_EQ(s.at("confirmed").get<std::uint64_t>(), 300u);  // returned, then acked
+  EXPECT_EQ(s.at("received").get<std::uint64_t>(), 0u);
+}
+
+TEST_F(perf_run, queue_pattern_with_rate_limit_and_small_messages) {
+  const std::string json = temp_dir() + "/pattern.json";
+  const outcome r = perf(
+      "-x 2 -y 2 -s 8 -r 200 -z 2 --queue-pattern perf-pattern-test-%d --queue-pattern-from 1 "
+      "--queue-pattern-to 2 -qa x-expires=60000 --json " +
+      json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto s = summary_of(json);
+  // Two producers at 200 msg/s for about 2 s.
+  EXPECT_GT(s.at("published").get<std::uint64_t>(), 500u);
+  EXPECT_LT(s.at("published").get<std::uint64_t>(), 1000u);
+  EXPECT_GT(s.at("received").get<std::uint64_t>(), 0u);
+  // 8-octet bodies carry no timestamp: no latency samples.
+  EXPECT_EQ(s.at("latency_samples").get<std::uint64_t>(), 0u);
+  EXPECT_EQ(r.out.find("latency us:"), std::string::npos);
+}
+
+// One stderr line, "perf: ...", non-zero status, nothing that looks like the password.
+void expect_one_line_error(const outcome& r, int status, const std::string& part) {
+  EXPECT_EQ(r.status, status) << r.err;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_TRUE(r.err.starts_with("perf: ")) << r.err;
+  EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("s3cret"), std::string::npos) << r.err;
+}
+
+TEST(perf_errors, bad_usage_is_one_line_and_status_2) {
+  expect_one_line_error(perf("-Q"), 2, "unknown option -Q");
+  expect_one_line_error(perf("-a -A 3"), 2, "exclude each other");
+  expect_one_line_error(perf("-y 0 -D 10"), 2, "-D needs consumers");
+  expect_one_line_error(perf("-s -5"), 2, "-s must be at least 0");
+  expect_one_line_error(perf("-H amqp://u:s3cret@h:99999"), 2, "invalid AMQP URI");
+  EXPECT_EQ(perf("-Q").out, "");
+}
+
+TEST(perf_errors, help_documents_the_options_and_exits_0) {
+  const outcome r = perf("--help");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("-qa, --queue-args K=V"), std::string::npos);
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(perf_errors, unreachable_broker_fails_fast_with_one_line) {
+  // Port 1 on loopback: nothing listens, the connect is refused at once.
+  const outcome r = perf("-H amqp://guest:s3cret@127.0.0.1:1 -z 5");
+  expect_one_line_error(r, 1, "127.0.0.1:1");
+  EXPECT_NE(r.err.find("amqp://guest:***@127.0.0.1:1"), std::string::npos) << r.err;
+  EXPECT_LT(r.seconds, 10);
+}
+
+TEST(perf_errors, a_peer_that_never_answers_times_out_instead_of_hanging) {
+  // A listener that accepts (in the kernel's backlog) and never speaks AMQP.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const std::string port = std::to_string(ntohs(a.sin_port));
+  const outcome r =
+      perf("-H amqp://guest:s3cret@127.0.0.1:" + port + "?connection_timeout=1000 -z 5");
+  ::close(fd);
+  expect_one_line_error(r, 1, "127.0.0.1:" + port);
+  EXPECT_LT(r.seconds, 10);
+}
+
+TEST_F(perf_run, refused_login_is_one_line_without_the_password) {
+  const outcome r = perf("-H amqp://guest:s3cret-wrong@127.0.0.1:5672 -z 5");
+  expect_one_line_error(r, 1, "ACCESS_REFUSED");
+  EXPECT_LT(r.seconds, 10);
+}
+
+TEST_F(perf_run, refused_login_of_a_worker_connection_is_reported_too) {
+  // The setup connection is skipped (no topology to declare against amq.direct without -u),
+  // so the failure comes from a producer's or consumer's own connection.
+  const outcome r = perf("-e amq.direct -y 0 -H amqp://nobody:s3cret@127.0.0.1:5672 -z 5");
+  expect_one_line_error(r, 1, "ACCESS_REFUSED");
+  EXPECT_NE(r.err.find("producer 1"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace warren::perf

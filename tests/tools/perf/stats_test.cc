@@ -1,0 +1,85 @@
+#include "tools/perf/stats.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+namespace warren::perf {
+namespace {
+
+TEST(run_stats, snapshot_sums_every_slot) {
+  run_stats s(3);
+  stats_slot::add(s.slot(0).published, 10);
+  stats_slot::add(s.slot(1).published, 5);
+  stats_slot::add(s.slot(0).confirmed, 7);
+  stats_slot::add(s.slot(1).nacked, 2);
+  stats_slot::add(s.slot(1).returned, 1);
+  stats_slot::add(s.slot(2).received, 30);
+  s.slot(2).latency.record(5000);
+  const totals t = s.snapshot();
+  EXPECT_EQ(t.published, 15u);
+  EXPECT_EQ(t.confirmed, 7u);
+  EXPECT_EQ(t.nacked, 2u);
+  EXPECT_EQ(t.returned, 1u);
+  EXPECT_EQ(t.received, 30u);
+  EXPECT_EQ(t.latency.count(), 1u);
+}
+
+TEST(interval_meter, intervals_are_differences_and_rates_divide_by_their_length) {
+  run_stats s(1);
+  interval_meter m;
+  stats_slot::add(s.slot(0).published, 100);
+  s.slot(0).latency.record(1'000'000);
+  const interval_report first = m.next(s.snapshot(), 0.5);
+  EXPECT_DOUBLE_EQ(first.seconds, 0.5);
+  EXPECT_EQ(first.published, 100u);
+  EXPECT_DOUBLE_EQ(first.publish_rate, 200);
+  EXPECT_EQ(first.latency.count, 1u);
+
+  stats_slot::add(s.slot(0).published, 300);
+  stats_slot::add(s.slot(0).received, 50);
+  s.slot(0).latency.record(2'000'000);
+  s.slot(0).latency.record(2'000'000);
+  const interval_report second = m.next(s.snapshot(), 1.5);
+  EXPECT_DOUBLE_EQ(second.elapsed_s, 1.5);
+  EXPECT_DOUBLE_EQ(second.seconds, 1.0);
+  EXPECT_EQ(second.published, 300u);
+  EXPECT_DOUBLE_EQ(second.publish_rate, 300);
+  EXPECT_DOUBLE_EQ(second.receive_rate, 50);
+  EXPECT_EQ(second.latency.count, 2u);
+  // Only this interval's values: 2 ms, not the first interval's 1 ms.
+  EXPECT_NEAR(second.latency.min, 2000, 2000.0 / 256);
+  EXPECT_NEAR(second.latency.p50, 2000, 2000.0 / 256);
+}
+
+TEST(interval_meter, whole_run_has_exact_extremes) {
+  run_stats s(2);
+  s.slot(0).latency.record(1234);
+  s.slot(1).latency.record(987'654);
+  stats_slot::add(s.slot(1).received, 2);
+  const interval_report r = whole_run(s.snapshot(), 2.0);
+  EXPECT_DOUBLE_EQ(r.latency.min, 1.234);
+  EXPECT_DOUBLE_EQ(r.latency.max, 987.654);
+  EXPECT_DOUBLE_EQ(r.receive_rate, 1.0);
+}
+
+TEST(run_stats, a_snapshot_never_sees_more_confirms_than_publishes) {
+  run_stats s(1);
+  constexpr int n = 200000;
+  std::thread writer([&] {
+    for (int i = 0; i < n; ++i) {
+      stats_slot::add(s.slot(0).published);
+      stats_slot::add(s.slot(0).confirmed);
+    }
+  });
+  for (int i = 0; i < 2000; ++i) {
+    const totals t = s.snapshot();
+    ASSERT_LE(t.confirmed, t.published);
+  }
+  writer.join();
+  EXPECT_EQ(s.snapshot().confirmed, std::uint64_t{n});
+}
+
+}  // namespace
+}  // namespace warren::perf
