@@ -479,35 +479,27 @@ field_value leaf_value(const field_view& v) {
   }
 }
 
-// How many values a well-formed container holds (entries when `named`), by a shallow skip over
-// it, for reserving; it stops counting at the first malformed value, which the walk that
-// follows reports in order.
-std::size_t count_values(std::string_view raw, bool named) noexcept {
-  reader r(raw);
-  std::size_t n = 0;
-  std::uint8_t len;
-  std::uint8_t type;
-  while (!(named && (!r.read_u8(len) || !r.skip(len))) && r.read_u8(type)) {
-    const int width = widths[type];
-    std::uint32_t size;
-    if (width == unknown_type) break;
-    if (width == variable_width ? !r.read_u32(size) || !r.skip(size)
-                                : !r.skip(static_cast<std::size_t>(width))) {
-      break;
-    }
-    ++n;
-  }
-  return n;
+// A first reservation for a container of `size` octets whose values take at least
+// `min_value` octets each: one allocation for the usual small table or array, never more than
+// 16 slots whatever the input claims (larger ones grow as usual). Counting the values exactly
+// would take a second walk as slow as the decode itself (each value's position depends on
+// the one before it).
+std::size_t first_reservation(std::size_t size, std::size_t min_value) noexcept {
+  return std::min<std::size_t>(size / min_value, 16);
 }
 
-// Up to this many entries a repeated name is found by comparing with the entries so far,
-// which allocates nothing; above it by sorting once at the end, which keeps hostile input
-// with many entries at O(n log n).
+// While a table has fewer kept entries than this, a repeated name is found by comparing with
+// the entries so far, which allocates nothing; past it, by sorting once at the end, which
+// keeps hostile input with many entries at O(n log n).
 constexpr std::size_t linear_duplicate_check_max = 16;
 
 bool has_name(const std::vector<field_entry>& entries, std::string_view name) noexcept {
   for (const field_entry& e : entries) {
-    if (e.name.size() == name.size() && std::string_view(e.name) == name) return true;
+    // Length and first octet before memcmp: names of a table rarely share both.
+    if (e.name.size() == name.size() && (name.empty() || e.name[0] == name[0]) &&
+        std::string_view(e.name) == name) {
+      return true;
+    }
   }
   return false;
 }
@@ -537,15 +529,15 @@ void drop_repeated_names(std::vector<field_entry>& entries) {
 
 errc build_table(std::string_view raw, std::size_t depth, walk_budget& b,
                  std::vector<field_entry>& out) {
-  const std::size_t expected = count_values(raw, true);
-  // Never more than the budget allows, whatever the input claims.
-  out.reserve(std::min(expected, b.limits.max_entries));
-  const bool linear = expected <= linear_duplicate_check_max;
+  // An entry takes at least 3 octets: name length, a 1-octet name, type letter (V).
+  out.reserve(first_reservation(raw.size(), 3));
+  bool linear = true;
   reader r(raw);
   entry_view e;
   while (!r.empty()) {
     if (errc ec = read_entry(r, e); ec != errc::ok) return ec;
     if (errc ec = b.count(); ec != errc::ok) return ec;
+    if (linear && out.size() == linear_duplicate_check_max) linear = false;
     if (linear && has_name(out, e.name)) {
       // A repeated name: checked and counted like the rest, then dropped.
       if (errc ec = check_value(e.value, depth + 1, b); ec != errc::ok) return ec;
@@ -560,7 +552,8 @@ errc build_table(std::string_view raw, std::size_t depth, walk_budget& b,
 }
 
 errc build_array(std::string_view raw, std::size_t depth, walk_budget& b, field_array& out) {
-  out.reserve(std::min(count_values(raw, false), b.limits.max_entries));
+  // An element takes at least 1 octet (V); most take 2 to 9.
+  out.reserve(first_reservation(raw.size(), 2));
   reader r(raw);
   field_view v;
   while (!r.empty()) {
