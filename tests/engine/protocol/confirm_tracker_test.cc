@@ -4,6 +4,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <iterator>
+#include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -323,6 +326,127 @@ TEST_F(confirm_tracker_test, reset_restarts_sequences_at_one) {
   rec.events.clear();
   ASSERT_TRUE(t.on_ack(1, false, rec.callback()));
   EXPECT_EQ(rec.events, std::vector<seen>{acked(1, 9)});
+}
+
+// A model of what the broker and the tracker should agree on, driven by random operations: every
+// publish completes exactly once, with the outcome the model expects, and the tracker's answers
+// (sequence numbers, full(), outstanding(), accepted tags, return correlation) match the model.
+TEST(confirm_tracker_property, random_operations_complete_every_publish_exactly_once) {
+  struct publish {
+    std::uint64_t token;
+    bool mandatory;
+    std::string routing_key;
+    time_point deadline;
+    bool answered_or_expired = false;  // the event happened (ack, nack or timeout)
+    bool broker_answered = false;      // the broker's ack or nack came
+    bool returned = false;
+  };
+  std::mt19937_64 rng(7);
+  for (int round = 0; round < 200; ++round) {
+    const std::size_t window = 1 + rng() % 20;
+    const auto timeout = std::chrono::milliseconds(1 + rng() % 50);
+    confirm_tracker t({.window = window, .timeout = timeout});
+    std::map<std::uint64_t, publish> model;  // by sequence; erased when the broker answered
+    std::map<std::uint64_t, int> completions;
+    std::uint64_t next = 1;
+    time_point now{};
+    confirm_outcome expected_outcome = confirm_outcome::ack;
+    auto complete = [&](const confirm_event& e) {
+      ++completions[e.sequence];
+      auto it = model.find(e.sequence);
+      ASSERT_NE(it, model.end()) << e.sequence;
+      EXPECT_EQ(e.token, it->second.token);
+      EXPECT_EQ(e.outcome, expected_outcome);
+      EXPECT_EQ(e.returned, it->second.returned);
+      if (e.outcome == confirm_outcome::timeout) {
+        EXPECT_LE(it->second.deadline, now);
+      }
+      EXPECT_FALSE(it->second.answered_or_expired) << "completed twice: " << e.sequence;
+      it->second.answered_or_expired = true;
+    };
+    auto oldest_slot = [&] { return model.empty() ? next : model.begin()->first; };
+    auto outstanding = [&] {
+      std::size_t n = 0;
+      for (auto& [sequence, p] : model) n += !p.answered_or_expired;
+      return n;
+    };
+    for (int step = 0; step < 400; ++step) {
+      const unsigned dice = rng() % 100;
+      if (dice < 40) {
+        const bool full = next - oldest_slot() >= window;
+        ASSERT_EQ(t.full(), full);
+        const bool mandatory = rng() % 3 == 0;
+        const std::string key = "k" + std::to_string(rng() % 3);
+        const std::uint64_t sequence = t.on_publish(next * 10, now, mandatory, "ex", key);
+        if (full) {
+          ASSERT_EQ(sequence, 0u);
+          continue;
+        }
+        ASSERT_EQ(sequence, next);
+        model[next] = {next * 10, mandatory, key, now + timeout};
+        ++next;
+      } else if (dice < 70 && !model.empty()) {
+        // The broker answers one publish it has not answered, or a range.
+        auto it = model.begin();
+        std::advance(it, rng() % model.size());
+        const std::uint64_t tag = it->first;
+        const bool multiple = rng() % 3 == 0;
+        const bool is_ack = rng() % 4 != 0;
+        expected_outcome = is_ack ? confirm_outcome::ack : confirm_outcome::nack;
+        const bool accepted =
+            is_ack ? t.on_ack(tag, multiple, complete) : t.on_nack(tag, multiple, complete);
+        ASSERT_TRUE(accepted);
+        for (auto m = model.begin(); m != model.end();) {
+          if (m->first == tag || (multiple && m->first < tag)) {
+            EXPECT_TRUE(m->second.answered_or_expired) << "not completed: " << m->first;
+            m = model.erase(m);
+          } else {
+            ++m;
+          }
+        }
+        // The same single answer again is a protocol error.
+        ASSERT_FALSE(t.on_ack(tag, false, complete));
+        ASSERT_FALSE(t.on_ack(next, rng() % 2, complete));
+      } else if (dice < 80) {
+        // A return for the oldest unanswered, unreturned mandatory publish to a route.
+        const std::string key = "k" + std::to_string(rng() % 3);
+        std::uint64_t want = 0;
+        for (auto& [sequence, p] : model) {
+          if (p.mandatory && !p.returned && p.routing_key == key) {
+            want = sequence;
+            break;
+          }
+        }
+        ASSERT_EQ(t.on_return("ex", key, 312, "NO_ROUTE"), want);
+        if (want != 0) model[want].returned = true;
+      } else if (dice < 97) {
+        now += std::chrono::milliseconds(rng() % 10);
+        expected_outcome = confirm_outcome::timeout;
+        t.on_timer(now, complete);
+        // Everything due has an event (the completion checks nothing early expired).
+        for (auto& [sequence, p] : model) {
+          if (p.deadline <= now) {
+            EXPECT_TRUE(p.answered_or_expired) << sequence;
+          }
+        }
+      } else {
+        expected_outcome = confirm_outcome::channel_closed;
+        t.fail_all(confirm_outcome::channel_closed, 504, "CHANNEL_ERROR", complete);
+        for (auto& [sequence, p] : model) EXPECT_TRUE(p.answered_or_expired) << sequence;
+        model.clear();
+        t.reset();
+        next = 1;
+        completions.clear();
+      }
+      ASSERT_EQ(t.outstanding(), outstanding()) << "round " << round << " step " << step;
+      ASSERT_EQ(t.next_sequence(), next);
+    }
+    expected_outcome = confirm_outcome::connection_lost;
+    t.fail_all(confirm_outcome::connection_lost, 320, "CONNECTION_FORCED", complete);
+    for (auto& [sequence, p] : model) EXPECT_TRUE(p.answered_or_expired) << sequence;
+    for (auto& [sequence, count] : completions) ASSERT_EQ(count, 1) << sequence;
+    ASSERT_EQ(t.outstanding(), 0u);
+  }
 }
 
 }  // namespace
