@@ -371,6 +371,7 @@ class connection_impl : public protocol::connection_handler,
   bool torn_down_ = false;
   std::uint32_t events_ = 0;
   time_point close_deadline_ = time_point::max();
+  time_point paused_check_{};  // next heartbeat check while reading is paused
 
   rx_ref rx_;
   std::size_t rx_begin_ = 0;
@@ -404,7 +405,12 @@ void connection_impl::delivery_handled() noexcept {
   const std::int64_t left = pending_deliveries.fetch_sub(1, std::memory_order_acq_rel) - 1;
   if (paused.load(std::memory_order_acquire) && left <= max_pending / 2 &&
       !resume_posted.exchange(true, std::memory_order_acq_rel)) {
-    io.post([self = shared_from_this()] { self->resume_reading(); });
+    io.post([self = shared_from_this()] {
+      self->resume_reading();
+      // Read at once: the machine's dead-peer check must see the peer's bytes (queued while
+      // paused) before its next timer runs.
+      if (!self->paused.load(std::memory_order_relaxed)) self->read_some(clock::now());
+    });
   }
 }
 
@@ -496,37 +502,6 @@ void io_thread::run() {
 
 // connection_impl -------------------------------------------------------------------------------
 
-namespace {
-
-protocol::connection_config build_config(const warren::connection_options& o) {
-  protocol::connection_config c;
-  c.virtual_host = o.virtual_host;
-  c.locale = o.locale;
-  if (!o.authentication.empty()) {
-    c.authentication = o.authentication;
-  } else if (o.login_method && *o.login_method == "EXTERNAL") {
-    c.authentication = {protocol::sasl_external()};
-  } else if (o.login_method && *o.login_method == "PLAIN") {
-    c.authentication = {protocol::sasl_plain(o.userid, o.password)};
-  } else if (o.login_method && *o.login_method == "AMQPLAIN") {
-    c.authentication = {protocol::sasl_amqplain(o.userid, o.password)};
-  } else if (o.login_method && o.login_response) {
-    c.authentication = {protocol::sasl_raw(*o.login_method, *o.login_response)};
-  } else {
-    if (o.ssl && !o.ssl->cert_file.empty()) c.authentication.push_back(protocol::sasl_external());
-    c.authentication.push_back(protocol::sasl_amqplain(o.userid, o.password));
-    c.authentication.push_back(protocol::sasl_plain(o.userid, o.password));
-  }
-  c.client_properties = o.client_properties;
-  c.capabilities = o.negotiate_capabilities;
-  c.channel_max = o.channel_max;
-  c.frame_max = o.frame_max;
-  c.heartbeat = o.heartbeat;
-  return c;
-}
-
-}  // namespace
-
 connection_impl::connection_impl(engine_impl& e, io_thread& t, const warren::connection_options& o,
                                  io::unique_fd socket, std::unique_ptr<io::tls_session> session)
     : eng(e),
@@ -535,7 +510,7 @@ connection_impl::connection_impl(engine_impl& e, io_thread& t, const warren::con
       max_out(e.options.max_outgoing_bytes),
       max_pending(
           static_cast<std::int64_t>(std::max<std::size_t>(e.options.max_pending_deliveries, 2))),
-      machine_(std::make_unique<protocol::connection_machine>(build_config(o), *this)),
+      machine_(std::make_unique<protocol::connection_machine>(o.machine_config(), *this)),
       fd_(std::move(socket)),
       tls_(std::move(session)) {}
 
@@ -622,6 +597,7 @@ void connection_impl::feed_plain(time_point now) {
 }
 
 void connection_impl::read_some(time_point now) {
+  if (dead_ || torn_down_ || !fd_.valid()) return;
   // Bounded per event so one busy connection cannot starve the others on this thread.
   for (int round = 0; round < 16 && !dead_ && !paused.load(std::memory_order_relaxed); ++round) {
     if (!tls_) {
@@ -847,7 +823,11 @@ time_point connection_impl::next_deadline() const {
   if (torn_down_) return time_point::max();
   if (dead_) return time_point::min();
   time_point t = close_deadline_;
-  if (machine_ && started_) t = std::min(t, machine_->next_timer());
+  if (machine_ && started_) {
+    t = std::min(t, paused.load(std::memory_order_relaxed)
+                        ? std::max(machine_->next_timer(), paused_check_)
+                        : machine_->next_timer());
+  }
   for (const auto& [id, ch] : channels) t = std::min(t, ch->coalescer.next_deadline());
   {
     std::lock_guard lock(pub_mu);  // trackers are shared with producers
@@ -865,6 +845,13 @@ void connection_impl::service(time_point now) {
       machine_->transport_closed(open_flag.load() ? "close handshake timed out"
                                                   : "connection timed out");
       after_feed();
+    } else if (started_ && paused.load(std::memory_order_relaxed)) {
+      // While reading is paused the peer's frames (heartbeats included) are not seen, so the
+      // machine must not judge it dead; it only keeps sending its own heartbeats.
+      if (now >= machine_->next_timer() && now >= paused_check_) {
+        machine_->send_heartbeat_if_idle(now);
+        paused_check_ = now + std::chrono::milliseconds(200);
+      }
     } else if (started_ && now >= machine_->next_timer()) {
       machine_->on_timer(now);
       after_feed();
@@ -1596,18 +1583,28 @@ void channel::exchange_declare(std::string_view exchange, std::string_view type,
 
 namespace {
 
-void record_binding(connection_impl& c, binding_record::kind k, std::string_view destination,
-                    std::string_view source, std::string_view routing_key,
-                    const codec::field_table& args, bool add) {
+// queue.bind/unbind and exchange.bind/unbind: the same RPC and record update; `set` names the
+// two ends in the method's own fields.
+template <class M, class Ok, class Set>
+void bind_rpc(channel_impl& ch, binding_record::kind k, std::string_view destination,
+              std::string_view source, std::string_view routing_key, const bind_options& o,
+              bool add, Set set) {
+  const std::string args = detail::encode_args(o.arguments);
+  M m;
+  set(m);
+  m.routing_key = routing_key;
+  m.arguments = codec::table_view{args};
+  ch.call(m, Ok::id);
+  connection_impl& c = *ch.conn;
   std::lock_guard lock(c.topo_mu);
   auto& bs = c.topo.bindings;
   std::erase_if(bs, [&](const binding_record& b) {
     return b.what == k && b.destination == destination && b.source == source &&
-           b.routing_key == routing_key && b.arguments == args;
+           b.routing_key == routing_key && b.arguments == o.arguments;
   });
   if (add) {
     bs.push_back(
-        {k, std::string(destination), std::string(source), std::string(routing_key), args});
+        {k, std::string(destination), std::string(source), std::string(routing_key), o.arguments});
   }
 }
 
@@ -1615,54 +1612,42 @@ void record_binding(connection_impl& c, binding_record::kind k, std::string_view
 
 void channel::queue_bind(std::string_view queue, std::string_view exchange,
                          std::string_view routing_key, const bind_options& o) {
-  const std::string args = detail::encode_args(o.arguments);
-  codec::queue_bind m;
-  m.queue = queue;
-  m.exchange = exchange;
-  m.routing_key = routing_key;
-  m.arguments = codec::table_view{args};
-  impl_->call(m, codec::queue_bind_ok::id);
-  record_binding(*impl_->conn, binding_record::kind::queue, queue, exchange, routing_key,
-                 o.arguments, true);
+  bind_rpc<codec::queue_bind, codec::queue_bind_ok>(*impl_, binding_record::kind::queue, queue,
+                                                    exchange, routing_key, o, true,
+                                                    [&](codec::queue_bind& m) {
+                                                      m.queue = queue;
+                                                      m.exchange = exchange;
+                                                    });
 }
 
 void channel::queue_unbind(std::string_view queue, std::string_view exchange,
                            std::string_view routing_key, const bind_options& o) {
-  const std::string args = detail::encode_args(o.arguments);
-  codec::queue_unbind m;
-  m.queue = queue;
-  m.exchange = exchange;
-  m.routing_key = routing_key;
-  m.arguments = codec::table_view{args};
-  impl_->call(m, codec::queue_unbind_ok::id);
-  record_binding(*impl_->conn, binding_record::kind::queue, queue, exchange, routing_key,
-                 o.arguments, false);
+  bind_rpc<codec::queue_unbind, codec::queue_unbind_ok>(*impl_, binding_record::kind::queue, queue,
+                                                        exchange, routing_key, o, false,
+                                                        [&](codec::queue_unbind& m) {
+                                                          m.queue = queue;
+                                                          m.exchange = exchange;
+                                                        });
 }
 
 void channel::exchange_bind(std::string_view destination, std::string_view source,
                             std::string_view routing_key, const bind_options& o) {
-  const std::string args = detail::encode_args(o.arguments);
-  codec::exchange_bind m;
-  m.destination = destination;
-  m.source = source;
-  m.routing_key = routing_key;
-  m.arguments = codec::table_view{args};
-  impl_->call(m, codec::exchange_bind_ok::id);
-  record_binding(*impl_->conn, binding_record::kind::exchange, destination, source, routing_key,
-                 o.arguments, true);
+  bind_rpc<codec::exchange_bind, codec::exchange_bind_ok>(*impl_, binding_record::kind::exchange,
+                                                          destination, source, routing_key, o, true,
+                                                          [&](codec::exchange_bind& m) {
+                                                            m.destination = destination;
+                                                            m.source = source;
+                                                          });
 }
 
 void channel::exchange_unbind(std::string_view destination, std::string_view source,
                               std::string_view routing_key, const bind_options& o) {
-  const std::string args = detail::encode_args(o.arguments);
-  codec::exchange_unbind m;
-  m.destination = destination;
-  m.source = source;
-  m.routing_key = routing_key;
-  m.arguments = codec::table_view{args};
-  impl_->call(m, codec::exchange_unbind_ok::id);
-  record_binding(*impl_->conn, binding_record::kind::exchange, destination, source, routing_key,
-                 o.arguments, false);
+  bind_rpc<codec::exchange_unbind, codec::exchange_unbind_ok>(
+      *impl_, binding_record::kind::exchange, destination, source, routing_key, o, false,
+      [&](codec::exchange_unbind& m) {
+        m.destination = destination;
+        m.source = source;
+      });
 }
 
 std::uint32_t channel::queue_purge(std::string_view queue) {

@@ -31,19 +31,6 @@ std::vector<protocol::sasl_credentials> build_authentication(const connection_op
   return out;
 }
 
-protocol::connection_config build_config(const connection_options& o) {
-  protocol::connection_config c;
-  c.virtual_host = o.virtual_host;
-  c.locale = o.locale;
-  c.authentication = build_authentication(o);
-  c.client_properties = o.client_properties;
-  c.capabilities = o.negotiate_capabilities;
-  c.channel_max = o.channel_max;
-  c.frame_max = o.frame_max;
-  c.heartbeat = o.heartbeat;
-  return c;
-}
-
 std::chrono::milliseconds ms_until(time_point deadline) {
   if (deadline == time_point::max()) return io::infinite;
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
@@ -56,6 +43,20 @@ std::exception_ptr error_from(const protocol::close_reason& why) {
 }
 
 }  // namespace
+
+protocol::connection_config connection_options::machine_config() const {
+  const connection_options& o = *this;
+  protocol::connection_config c;
+  c.virtual_host = o.virtual_host;
+  c.locale = o.locale;
+  c.authentication = build_authentication(o);
+  c.client_properties = o.client_properties;
+  c.capabilities = o.negotiate_capabilities;
+  c.channel_max = o.channel_max;
+  c.frame_max = o.frame_max;
+  c.heartbeat = o.heartbeat;
+  return c;
+}
 
 connection_options connection_options::from_uri(std::string_view uri) {
   const connection_uri u = parse_uri(uri);
@@ -99,7 +100,7 @@ connection_options connection_options::from_uri(std::string_view uri) {
 // connection
 
 connection::connection(connection_options options)
-    : options_(std::move(options)), machine_(build_config(options_), *this) {}
+    : options_(std::move(options)), machine_(options_.machine_config(), *this) {}
 
 connection::~connection() {
   try {

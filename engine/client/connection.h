@@ -83,6 +83,11 @@ struct connection_options {
   // Everything else keeps its default. Throws uri_error (never quoting the password) for a URI
   // parse_uri rejects or an auth_mechanism other than PLAIN, AMQPLAIN or EXTERNAL.
   static connection_options from_uri(std::string_view uri);
+
+  // The sans-I/O machine's configuration for these options (the blocking connection and the
+  // async engine both use it). Throws std::invalid_argument for an unknown login_method without
+  // login_response.
+  protocol::connection_config machine_config() const;
 };
 
 struct queue_declare_ok {

@@ -371,6 +371,32 @@ TEST_F(engine_broker_test, reading_pauses_while_handlers_hold_too_many_deliverie
   EXPECT_GT(max_pending.load(), 0u);
 }
 
+TEST_F(engine_broker_test, paused_reading_is_not_taken_for_a_dead_peer) {
+  engine_options eo;
+  eo.max_pending_deliveries = 4;
+  engine_ = std::make_unique<engine>(eo);
+  warren::connection_options o = broker_options();
+  o.heartbeat = 1;
+  auto c = engine_->connect(o);
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  codec::basic_properties props;
+  for (int i = 0; i < 40; ++i) ASSERT_EQ(ch->try_publish("", q, props, "p"), publish_status::ok);
+  std::atomic<int> handled{0};
+  consumer_options co;
+  co.no_ack = true;
+  auto cch = c->open_channel();
+  cch->basic_consume(
+      q,
+      [&](delivery&) {
+        std::this_thread::sleep_for(100ms);  // 40 deliveries: 4 s, paused most of it
+        ++handled;
+      },
+      co);
+  EXPECT_TRUE(wait_until([&] { return handled.load() == 40; }, 30s));
+  EXPECT_TRUE(c->is_open()) << c->close_reason().reply_text;
+}
+
 // Raises the memory alarm; the teardown ALWAYS puts the watermark back, even on failure.
 class engine_blocked_test : public engine_broker_test {
  protected:
