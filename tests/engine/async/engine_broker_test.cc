@@ -381,7 +381,7 @@ TEST_F(engine_broker_test, paused_reading_is_not_taken_for_a_dead_peer) {
   auto ch = c->open_channel();
   const std::string q = declare_queue(*ch);
   codec::basic_properties props;
-  for (int i = 0; i < 40; ++i) ASSERT_EQ(ch->try_publish("", q, props, "p"), publish_status::ok);
+  for (int i = 0; i < 8; ++i) ASSERT_EQ(ch->try_publish("", q, props, "p"), publish_status::ok);
   std::atomic<int> handled{0};
   consumer_options co;
   co.no_ack = true;
@@ -389,11 +389,13 @@ TEST_F(engine_broker_test, paused_reading_is_not_taken_for_a_dead_peer) {
   cch->basic_consume(
       q,
       [&](delivery&) {
-        std::this_thread::sleep_for(100ms);  // 40 deliveries: 4 s, paused most of it
+        // Reading resumes at 2 pending: each pause lasts two handlers, 2.4 s, longer than the
+        // two heartbeat intervals after which a peer not heard from counts as dead.
+        std::this_thread::sleep_for(1200ms);
         ++handled;
       },
       co);
-  EXPECT_TRUE(wait_until([&] { return handled.load() == 40; }, 30s));
+  EXPECT_TRUE(wait_until([&] { return handled.load() == 8; }, 30s));
   EXPECT_TRUE(c->is_open()) << c->close_reason().reply_text;
 }
 
