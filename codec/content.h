@@ -14,6 +14,7 @@
 #include <cstring>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "codec/error.h"
 #include "codec/frame.h"
@@ -221,18 +222,19 @@ template <class Props, class Visitor>
   }
 }
 
+template <int... I, class Props, class Visitor>
+[[gnu::always_inline]] inline bool for_each_present(std::integer_sequence<int, I...>, Props& p,
+                                                    std::uint16_t flags, Visitor& v) {
+  return ((((flags >> (15 - I)) & 1) == 0 || visit_property(p, 15 - I, v)) && ...);
+}
+
 // v(member) for each property whose bit is set in `flags`, in wire order (bit 15 first),
-// stopping at the first call that returns false; returns whether none did. Only the set bits
-// are visited: a typical message has two to four of the 14 properties, and testing all 14
-// costs more than the properties themselves.
+// stopping at the first call that returns false; returns whether none did. Unrolled at compile
+// time into 14 bit tests, each followed by its member's code (the switch folds away): faster
+// than a loop over the set bits with a jump table, which cost an indirect jump per property.
 template <class Props, class Visitor>
 [[gnu::always_inline]] inline bool for_each_present(Props& p, std::uint16_t flags, Visitor&& v) {
-  for (std::uint32_t todo = flags & basic_properties::all_flags; todo != 0;) {
-    const int bit = 31 - std::countl_zero(todo);
-    todo &= ~(std::uint32_t{1} << bit);
-    if (!visit_property(p, bit, v)) return false;
-  }
-  return true;
+  return for_each_present(std::make_integer_sequence<int, 14>{}, p, flags, v);
 }
 
 [[gnu::always_inline]] inline properties_size measure(const basic_properties& p) noexcept {
