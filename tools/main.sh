@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# THE main-job command (README): sudo bash tools/main.sh
-# Prepares the machine and the broker (tools/setup.sh), then runs the codec micro-benchmark.
-# (To be repointed at the end-to-end perf tool once it exists.)
+# THE main-job command (README): bash tools/main.sh [PERF OPTION]...
+# Prepares the machine and the broker (tools/setup.sh), builds the perf tool optimised, and runs
+# a short default scenario against the local broker: 1 producer, 1 consumer, 10 s, publisher
+# confirms with a window of 1000, its JSON, CSV and SVG plot written to $WARREN_PERF_OUT
+# (default /tmp/warren-perf/). Arguments replace that scenario, outputs included (see
+# `bazel run //tools:perf -- --help`).
+#
+# The codec micro-benchmark is no longer run here: the main job is the end-to-end number a
+# user of the client sees; `bazel run -c opt //bench:codec_bench` remains one command away.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash tools/setup.sh
 
-TARGET=//bench:codec_bench
-if bazel query "$TARGET" >/dev/null 2>&1; then
-  exec bazel run -c opt "$TARGET" -- "$@"
+bazel build -c opt //tools:perf
+if [ "$#" -gt 0 ]; then
+  exec bazel run -c opt //tools:perf -- "$@"
 fi
-echo "main: $TARGET does not exist yet; nothing to run after setup." >&2
-echo "main: the broker is up (tools/broker.sh status); run the tests with: sudo bash tools/test.sh" >&2
+out=${WARREN_PERF_OUT:-/tmp/warren-perf}
+mkdir -p "$out"
+echo "main: perf -x 1 -y 1 -z 10 -c 1000 (JSON, CSV and SVG plot in $out/)" >&2
+exec bazel run -c opt //tools:perf -- -x 1 -y 1 -z 10 -c 1000 \
+  --json "$out/perf.json" --csv "$out/perf.csv" --plot "$out/perf.svg"

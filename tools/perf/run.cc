@@ -116,11 +116,14 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
   if (!failure) failure = w->failure();
   const clock::time_point t_end = clock::now();
   const totals final_totals = stats.snapshot();
-  // The tail since the last full second, so the intervals add up to the summary.
-  interval_report tail = meter.next(final_totals, seconds_between(t0, t_end));
-  if (tail.seconds > 0.05 || tail.published || tail.received || tail.confirmed) {
-    intervals.push_back(tail);
-    show(tail);
+  // The tail since the last full second, so that the intervals add up to the summary; under
+  // half a second it joins the last interval.
+  const double t_end_s = seconds_between(t0, t_end);
+  if (!intervals.empty() && t_end_s - intervals.back().elapsed_s < 0.5) {
+    intervals.back() = meter.extend_last(final_totals, t_end_s);
+  } else {
+    intervals.push_back(meter.next(final_totals, t_end_s));
+    show(intervals.back());
   }
   if (live) out << "\n";
   const run_summary summary =

@@ -47,6 +47,12 @@ interval_report make_report(const totals& t, const histogram& latency, double el
 
 }  // namespace
 
+interval_report interval_meter::extend_last(const totals& now, double elapsed_s) {
+  prev_ = before_prev_;
+  prev_elapsed_s_ = before_prev_elapsed_s_;
+  return next(now, elapsed_s);
+}
+
 interval_report interval_meter::next(const totals& now, double elapsed_s) {
   totals d;
   d.published = now.published - prev_.published;
@@ -61,6 +67,8 @@ interval_report interval_meter::next(const totals& now, double elapsed_s) {
     h.set_extremes(std::max(h.min(), now.latency.min()), std::min(h.max(), now.latency.max()));
   }
   interval_report r = make_report(d, h, elapsed_s, elapsed_s - prev_elapsed_s_);
+  before_prev_ = std::move(prev_);
+  before_prev_elapsed_s_ = prev_elapsed_s_;
   prev_ = now;
   prev_elapsed_s_ = elapsed_s;
   return r;

@@ -64,10 +64,13 @@ struct interval_report {
 class interval_meter {
  public:
   interval_report next(const totals& now, double elapsed_s);
+  // The last interval again, stretched to end at `now`: folds a short tail (the stop's
+  // confirm drain) into the last full interval instead of reporting a noisy sliver.
+  interval_report extend_last(const totals& now, double elapsed_s);
 
  private:
-  totals prev_;
-  double prev_elapsed_s_ = 0;
+  totals prev_, before_prev_;
+  double prev_elapsed_s_ = 0, before_prev_elapsed_s_ = 0;
 };
 
 // The whole run from the final snapshot (exact latency extremes).

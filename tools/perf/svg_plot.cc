@@ -205,8 +205,16 @@ std::string render_svg(const std::vector<interval_report>& intervals, std::strin
 
   if (latency) {
     // Intervals without samples have no latency: left out rather than drawn as zero.
-    auto l = [](double latency_summary::*m) {
-      return [m](const interval_report& r) { return r.latency.count ? r.latency.*m : -1.0; };
+    // Milliseconds once latencies reach 10 ms: "250" reads better than "250k".
+    double top = 0;
+    for (const interval_report& r : intervals) {
+      if (r.latency.count) top = std::max(top, r.latency.p999);
+    }
+    const double scale = top >= 10'000 ? 1e-3 : 1;
+    auto l = [scale](double latency_summary::*m) {
+      return [m, scale](const interval_report& r) {
+        return r.latency.count ? r.latency.*m * scale : -1.0;
+      };
     };
     const std::vector<series> percentiles = {
         {"median", "#1f77b4", l(&latency_summary::p50)},
@@ -215,7 +223,7 @@ std::string render_svg(const std::vector<interval_report>& intervals, std::strin
         {"99.9th", "#9467bd", l(&latency_summary::p999)},
     };
     draw_panel(w, {90, 430, 870, 260}, intervals, percentiles, "Latency percentiles",
-               "latency (us)", true);
+               scale == 1 ? "latency (us)" : "latency (ms)", true);
   } else {
     w.text(plot_width / 2.0, 520, "no latency: messages carry no timestamp (-s below 12)",
            "text-anchor=\"middle\" font-size=\"14\"");

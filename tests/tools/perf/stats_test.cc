@@ -53,6 +53,20 @@ TEST(interval_meter, intervals_are_differences_and_rates_divide_by_their_length)
   EXPECT_NEAR(second.latency.p50, 2000, 2000.0 / 256);
 }
 
+TEST(interval_meter, extend_last_folds_a_tail_into_the_last_interval) {
+  run_stats s(1);
+  interval_meter m;
+  stats_slot::add(s.slot(0).published, 100);
+  m.next(s.snapshot(), 1.0);
+  stats_slot::add(s.slot(0).published, 200);
+  m.next(s.snapshot(), 2.0);
+  stats_slot::add(s.slot(0).published, 10);
+  const interval_report last = m.extend_last(s.snapshot(), 2.2);
+  EXPECT_EQ(last.published, 210u);
+  EXPECT_DOUBLE_EQ(last.elapsed_s, 2.2);
+  EXPECT_NEAR(last.seconds, 1.2, 1e-9);
+}
+
 TEST(interval_meter, whole_run_has_exact_extremes) {
   run_stats s(2);
   s.slot(0).latency.record(1234);

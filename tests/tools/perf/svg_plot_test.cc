@@ -61,6 +61,14 @@ TEST(svg_plot, parses_as_xml_with_size_and_every_series) {
   EXPECT_TRUE(has_text("latency (us) (log scale)"));
 }
 
+TEST(svg_plot, latencies_of_ten_ms_and_more_are_drawn_in_ms) {
+  auto iv = sample_intervals(3);
+  for (interval_report& r : iv) r.latency.p999 = 25'000;
+  test::svg_facts f = test::check_svg(write_temp("ms.svg", render_svg(iv, "t", true)));
+  ASSERT_TRUE(f.parsed) << f.error;
+  EXPECT_NE(std::find(f.texts.begin(), f.texts.end(), "latency (ms) (log scale)"), f.texts.end());
+}
+
 TEST(svg_plot, has_no_script_or_external_reference) {
   const std::string svg = render_svg(sample_intervals(5), "t", true);
   EXPECT_EQ(svg.find("<script"), std::string::npos);
