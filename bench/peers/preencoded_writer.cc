@@ -4,7 +4,7 @@
 // send() calls. No per-message work remains but the kernel's. The time ends with a
 // channel.close round trip, so that it covers the peer having read every message.
 //
-//   preencoded_writer [--uri amqp://guest:guest@127.0.0.1:5672/] [--size 16]
+//   preencoded_writer [--uri amqp://guest:guest@127.0.0.1:5672/ | HOST:PORT] [--size 16]
 //                     [--seconds 5 | --count N] [--exchange ""] [--routing-key ""]
 //                     [--chunk-octets 1048576]
 //
@@ -199,7 +199,9 @@ void handshake(wire& w, const warren::connection_uri& u) {
 }
 
 int run(const args& a) {
-  const warren::connection_uri u = warren::parse_uri(a.uri);
+  // A bare host:port means guest/guest on vhost "/".
+  const warren::connection_uri u = warren::parse_uri(
+      a.uri.find("://") == std::string::npos ? "amqp://guest:guest@" + a.uri : a.uri);
   wire w(u);
   handshake(w, u);
 

@@ -3,7 +3,7 @@
 
 Same options, workloads and JSON line as bench/peers/rabbitmq_c_perf.cc (see its header):
 
-  py_amqp_perf.py --mode publish|consume [--uri amqp://guest:guest@127.0.0.1:5672]
+  py_amqp_perf.py --mode publish|consume [--uri amqp://guest:guest@127.0.0.1:5672 | HOST:PORT]
                   [--queue Q] [--size 16] [--confirm W] [--ack | --no-ack]
                   [--prefetch 1000] [--seconds 5 | --count N]
 
@@ -54,7 +54,8 @@ def parse_args(argv):
 
 
 def connect(a):
-    u = urllib.parse.urlsplit(a.uri)
+    # A bare host:port means guest/guest on vhost "/".
+    u = urllib.parse.urlsplit(a.uri if "://" in a.uri else "amqp://guest:guest@" + a.uri)
     vhost = urllib.parse.unquote(u.path[1:]) if len(u.path) > 1 else "/"
     conn = amqp.Connection(
         host=f"{u.hostname or '127.0.0.1'}:{u.port or 5672}",

@@ -3,7 +3,7 @@
 // message in manual-ack mode. bench/peers/py_amqp_perf.py takes the same options and prints the
 // same line.
 //
-//   rabbitmq_c_perf --mode publish|consume [--uri amqp://guest:guest@127.0.0.1:5672]
+//   rabbitmq_c_perf --mode publish|consume [--uri amqp://guest:guest@127.0.0.1:5672 | HOST:PORT]
 //                   [--queue Q] [--size 16] [--confirm W] [--ack | --no-ack] [--prefetch 1000]
 //                   [--seconds 5 | --count N]
 //
@@ -116,8 +116,14 @@ void check_status(int status, const char* what) {
   }
 }
 
+// A bare host:port means guest/guest on vhost "/".
+std::string full_uri(const std::string& uri) {
+  return uri.find("://") == std::string::npos ? "amqp://guest:guest@" + uri : uri;
+}
+
 amqp_connection_state_t open_connection(const args& a) {
-  std::vector<char> url(a.uri.begin(), a.uri.end());
+  const std::string uri = full_uri(a.uri);
+  std::vector<char> url(uri.begin(), uri.end());
   url.push_back('\0');
   amqp_connection_info info;
   amqp_default_connection_info(&info);

@@ -1,9 +1,11 @@
 // The null broker's server, run in-process on an ephemeral port, against warren's blocking
 // client (engine/client): the handshake, the sink's counts and confirms, the firehose's
-// deliveries, several connections at once.
+// deliveries, several connections at once; and against bench/compare's peers (the pre-encoded
+// writer, the rabbitmq-c and py-amqp drivers), whose counts must agree with the server's.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
@@ -154,6 +156,71 @@ TEST(null_broker, heartbeats_are_sent_every_half_interval_when_negotiated) {
   EXPECT_EQ(received % 8, 0u);
   EXPECT_GE(received / 8, 2u);
   c.close();
+}
+
+// Runs a shell command from the runfiles root; its stdout, with stderr appended.
+std::string run(const std::string& command, int& status) {
+  std::string out;
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return (status = -1, out);
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  status = ::pclose(p);
+  return out;
+}
+
+std::string address(const server& s) {
+  return "127.0.0.1:" + std::to_string(s.port());
+}
+
+TEST(null_broker, sink_counts_exactly_what_the_preencoded_writer_wrote) {
+  server s({.session = {.mode = mode::sink}});
+  int status = 0;
+  const std::string out =
+      run("bench/preencoded_writer --uri " + address(s) + " --count 250001", status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\"client\": \"preencoded\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"msgs\": 250001,"), std::string::npos) << out;
+  EXPECT_TRUE(eventually([&] { return s.totals().sessions.published == 250001; }))
+      << s.totals().sessions.published;
+}
+
+TEST(null_broker, rabbitmq_c_driver_gets_its_confirms_and_acks_what_the_firehose_sends) {
+  server sink({.session = {.mode = mode::sink}});
+  int status = 0;
+  std::string out = run("bench/rabbitmq_c_perf --mode publish --uri " + address(sink) +
+                            " --queue q --count 20000 --confirm 1000",
+                        status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\"msgs\": 20000, \"confirmed\": 20000,"), std::string::npos) << out;
+  EXPECT_TRUE(eventually([&] { return sink.totals().sessions.published == 20000; }));
+
+  server firehose({.session = {.mode = mode::firehose}});
+  out = run("bench/rabbitmq_c_perf --mode consume --uri " + address(firehose) +
+                " --queue q --count 30000 --ack",
+            status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\"msgs\": 30000,"), std::string::npos) << out;
+  EXPECT_TRUE(eventually([&] { return firehose.totals().sessions.acks_received == 30000; }))
+      << firehose.totals().sessions.acks_received;
+}
+
+TEST(null_broker, py_amqp_driver_gets_its_confirms_and_reads_the_firehose) {
+  server sink({.session = {.mode = mode::sink}});
+  int status = 0;
+  std::string out = run("/usr/bin/python3 bench/peers/py_amqp_perf.py --mode publish --uri " +
+                            address(sink) + " --queue q --count 3000 --confirm 100",
+                        status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\"msgs\": 3000, \"confirmed\": 3000,"), std::string::npos) << out;
+  EXPECT_TRUE(eventually([&] { return sink.totals().sessions.published == 3000; }));
+
+  server firehose({.session = {.mode = mode::firehose}});
+  out = run("/usr/bin/python3 bench/peers/py_amqp_perf.py --mode consume --uri " +
+                address(firehose) + " --queue q --count 3000 --no-ack",
+            status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\"msgs\": 3000,"), std::string::npos) << out;
 }
 
 }  // namespace
