@@ -130,6 +130,45 @@ TEST(mailbox, concurrency_two_on_a_larger_pool_stays_at_two) {
   EXPECT_LE(meter.peak.load(), 2);
 }
 
+// Bursts with pauses make tasks run out of work and stop while the producer posts: the race a
+// lost wake-up would lose items (drain would then hang, and the test time out).
+TEST(mailbox, bursts_never_lose_an_item_at_any_concurrency) {
+  worker_pool pool(2);
+  for (unsigned concurrency : {1u, 2u, 3u}) {
+    std::atomic<std::uint64_t> handled{0};
+    mailbox<int> box(
+        pool, [&](int&) { handled.fetch_add(1); }, concurrency);
+    std::uint64_t posted = 0;
+    for (int burst = 0; burst < 2000; ++burst) {
+      for (int i = 0; i <= burst % 7; ++i, ++posted) box.post(int(i));
+      if (burst % 3 == 0) std::this_thread::yield();
+    }
+    box.drain();
+    EXPECT_EQ(handled.load(), posted) << "concurrency " << concurrency;
+  }
+}
+
+// A mailbox with a long backlog goes to the back of the pool's queue after each batch, so a
+// mailbox posted to later is served long before the backlog is done, even on one worker.
+TEST(mailbox, a_busy_mailbox_does_not_starve_another_on_the_same_worker) {
+  worker_pool pool(1);
+  constexpr int backlog = 4000;
+  std::atomic<int> busy_handled{0};
+  std::atomic<int> busy_handled_when_other_ran{-1};
+  mailbox<int> busy(pool, [&](int&) {
+    std::this_thread::sleep_for(20us);
+    busy_handled.fetch_add(1);
+  });
+  mailbox<int> other(pool, [&](int&) { busy_handled_when_other_ran.store(busy_handled.load()); });
+  for (int i = 0; i < backlog; ++i) busy.post(int(i));
+  other.post(0);
+  other.drain();
+  EXPECT_GE(busy_handled_when_other_ran.load(), 0);
+  EXPECT_LT(busy_handled_when_other_ran.load(), 1024);  // a few batches of 256
+  busy.drain();
+  EXPECT_EQ(busy_handled.load(), backlog);
+}
+
 TEST(mailbox, drain_waits_for_slow_handlers) {
   worker_pool pool(2);
   std::atomic<int> handled{0};
