@@ -185,42 +185,37 @@ TEST(null_broker, sink_counts_exactly_what_the_preencoded_writer_wrote) {
       << s.totals().sessions.published;
 }
 
-TEST(null_broker, rabbitmq_c_driver_gets_its_confirms_and_acks_what_the_firehose_sends) {
+// One bench/compare driver (rabbitmq-c's or py-amqp's, same options and JSON): `n` publishes
+// with confirms into a sink, then `n` deliveries from a firehose, acked one by one with --ack.
+void check_driver(const std::string& driver, long n, const char* ack) {
   server sink({.session = {.mode = mode::sink}});
   int status = 0;
-  std::string out = run("bench/rabbitmq_c_perf --mode publish --uri " + address(sink) +
-                            " --queue q --count 20000 --confirm 1000",
+  const std::string count = std::to_string(n);
+  std::string out = run(driver + " --mode publish --uri " + address(sink) + " --queue q --count " +
+                            count + " --confirm 100",
                         status);
   ASSERT_EQ(status, 0) << out;
-  EXPECT_NE(out.find("\"msgs\": 20000, \"confirmed\": 20000,"), std::string::npos) << out;
-  EXPECT_TRUE(eventually([&] { return sink.totals().sessions.published == 20000; }));
+  EXPECT_NE(out.find("\"msgs\": " + count + ", \"confirmed\": " + count + ","), std::string::npos)
+      << out;
+  EXPECT_TRUE(eventually([&] { return sink.totals().sessions.published == std::uint64_t(n); }));
 
   server firehose({.session = {.mode = mode::firehose}});
-  out = run("bench/rabbitmq_c_perf --mode consume --uri " + address(firehose) +
-                " --queue q --count 30000 --ack",
+  out = run(driver + " --mode consume --uri " + address(firehose) + " --queue q --count " + count +
+                " " + ack,
             status);
   ASSERT_EQ(status, 0) << out;
-  EXPECT_NE(out.find("\"msgs\": 30000,"), std::string::npos) << out;
-  EXPECT_TRUE(eventually([&] { return firehose.totals().sessions.acks_received == 30000; }))
+  EXPECT_NE(out.find("\"msgs\": " + count + ","), std::string::npos) << out;
+  const std::uint64_t acks = std::string_view(ack) == "--ack" ? std::uint64_t(n) : 0;
+  EXPECT_TRUE(eventually([&] { return firehose.totals().sessions.acks_received == acks; }))
       << firehose.totals().sessions.acks_received;
 }
 
-TEST(null_broker, py_amqp_driver_gets_its_confirms_and_reads_the_firehose) {
-  server sink({.session = {.mode = mode::sink}});
-  int status = 0;
-  std::string out = run("/usr/bin/python3 bench/peers/py_amqp_perf.py --mode publish --uri " +
-                            address(sink) + " --queue q --count 3000 --confirm 100",
-                        status);
-  ASSERT_EQ(status, 0) << out;
-  EXPECT_NE(out.find("\"msgs\": 3000, \"confirmed\": 3000,"), std::string::npos) << out;
-  EXPECT_TRUE(eventually([&] { return sink.totals().sessions.published == 3000; }));
+TEST(null_broker, rabbitmq_c_driver_gets_its_confirms_and_acks_what_the_firehose_sends) {
+  check_driver("bench/rabbitmq_c_perf", 20000, "--ack");
+}
 
-  server firehose({.session = {.mode = mode::firehose}});
-  out = run("/usr/bin/python3 bench/peers/py_amqp_perf.py --mode consume --uri " +
-                address(firehose) + " --queue q --count 3000 --no-ack",
-            status);
-  ASSERT_EQ(status, 0) << out;
-  EXPECT_NE(out.find("\"msgs\": 3000,"), std::string::npos) << out;
+TEST(null_broker, py_amqp_driver_gets_its_confirms_and_reads_the_firehose) {
+  check_driver("/usr/bin/python3 bench/peers/py_amqp_perf.py", 3000, "--no-ack");
 }
 
 }  // namespace
