@@ -127,6 +127,7 @@ struct rpc_call {
 
 // What a delivery needs to route its ack: the channel, and whether acks are expected at all.
 struct consumer_impl {
+  std::atomic<std::int64_t> refs{1};
   std::shared_ptr<channel_impl> ch;
   bool no_ack = false;
   void handled() noexcept;
@@ -134,7 +135,8 @@ struct consumer_impl {
 
 struct consumer_entry {
   std::string tag;
-  std::shared_ptr<consumer_impl> route;
+  consumer_ref route;
+  std::size_t uncounted = 0;  // deliveries in `batch` whose reference is not yet counted
   std::unique_ptr<workers::mailbox<delivery>> box;
   std::function<void(std::string_view)> on_cancel;
   std::vector<delivery> batch;  // filled during one feed(), posted in bulk after it
@@ -234,6 +236,7 @@ class channel_impl : public std::enable_shared_from_this<channel_impl> {
   protocol::ack_coalescer coalescer;
   std::map<std::string, std::unique_ptr<consumer_entry>, std::less<>> consumers;
   std::vector<std::string> cancelled_no_ack;
+  consumer_entry* last_consumer = nullptr;  // deliveries come in runs for one consumer
   bool acks_touched = false;
   std::function<void(const returned_message&)> on_return;  // set on the I/O thread
   std::atomic<std::int64_t> pending{0};                    // deliveries posted, not handled
@@ -371,7 +374,9 @@ class connection_impl : public protocol::connection_handler,
   bool torn_down_ = false;
   std::uint32_t events_ = 0;
   time_point close_deadline_ = time_point::max();
-  time_point paused_check_{};  // next heartbeat check while reading is paused
+  time_point paused_check_{};             // next heartbeat check while reading is paused
+  time_point feed_now_{};                 // the `now` of the feed() in progress
+  channel_impl* last_channel_ = nullptr;  // on_command's cache; cleared when channels shrink
 
   rx_ref rx_;
   std::size_t rx_begin_ = 0;
@@ -388,6 +393,14 @@ class connection_impl : public protocol::connection_handler,
 };
 
 // consumer_impl ---------------------------------------------------------------------------------
+
+consumer_ref::consumer_ref(const consumer_ref& o) noexcept : p_(o.p_) {
+  if (p_ != nullptr) p_->refs.fetch_add(1, std::memory_order_relaxed);
+}
+
+consumer_ref::~consumer_ref() {
+  if (p_ != nullptr && p_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete p_;
+}
 
 void consumer_impl::handled() noexcept {
   if (ch->pending.fetch_sub(1, std::memory_order_acq_rel) == 1 && !no_ack) {
@@ -582,6 +595,7 @@ bool connection_impl::ensure_rx_room() {
 }
 
 void connection_impl::feed_plain(time_point now) {
+  feed_now_ = now;
   const std::size_t used =
       machine_->feed(std::string_view(rx_->data() + rx_begin_, rx_end_ - rx_begin_), rx_, now);
   rx_begin_ += used;
@@ -649,6 +663,8 @@ void connection_impl::read_some(time_point now) {
 void connection_impl::after_feed() {
   for (consumer_entry* e : batch_owners_) {
     const std::size_t n = e->batch.size();
+    e->route->refs.fetch_add(static_cast<std::int64_t>(e->uncounted), std::memory_order_relaxed);
+    e->uncounted = 0;
     e->route->ch->pending.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
     pending_deliveries.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
     e->box->post_bulk(e->batch.begin(), n);
@@ -872,6 +888,7 @@ void connection_impl::service(time_point now) {
     }
     ch->complete_confirms();
   }
+  last_channel_ = nullptr;
   std::erase_if(channels, [](const auto& kv) {
     return kv.second->st == channel_impl::state::closed && kv.second->rpcs.empty();
   });
@@ -895,6 +912,7 @@ void connection_impl::teardown() {
     fd_.reset();
   }
   channels.clear();
+  last_channel_ = nullptr;
   segs_.clear();
   spare_.clear();
   rx_.reset();
@@ -937,10 +955,13 @@ void connection_impl::on_open() {
 }
 
 void connection_impl::on_command(protocol::command& cmd) {
-  auto it = channels.find(cmd.channel);
-  if (it == channels.end()) return;
-  std::shared_ptr<channel_impl> ch = it->second;
-  ch->on_command(cmd, clock::now());
+  // Channels leave the map only in service(), never during feed(): a plain pointer is safe here.
+  if (last_channel_ == nullptr || last_channel_->id != cmd.channel) {
+    auto it = channels.find(cmd.channel);
+    if (it == channels.end()) return;
+    last_channel_ = it->second.get();
+  }
+  last_channel_->on_command(cmd, feed_now_);
 }
 
 void connection_impl::on_channel_closed(std::uint16_t channel, const protocol::close_reason& why) {
@@ -1035,8 +1056,13 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
     case codec::basic_deliver::id: {
       codec::basic_deliver m;
       if (cmd.decode(m) != codec::errc::ok) return;
-      auto it = consumers.find(m.consumer_tag);
-      if (it == consumers.end()) {
+      consumer_entry* found = last_consumer;
+      if (found == nullptr || found->tag != m.consumer_tag) {
+        auto it = consumers.find(m.consumer_tag);
+        found = it == consumers.end() ? nullptr : it->second.get();
+        last_consumer = found;
+      }
+      if (found == nullptr) {
         const bool no_ack = std::find(cancelled_no_ack.begin(), cancelled_no_ack.end(),
                                       m.consumer_tag) != cancelled_no_ack.end();
         // A delivery for a consumer cancelled since: the broker still holds it, give it back.
@@ -1044,7 +1070,7 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
         if (!no_ack && coalescer.reject(m.delivery_tag, true, now)) send_acks(now, true);
         return;
       }
-      consumer_entry& e = *it->second;
+      consumer_entry& e = *found;
       coalescer.on_delivery(m.delivery_tag, !e.route->no_ack);
       if (e.batch.empty()) conn->batch_owners_push(&e);
       delivery& d = e.batch.emplace_back();
@@ -1055,8 +1081,16 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
       d.consumer_tag_ = m.consumer_tag;
       d.tag_ = m.delivery_tag;
       d.redelivered_ = m.redelivered;
-      d.consumer_ = e.route;
-      for (int i = 0; i < 3; ++i) d.keep_[i] = std::move(cmd.keep[i]);
+      d.consumer_ = consumer_ref::adopt(e.route.get());  // counted in bulk by after_feed()
+      ++e.uncounted;
+      // Usually all three parts sit in one buffer: keep one reference, and let the others drop
+      // here on the I/O thread rather than bounce the count's cache line to a worker.
+      d.keep_[0] = std::move(cmd.keep[0]);
+      for (int i = 1; i < 3; ++i) {
+        if (cmd.keep[i].get() != d.keep_[0].get() && cmd.keep[i].get() != d.keep_[1].get()) {
+          d.keep_[i] = std::move(cmd.keep[i]);
+        }
+      }
       return;
     }
     case codec::basic_ack::id:
@@ -1133,6 +1167,7 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
       if (it == consumers.end()) return;
       std::unique_ptr<consumer_entry> e = std::move(it->second);
       consumers.erase(it);
+      last_consumer = nullptr;
       if (e->route->no_ack) cancelled_no_ack.push_back(e->tag);
       {
         std::lock_guard lock(conn->topo_mu);
@@ -1179,6 +1214,7 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
     call->consumer->tag = std::string(m.consumer_tag);
     call->consumer->record.consumer_tag = call->consumer->tag;
     consumers[call->consumer->tag] = std::move(call->consumer);
+    last_consumer = nullptr;
   } else if (cmd.id() == codec::basic_cancel_ok::id) {
     codec::basic_cancel_ok m;
     cmd.decode(m);
@@ -1187,6 +1223,7 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
       if (it->second->route->no_ack) cancelled_no_ack.push_back(it->second->tag);
       conn->retire(std::move(it->second));
       consumers.erase(it);
+      last_consumer = nullptr;
     }
   }
   auto c = std::make_shared<protocol::command>(std::move(cmd));
@@ -1219,6 +1256,7 @@ void channel_impl::on_closed(confirm_result::outcome why, const protocol::close_
   coalescer.reset();
   for (auto& [tag, e] : consumers) conn->retire(std::move(e));
   consumers.clear();
+  last_consumer = nullptr;
   std::exception_ptr rpc_err = err ? err : channel_closed_error();
   for (auto& call : rpcs) {
     conn->deferred.push_back([call, rpc_err] { call->done.set_exception(rpc_err); });
@@ -1801,14 +1839,14 @@ std::string channel::basic_consume(std::string_view queue, delivery_handler hand
                                    const consumer_options& o, const ack_coalescing& ac) {
   detail::check_not_io("basic.consume");
   auto entry = std::make_unique<detail::consumer_entry>();
-  entry->route = std::make_shared<detail::consumer_impl>();
+  entry->route = detail::consumer_ref::adopt(new detail::consumer_impl());
   entry->route->ch = impl_;
   entry->route->no_ack = o.no_ack;
   entry->on_cancel = o.on_cancel;
   entry->batch.reserve(64);
   entry->record = {impl_->id,   std::string(queue), o.consumer_tag, o.no_ack,
                    o.exclusive, o.no_local,         o.arguments};
-  std::shared_ptr<detail::consumer_impl> route = entry->route;
+  detail::consumer_ref route = entry->route;
   entry->box = std::make_unique<workers::mailbox<delivery>>(
       impl_->conn->eng.pool,
       [route, h = std::move(handler)](delivery& d) {
@@ -1924,8 +1962,8 @@ std::uint16_t delivery::channel_id() const noexcept {
 }
 
 namespace {
-bool route_ack(const std::shared_ptr<detail::consumer_impl>& c, std::uint64_t tag,
-               detail::ack_request::kind k, bool multiple, bool requeue) {
+bool route_ack(const detail::consumer_ref& c, std::uint64_t tag, detail::ack_request::kind k,
+               bool multiple, bool requeue) {
   if (!c || c->no_ack || !c->ch->open_flag.load(std::memory_order_relaxed)) return false;
   detail::ack_request r;
   r.ch = c->ch;

@@ -54,6 +54,34 @@ class io_thread;
 class connection_impl;
 class channel_impl;
 struct consumer_impl;
+
+// A counted reference to a consumer's ack route. Intrusive rather than a shared_ptr so that the
+// I/O thread counts a whole batch of deliveries with one atomic add.
+class consumer_ref {
+ public:
+  consumer_ref() noexcept = default;
+  consumer_ref(const consumer_ref& o) noexcept;
+  consumer_ref(consumer_ref&& o) noexcept : p_(o.p_) { o.p_ = nullptr; }
+  consumer_ref& operator=(consumer_ref o) noexcept {
+    consumer_impl* t = p_;
+    p_ = o.p_;
+    o.p_ = t;
+    return *this;
+  }
+  ~consumer_ref();
+  consumer_impl* get() const noexcept { return p_; }
+  consumer_impl* operator->() const noexcept { return p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+  // Takes over a reference the caller has already counted.
+  static consumer_ref adopt(consumer_impl* p) noexcept {
+    consumer_ref r;
+    r.p_ = p;
+    return r;
+  }
+
+ private:
+  consumer_impl* p_ = nullptr;
+};
 }  // namespace detail
 
 struct engine_options {
@@ -294,7 +322,7 @@ class delivery {
   std::string_view body_, exchange_, routing_key_, consumer_tag_;
   std::uint64_t tag_ = 0;
   bool redelivered_ = false;
-  std::shared_ptr<detail::consumer_impl> consumer_;
+  detail::consumer_ref consumer_;
 };
 
 class engine {
