@@ -68,8 +68,9 @@ struct confirm_event {
 };
 
 // Completion callbacks are any callable `void(const confirm_event&)`; they are templates so no
-// std::function is built per message. A completion may call on_publish (to refill the window);
-// it must not call on_ack, on_nack, on_timer, fail_all or reset.
+// std::function is built per message. A completion may call on_publish (to refill the window;
+// not from fail_all's completions, whose publishes fail_all would not end); it must not call
+// on_ack, on_nack, on_timer, fail_all or reset.
 class confirm_tracker {
  public:
   explicit confirm_tracker(confirm_tracker_options options = {});

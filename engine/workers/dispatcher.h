@@ -2,9 +2,10 @@
 // consumer through which an I/O thread hands that consumer's items (deliveries, completions) to
 // the pool.
 //
-// A mailbox is a moodycamel ConcurrentQueue plus a count of the tasks draining it: posting never
-// blocks and never takes a lock; a task handles up to a batch of items, then puts itself back at
-// the end of the pool's queue when more remain, so one busy consumer cannot starve the others.
+// A mailbox is a moodycamel ConcurrentQueue plus the atomic counts that decide when a task must be
+// scheduled to drain it (see mailbox_core::queued_): posting never blocks and never takes a lock;
+// a task handles up to a batch of items, then puts itself back at the end of the pool's queue
+// when more remain, so one busy consumer cannot starve the others.
 //
 // Exceptions: a handler's exception goes to the mailbox's on_error (or is counted and dropped);
 // nothing escapes a worker thread.
