@@ -82,7 +82,7 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
     return 1;
   }
   const clock::time_point t0 = clock::now();
-  const bool latency = o.timestamps();
+  const bool latency = o.timestamps() && o.consumers > 0;
   std::optional<clock::time_point> end_at;
   if (o.duration_s > 0) {
     end_at = t0 + std::chrono::duration_cast<clock::duration>(

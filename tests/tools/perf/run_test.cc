@@ -16,6 +16,7 @@
 
 #include "tests/broker_env.h"
 #include "tests/tools/perf/svg_check.h"
+#include "tools/null_broker/server.h"
 
 namespace warren::perf {
 namespace {
@@ -164,6 +165,41 @@ TEST_F(perf_run, queue_pattern_with_rate_limit_and_small_messages) {
   // 8-octet bodies carry no timestamp: no latency samples.
   EXPECT_EQ(s.at("latency_samples").get<std::uint64_t>(), 0u);
   EXPECT_EQ(r.out.find("latency us:"), std::string::npos);
+}
+
+// The null broker (in this process) is the witness: it counts what actually arrived.
+TEST(perf_null_broker, sink_publishes_exactly_what_the_null_broker_counts) {
+  null_broker::server_options so;
+  so.session.mode = null_broker::mode::sink;
+  null_broker::server sink(so);
+  const std::string json = temp_dir() + "/sink.json";
+  const std::string uri = "amqp://127.0.0.1:" + std::to_string(sink.port());
+  const outcome r = perf("--sink " + uri + " -z 2 -c 500 --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto s = summary_of(json);
+  EXPECT_GT(s.at("published").get<std::uint64_t>(), 1000u);
+  EXPECT_EQ(s.at("confirmed").get<std::uint64_t>(), s.at("published").get<std::uint64_t>());
+  EXPECT_EQ(s.at("received").get<std::uint64_t>(), 0u);
+  sink.stop();
+  EXPECT_EQ(sink.totals().sessions.published, s.at("published").get<std::uint64_t>());
+  // Producers only: no latency line.
+  EXPECT_EQ(r.out.find("latency"), std::string::npos) << r.out;
+}
+
+TEST(perf_null_broker, firehose_receives_the_flood_without_latency) {
+  null_broker::server_options so;
+  so.session.mode = null_broker::mode::firehose;
+  null_broker::server firehose(so);
+  const std::string json = temp_dir() + "/firehose.json";
+  const outcome r = perf("--firehose -H amqp://127.0.0.1:" + std::to_string(firehose.port()) +
+                         " -z 2 -a --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto s = summary_of(json);
+  EXPECT_GT(s.at("received").get<std::uint64_t>(), 1000u);
+  EXPECT_EQ(s.at("published").get<std::uint64_t>(), 0u);
+  EXPECT_EQ(s.at("latency_samples").get<std::uint64_t>(), 0u);
+  firehose.stop();
+  EXPECT_LE(s.at("received").get<std::uint64_t>(), firehose.totals().sessions.delivered);
 }
 
 // One stderr line, "perf: ...", non-zero status, nothing that looks like the password.
