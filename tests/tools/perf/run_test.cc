@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "tests/broker_env.h"
 #include "tests/tools/perf/svg_check.h"
@@ -200,6 +201,27 @@ TEST(perf_null_broker, firehose_receives_the_flood_without_latency) {
   EXPECT_EQ(s.at("latency_samples").get<std::uint64_t>(), 0u);
   firehose.stop();
   EXPECT_LE(s.at("received").get<std::uint64_t>(), firehose.totals().sessions.delivered);
+}
+
+TEST(perf_null_broker, a_connection_lost_mid_run_ends_the_run_with_one_line) {
+  for (const char* client : {"async", "blocking"}) {
+    null_broker::server_options so;
+    so.session.mode = null_broker::mode::sink;
+    null_broker::server sink(so);
+    std::thread stopper([&sink] {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      sink.stop();
+    });
+    const outcome r = perf(std::string("--client ") + client + " --sink amqp://127.0.0.1:" +
+                           std::to_string(sink.port()) + " -z 20 -c 100");
+    stopper.join();
+    EXPECT_EQ(r.status, 1) << client << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("producer 1"), std::string::npos) << r.err;
+    EXPECT_LT(r.seconds, 10) << client;
+    // What was measured until then is still reported.
+    EXPECT_NE(r.out.find("summary: "), std::string::npos) << r.out;
+  }
 }
 
 // One stderr line, "perf: ...", non-zero status, nothing that looks like the password.
