@@ -308,8 +308,9 @@ class delivery {
   std::string_view consumer_tag() const noexcept { return consumer_tag_; }
   std::uint16_t channel_id() const noexcept;
   // Any thread; routed to the owning I/O thread; contiguous acks coalesce into multiple=true.
-  // No-ops (false) when the consumer is no_ack, the channel has closed since the delivery, or
-  // the tag was already settled.
+  // Returns false (nothing sent) when the consumer is no_ack or the channel has closed since
+  // the delivery. A tag already settled is dropped on the I/O thread (nothing goes on the wire;
+  // the broker would close the channel for it).
   bool ack(bool multiple = false);
   bool nack(bool multiple = false, bool requeue = true);
   bool reject(bool requeue = true);
