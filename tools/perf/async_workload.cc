@@ -27,11 +27,18 @@ std::string channel_error(const async::channel& ch, std::string_view what) {
   return std::string(what) + ": channel closed";
 }
 
+// A consume rate limit sleeps in the handler, holding a worker: give each consumer channel one
+// (unless --workers says otherwise) so that limited consumers do not queue behind each other.
+unsigned workers_for(const perf_options& o) {
+  if (o.workers != 0 || o.consumer_rate <= 0) return o.workers;
+  return std::max(std::thread::hardware_concurrency(), o.consumers * o.consumer_channels);
+}
+
 class async_workload final : public thread_workload {
  public:
   async_workload(const perf_options& o, const topology_plan& plan, run_stats& stats)
       : thread_workload(o, plan, stats),
-        engine_(async::engine_options{.io_threads = o.io_threads, .workers = o.workers}) {}
+        engine_(async::engine_options{.io_threads = o.io_threads, .workers = workers_for(o)}) {}
   ~async_workload() override { stop(milliseconds(0)); }
 
  private:
@@ -112,7 +119,10 @@ class async_workload final : public thread_workload {
     try {
       consume(*conn, plan, channels, [&](channel_state& cs) {
         return [&, this](async::delivery& d) {
-          if (count != 0 && received.load(std::memory_order_relaxed) >= count) return;
+          // Past -D, or the backlog a stop drains from the mailbox: not part of the run.
+          if (stopping() || (count != 0 && received.load(std::memory_order_relaxed) >= count)) {
+            return;
+          }
           count_received(slot, d.body(), timestamps);
           received.fetch_add(1, std::memory_order_relaxed);
           if (!options_.auto_ack) {

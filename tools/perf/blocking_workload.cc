@@ -158,6 +158,8 @@ class blocking_workload final : public thread_workload {
       cc.ch->basic_consume(
           queue,
           [&, this](message& m) {
+            // What one read brought in after the stop (a rate-limited backlog): not the run's.
+            if (stopping()) return;
             count_received(slot, m.body(), timestamps);
             ++received;
             if (!options_.auto_ack) {

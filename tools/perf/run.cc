@@ -130,7 +130,11 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
       make_summary(whole_run(final_totals, seconds_between(t0, t_end)), cpu_seconds() - cpu0);
   out << format_summary(summary, latency) << std::flush;
   try {
-    if (!o.json_path.empty()) write_file(o.json_path, to_json(o, intervals, summary));
+    if (!o.json_path.empty()) {
+      perf_options shown = o;
+      shown.routing_key = plan.routing_key;  // the random one, when -k was not given
+      write_file(o.json_path, to_json(shown, intervals, summary));
+    }
     if (!o.csv_path.empty()) write_file(o.csv_path, to_csv(intervals, summary));
     if (!o.plot_path.empty()) {
       const std::string title =

@@ -140,6 +140,21 @@ TEST_F(perf_run, message_counts_end_the_run_when_reached) {
   }
 }
 
+TEST_F(perf_run, consumer_rate_limit_holds_for_each_consumer) {
+  for (const char* client : {"async", "blocking"}) {
+    const std::string json = temp_dir() + "/consumer_rate." + client + ".json";
+    const outcome r =
+        perf(std::string("--client ") + client + " -x 1 -y 2 -r 400 -R 50 -z 2 --json " + json);
+    ASSERT_EQ(r.status, 0) << client << ": " << r.err;
+    const auto s = summary_of(json);
+    // 2 consumers at 50 msg/s for about 2 s, although 2 x 400 msg/s reach their queues; the
+    // backlog a stop would drain is not counted.
+    EXPECT_GT(s.at("received").get<std::uint64_t>(), 120u) << client;
+    EXPECT_LT(s.at("received").get<std::uint64_t>(), 300u) << client;
+    EXPECT_GT(s.at("published").get<std::uint64_t>(), 600u) << client;
+  }
+}
+
 TEST_F(perf_run, unroutable_mandatory_messages_are_counted_as_returned) {
   const std::string json = temp_dir() + "/returned.json";
   const outcome r = perf("-x 1 -y 0 -f mandatory -c 100 -C 300 --json " + json);
