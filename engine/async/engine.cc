@@ -464,7 +464,7 @@ void io_thread::run() {
   std::function<void()> task;
   ack_request ack;
   std::shared_ptr<connection_impl> flush;
-  std::vector<channel_impl*> touched;
+  std::vector<std::shared_ptr<channel_impl>> touched;  // kept alive until their acks are sent
   while (true) {
     time_point deadline = time_point::max();
     for (auto& c : conns_) deadline = std::min(deadline, c->next_deadline());
@@ -492,15 +492,14 @@ void io_thread::run() {
     }
     now = clock::now();
     while (acks_.try_dequeue(ack)) {
-      channel_impl* ch = ack.ch.get();
-      ch->apply(ack, now);
-      if (ch->acks_touched) {
-        ch->acks_touched = false;
-        touched.push_back(ch);
+      ack.ch->apply(ack, now);
+      if (ack.ch->acks_touched) {
+        ack.ch->acks_touched = false;
+        touched.push_back(std::move(ack.ch));
       }
       ack.ch.reset();
     }
-    for (channel_impl* ch : touched) ch->send_acks(now, false);
+    for (auto& ch : touched) ch->send_acks(now, false);
     touched.clear();
     while (flushes_.try_dequeue(flush)) flush.reset();  // the service round below writes it
     for (auto& c : conns_) c->service(now);

@@ -399,6 +399,20 @@ TEST_F(engine_broker_test, paused_reading_is_not_taken_for_a_dead_peer) {
   EXPECT_TRUE(c->is_open()) << c->close_reason().reply_text;
 }
 
+TEST_F(engine_broker_test, publishes_staged_before_an_rpc_reach_the_broker_before_it) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  codec::basic_properties props;
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < 500; ++i) {
+      ASSERT_EQ(ch->publish("", q, props, "m", clock_type::now() + 10s), publish_status::ok);
+    }
+    // Same channel, same thread: the purge must see every publish made before it.
+    EXPECT_EQ(ch->queue_purge(q), 500u) << "round " << round;
+  }
+}
+
 // Raises the memory alarm; the teardown ALWAYS puts the watermark back, even on failure.
 class engine_blocked_test : public engine_broker_test {
  protected:

@@ -159,8 +159,8 @@ TEST(engine_test, peer_dying_mid_frame_fails_every_outstanding_confirm_with_conn
   EXPECT_TRUE(closed_called.load());
   EXPECT_FALSE(c->close_reason().reply_text.empty());
   EXPECT_EQ(ch->try_publish("", "q", props, "m"), publish_status::closed);
-  EXPECT_THROW(ch->queue_declare("q"), amqp_error);
-  EXPECT_THROW(c->open_channel(), amqp_error);
+  EXPECT_THROW(ch->queue_declare("q"), recoverable_connection_error);
+  EXPECT_THROW(c->open_channel(), recoverable_connection_error);
 }
 
 TEST(engine_test, blocking_call_on_an_io_thread_throws_logic_error) {
