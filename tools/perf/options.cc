@@ -472,18 +472,34 @@ perf_options parse_options(std::span<const std::string> args) {
 }
 
 std::string help_text() {
+  constexpr std::size_t indent = 36, width = 100;
   std::string out =
       "usage: perf [OPTION]...\n"
       "A load generator for RabbitMQ with PerfTest's option names: producers publish\n"
       "timestamped messages, consumers measure the latency; one line per second and a\n"
       "summary. Exit status: 0 on success, 2 on bad usage, 1 when the run fails.\n\n";
   for (const option_def& d : option_table()) {
-    std::string names;
-    for (std::string_view n : d.names) names += (names.empty() ? "" : ", ") + std::string(n);
-    if (!d.value_name.empty()) names += " " + std::string(d.value_name);
-    out += "  " + names;
-    out += names.size() < 34 ? std::string(34 - names.size(), ' ') : "\n" + std::string(36, ' ');
-    out += std::string(d.help) + "\n";
+    std::string line = " ";
+    for (std::string_view n : d.names) line += (line.size() > 1 ? ", " : " ") + std::string(n);
+    if (!d.value_name.empty()) line += " " + std::string(d.value_name);
+    if (line.size() + 2 > indent) {
+      out += line + "\n";
+      line.clear();
+    }
+    // Word-wrapped help, every line starting at `indent`.
+    std::string_view words = d.help;
+    while (!words.empty()) {
+      line.resize(indent, ' ');
+      std::size_t take = words.size();
+      if (indent + take > width) {
+        take = words.rfind(' ', width - indent);
+        if (take == std::string_view::npos || take == 0) take = words.find(' ');
+        if (take == std::string_view::npos) take = words.size();
+      }
+      out += line + std::string(words.substr(0, take)) + "\n";
+      line.clear();
+      words.remove_prefix(std::min(words.size(), take + 1));
+    }
   }
   return out;
 }
