@@ -215,5 +215,65 @@ TEST(engine_test, many_threads_publish_on_one_channel_in_confirm_mode) {
   EXPECT_EQ(peer.publishes.load(), static_cast<std::uint64_t>(threads * per_thread));
 }
 
+TEST(engine_test, unanswered_publishes_complete_with_timeout) {
+  engine e;
+  test::scripted_peer peer;
+  peer.confirm.store(false);
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  ch->confirm_select(100, 50ms);
+  std::atomic<int> timeouts{0}, other{0};
+  codec::basic_properties props;
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(ch->try_publish("", "q", props, "m", {},
+                              [&](const confirm_result& r) {
+                                (r.what == confirm_result::outcome::timeout ? timeouts : other)++;
+                              }),
+              publish_status::ok);
+  }
+  EXPECT_TRUE(ch->wait_for_confirms(clock_type::now() + 5s));
+  EXPECT_EQ(timeouts.load(), 10);
+  EXPECT_EQ(other.load(), 0);
+}
+
+TEST(engine_test, channel_flow_and_connection_blocked_turn_publishes_into_blocked) {
+  engine e;
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  ASSERT_EQ(ch->id(), 1);
+  codec::basic_properties props;
+  auto wait_for = [](auto pred) {
+    const auto until = clock_type::now() + 5s;
+    while (!pred() && clock_type::now() < until) std::this_thread::sleep_for(1ms);
+    return pred();
+  };
+  peer.send_flow.store(0);
+  ASSERT_TRUE(wait_for([&] { return !ch->flow_active(); }));
+  EXPECT_EQ(ch->try_publish("", "q", props, "m"), publish_status::blocked);
+  EXPECT_EQ(ch->publish("", "q", props, "m", clock_type::now() + 30ms), publish_status::timeout);
+  peer.send_flow.store(1);
+  EXPECT_EQ(ch->publish("", "q", props, "m", clock_type::now() + 5s), publish_status::ok);
+
+  std::atomic<int> blocked_calls{0}, unblocked_calls{0};
+  c->on_blocked([&](std::string_view reason) {
+    if (reason == "low on memory") ++blocked_calls;
+  });
+  c->on_unblocked([&] { ++unblocked_calls; });
+  peer.send_blocked.store(1);
+  ASSERT_TRUE(wait_for([&] { return c->blocked(); }));
+  EXPECT_EQ(blocked_calls.load(), 1);
+  EXPECT_EQ(ch->try_publish("", "q", props, "m"), publish_status::blocked);
+  std::thread unblock([&] {
+    std::this_thread::sleep_for(50ms);
+    peer.send_blocked.store(0);
+  });
+  // A publish waiting with a deadline goes through once the connection is unblocked.
+  EXPECT_EQ(ch->publish("", "q", props, "m", clock_type::now() + 5s), publish_status::ok);
+  unblock.join();
+  EXPECT_TRUE(wait_for([&] { return unblocked_calls.load() == 1; }));  // runs after the state
+  EXPECT_TRUE(wait_for([&] { return peer.publishes.load() == 2; }));
+}
+
 }  // namespace
 }  // namespace warren::async

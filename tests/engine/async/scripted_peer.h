@@ -39,6 +39,11 @@ class scripted_peer {
   // After this many publishes, write half a frame and close the socket (0: never).
   std::atomic<std::uint64_t> die_after_publishes{0};
 
+  // Set by the test, sent (once) by the peer thread: channel.flow on channel 1 (0: active=false,
+  // 1: active=true), connection.blocked (1) or connection.unblocked (0). -1: nothing to send.
+  std::atomic<int> send_flow{-1};
+  std::atomic<int> send_blocked{-1};
+
   std::atomic<std::uint64_t> publishes{0};
   std::atomic<std::uint64_t> bytes{0};
   std::atomic<bool> handshake_done{false};
@@ -90,8 +95,20 @@ class scripted_peer {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         continue;
       }
+      if (const int f = send_flow.exchange(-1); f >= 0) {
+        codec::channel_flow m;
+        m.active = f == 1;
+        send(1, m);
+      }
+      if (const int b = send_blocked.exchange(-1); b == 1) {
+        codec::connection_blocked m;
+        m.reason = "low on memory";
+        send(0, m);
+      } else if (b == 0) {
+        send(0, codec::connection_unblocked{});
+      }
       pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0) continue;
+      if (::poll(&p, 1, 5) <= 0) continue;
       const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
       if (n <= 0) break;
       bytes.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
