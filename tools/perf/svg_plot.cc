@@ -126,7 +126,12 @@ void draw_panel(svg_writer& w, const panel& p, const std::vector<interval_report
          "text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 " + num(p.left - 62) +
              " " + num(p.top + p.height / 2) + ")\"");
 
-  double legend_x = p.left + 10;
+  // Legend above the frame's top right corner, clear of the data.
+  auto legend_width = [](const series& s) {
+    return 40 + 7.5 * static_cast<double>(std::string_view(s.name).size());
+  };
+  double legend_x = p.left + p.width;
+  for (const series& s : list) legend_x -= legend_width(s);
   for (const series& s : list) {
     std::string points;
     std::string markers;
@@ -143,11 +148,10 @@ void draw_panel(svg_writer& w, const panel& p, const std::vector<interval_report
     w.raw("<polyline data-series=\"" + std::string(s.name) + "\" fill=\"none\" stroke=\"" +
           s.color + "\" stroke-width=\"2\" points=\"" + points + "\"/>\n");
     w.raw(markers);
-    // Legend: a swatch and the name, left to right above the frame's top edge.
-    w.line(legend_x, p.top + 14, legend_x + 22, p.top + 14,
+    w.line(legend_x, p.top - 16, legend_x + 22, p.top - 16,
            "stroke=\"" + std::string(s.color) + "\" stroke-width=\"3\"");
-    w.text(legend_x + 28, p.top + 18, s.name, "font-size=\"12\" class=\"legend\"");
-    legend_x += 40 + 7.5 * static_cast<double>(std::string_view(s.name).size());
+    w.text(legend_x + 28, p.top - 12, s.name, "font-size=\"12\" class=\"legend\"");
+    legend_x += legend_width(s);
   }
 }
 
