@@ -1823,6 +1823,7 @@ std::size_t channel::outstanding_confirms() const noexcept {
 }
 
 bool channel::wait_for_confirms(std::chrono::steady_clock::time_point deadline) {
+  detail::check_not_io("wait_for_confirms");  // the confirms it waits for come on that thread
   connection_impl& c = *impl_->conn;
   std::unique_lock lock(c.pub_mu);
   while (impl_->tracker && impl_->tracker->outstanding() != 0 && impl_->pub_open) {

@@ -11,11 +11,14 @@
 //   - Worker threads (engine_options::workers, a TBB arena): delivery_handler runs there.
 //   - Any other thread (the application's): everything else.
 //
-// Blocking calls (connect, open_channel, topology RPCs, basic_consume/cancel, close,
-// publish with a deadline, wait_for_confirms) are not allowed on an I/O thread (they would wait
-// for the thread they block): they throw std::logic_error there. They may be made from worker
-// threads. Non-blocking calls (try_publish, delivery ack/nack/reject, is_open, blocked,
-// outstanding_confirms) may be made from any thread, I/O threads included.
+// Blocking calls (connect, adopt, open_channel, topology RPCs, basic_qos, confirm_select,
+// basic_consume/cancel, close, wait_for_confirms) are not allowed on an I/O thread
+// (they would wait for the thread they block): they throw std::logic_error there. They may be
+// made from worker threads. publish(deadline) never waits on an I/O thread: it returns the
+// status at once. Non-blocking calls (try_publish, publish_confirmed, delivery
+// ack/nack/reject, is_open, blocked, outstanding_confirms, topology, the on_* setters) may be
+// made from any thread, I/O threads included (channel::on_return waits for the channel's I/O
+// thread to take the handler, unless called on it).
 //
 // Errors: blocking calls throw warren's py-amqp exception types (engine/errors.h): a channel
 // error from the broker (404 not_found, ...) closes that channel and throws its class; a closed
