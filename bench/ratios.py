@@ -75,7 +75,7 @@ def main():
           f"  load {ctx.get('load_avg', '?')}  build {ctx.get('library_build_type', '?')}")
     print(f"# median CPU time of {REPETITIONS} repetitions; ratio = rabbitmq-c / warren")
     print(f"| {'row':40} | {'warren ns':>10} | {'rabbitmq-c ns':>13} | {'ratio':>6} |")
-    print(f"|{'-' * 42}|{'-' * 12}:|{'-' * 15}:|{'-' * 8}:|")
+    print(f"|{'-' * 42}|{'-' * 11}:|{'-' * 14}:|{'-' * 7}:|")
     for row, ns, other in rows:
         o = f"{other:13.1f}" if other is not None else f"{'-':>13}"
         r = f"{other / ns:6.2f}" if other is not None else f"{'-':>6}"
