@@ -1576,13 +1576,8 @@ channel::~channel() = default;
 
 queue_declare_ok channel::queue_declare(std::string_view queue, const queue_declare_options& o) {
   const std::string args = detail::encode_args(o.arguments);
-  codec::queue_declare m;
-  m.queue = queue;
-  m.passive = o.passive;
-  m.durable = o.durable;
-  m.exclusive = o.exclusive;
-  m.auto_delete = o.auto_delete;
-  m.arguments = codec::table_view{args};
+  codec::queue_declare m = queue_declare_method(queue, o, args);
+  m.nowait = false;  // the engine always waits for the -ok (it carries the queue's name)
   protocol::command c = impl_->call(m, codec::queue_declare_ok::id);
   codec::queue_declare_ok ok;
   c.decode(ok);
@@ -1600,14 +1595,8 @@ queue_declare_ok channel::queue_declare(std::string_view queue, const queue_decl
 void channel::exchange_declare(std::string_view exchange, std::string_view type,
                                const exchange_declare_options& o) {
   const std::string args = detail::encode_args(o.arguments);
-  codec::exchange_declare m;
-  m.exchange = exchange;
-  m.type = type;
-  m.passive = o.passive;
-  m.durable = o.durable;
-  m.auto_delete = o.auto_delete;
-  m.internal = o.internal;
-  m.arguments = codec::table_view{args};
+  codec::exchange_declare m = exchange_declare_method(exchange, type, o, args);
+  m.nowait = false;  // blocking RPC: errors must reach this call
   impl_->call(m, codec::exchange_declare_ok::id);
   if (!o.passive) {
     std::lock_guard lock(impl_->conn->topo_mu);

@@ -120,11 +120,9 @@ bool channel::flow(bool active) {
 
 // exchange -----------------------------------------------------------------------------------
 
-void channel::exchange_declare(std::string_view exchange, std::string_view type,
-                               const exchange_declare_options& o) {
-  std::unique_lock lock(conn_.mu_);
-  ensure_open();
-  std::string args = encode_args(o.arguments);
+codec::exchange_declare exchange_declare_method(std::string_view exchange, std::string_view type,
+                                                const exchange_declare_options& o,
+                                                std::string_view args) {
   codec::exchange_declare m;
   m.exchange = exchange;
   m.type = type;
@@ -134,7 +132,28 @@ void channel::exchange_declare(std::string_view exchange, std::string_view type,
   m.internal = o.internal;
   m.nowait = o.nowait;
   m.arguments = codec::table_view{args};
-  send(m);
+  return m;
+}
+
+codec::queue_declare queue_declare_method(std::string_view queue, const queue_declare_options& o,
+                                          std::string_view args) {
+  codec::queue_declare m;
+  m.queue = queue;
+  m.passive = o.passive;
+  m.durable = o.durable;
+  m.exclusive = o.exclusive;
+  m.auto_delete = o.auto_delete;
+  m.nowait = o.nowait;
+  m.arguments = codec::table_view{args};
+  return m;
+}
+
+void channel::exchange_declare(std::string_view exchange, std::string_view type,
+                               const exchange_declare_options& o) {
+  std::unique_lock lock(conn_.mu_);
+  ensure_open();
+  std::string args = encode_args(o.arguments);
+  send(exchange_declare_method(exchange, type, o, args));
   if (!o.nowait) wait_for({codec::exchange_declare_ok::id}, std::nullopt);
 }
 
@@ -185,15 +204,7 @@ queue_declare_ok channel::queue_declare(std::string_view queue, const queue_decl
   std::unique_lock lock(conn_.mu_);
   ensure_open();
   std::string args = encode_args(o.arguments);
-  codec::queue_declare m;
-  m.queue = queue;
-  m.passive = o.passive;
-  m.durable = o.durable;
-  m.exclusive = o.exclusive;
-  m.auto_delete = o.auto_delete;
-  m.nowait = o.nowait;
-  m.arguments = codec::table_view{args};
-  send(m);
+  send(queue_declare_method(queue, o, args));
   if (o.nowait) return {std::string(queue), 0, 0};
   codec::queue_declare_ok ok;
   protocol::command c = wait_for({codec::queue_declare_ok::id}, std::nullopt);

@@ -122,6 +122,14 @@ struct queue_delete_options {
   bool nowait = false;
 };
 
+// The declare methods for these options, shared by the blocking channel and the async engine.
+// `args` is the encoded o.arguments (codec::encode_table); the result views it and the names.
+codec::exchange_declare exchange_declare_method(std::string_view exchange, std::string_view type,
+                                                const exchange_declare_options& o,
+                                                std::string_view args);
+codec::queue_declare queue_declare_method(std::string_view queue, const queue_declare_options& o,
+                                          std::string_view args);
+
 using consumer_callback = std::function<void(message&)>;
 using cancel_callback = std::function<void(std::string_view consumer_tag)>;
 
