@@ -363,7 +363,7 @@ bool find_in_table(table_view t, std::string_view name, field_view& out, errc& e
 }
 
 // ---------------------------------------------------------------------------------------------
-// Validating and decoding: check_* only checks and allocates nothing; build_* walks the same
+// Validating and decoding: check_values only checks and allocates nothing; build_* walk the same
 // way in the same order (read the entry, count it, check the depth, descend), so that both
 // report the same first error. tests/fuzz/table_fuzz.cc holds them to that.
 
@@ -383,8 +383,9 @@ bool is_container(char type) noexcept {
 }
 
 // Validation only: allocates nothing. `depth` is the depth of the container `raw` belongs to.
-errc check_table(std::string_view raw, std::size_t depth, walk_budget& b) noexcept;
-errc check_array(std::string_view raw, std::size_t depth, walk_budget& b) noexcept;
+// The values of a table (Named: each after its name) or of an array.
+template <bool Named>
+errc check_values(std::string_view raw, std::size_t depth, walk_budget& b) noexcept;
 
 // A value of a container at depth `depth - 1`; descends when it is a container itself.
 // Checked before descending, so recursion never goes deeper than max_depth.
@@ -392,34 +393,24 @@ errc check_array(std::string_view raw, std::size_t depth, walk_budget& b) noexce
                                                walk_budget& b) noexcept {
   if (!is_container(v.type)) return errc::ok;
   if (depth > b.limits.max_depth) return errc::table_too_deep;
-  return v.type == field_type::table ? check_table(v.value, depth, b)
-                                     : check_array(v.value, depth, b);
+  return v.type == field_type::table ? check_values<true>(v.value, depth, b)
+                                     : check_values<false>(v.value, depth, b);
 }
 
-errc check_table(std::string_view raw, std::size_t depth, walk_budget& b) noexcept {
+template <bool Named>
+errc check_values(std::string_view raw, std::size_t depth, walk_budget& b) noexcept {
   reader r(raw);
   entry_view e;
   while (!r.empty()) {
-    if (errc ec = read_entry(r, e); ec != errc::ok) return ec;
+    if (errc ec = Named ? read_entry(r, e) : read_value(r, e.value); ec != errc::ok) return ec;
     if (errc ec = b.count(); ec != errc::ok) return ec;
     if (errc ec = check_value(e.value, depth + 1, b); ec != errc::ok) return ec;
   }
   return errc::ok;
 }
 
-errc check_array(std::string_view raw, std::size_t depth, walk_budget& b) noexcept {
-  reader r(raw);
-  field_view v;
-  while (!r.empty()) {
-    if (errc ec = read_value(r, v); ec != errc::ok) return ec;
-    if (errc ec = b.count(); ec != errc::ok) return ec;
-    if (errc ec = check_value(v, depth + 1, b); ec != errc::ok) return ec;
-  }
-  return errc::ok;
-}
-
 // Building the model: the same walk, in the same order, so that it reports exactly
-// check_table's errors.
+// check_values' errors.
 errc build_value(const field_view& v, std::size_t depth, walk_budget& b, field_value& out);
 
 // A value whose size read_value has already checked.
@@ -587,7 +578,7 @@ errc build_value(const field_view& v, std::size_t depth, walk_budget& b, field_v
 errc validate_table(std::string_view raw, const table_limits& limits) noexcept {
   if (raw.size() > limits.max_bytes) return errc::table_too_large;
   walk_budget b{limits};
-  return check_table(raw, 0, b);
+  return check_values<true>(raw, 0, b);
 }
 
 errc decode_table(table_view t, field_table& out, const table_limits& limits) {
