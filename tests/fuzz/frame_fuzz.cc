@@ -2,8 +2,9 @@
 // is one receive buffer walked by frame_decoder. Every frame handed out must lie inside the
 // input and obey its frame-max and type rules, a frame must need more input at every shorter
 // length, an error must not advance the decoder, and every content header that decodes must
-// re-encode and decode to the same value (byte for byte unless it used a continuation word).
-// The same buffer is also given to decode_delivery.
+// re-encode and decode to the same value (byte for byte unless it used a continuation word),
+// and a publish_template with its properties must write encode_publish()'s octets. The same
+// buffer is also given to decode_delivery.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -30,6 +31,23 @@ bool is_frame_error(errc e) {
          e == errc::bad_heartbeat;
 }
 
+// A publish_template built from decoded properties writes what encode_publish() writes, with the
+// header payload itself as a body (split at frame-max 4096 when it is long).
+void check_template(const basic_properties& p, std::string_view body) {
+  basic_publish m;
+  m.exchange = "ex";
+  m.routing_key = "rk";
+  publish_template t;
+  const errc e = t.assign(3, m, p, 4096);
+  std::string expected(publish_size(m, p, body.size(), 4096), '\0');
+  std::size_t written = 0;
+  check(encode_publish(expected.data(), expected.size(), written, 3, m, p, body, 4096) == e);
+  if (e != errc::ok) return;
+  std::string out(t.size(body.size()), '\0');
+  check(t.encode(out.data(), out.size(), body, written) == errc::ok && written == out.size());
+  check(out == expected);
+}
+
 void check_content_header(std::string_view payload) {
   content_header h;
   const errc e = decode(payload, h);
@@ -47,6 +65,7 @@ void check_content_header(std::string_view payload) {
   if (!continued) check(out == payload);
   content_header again;
   check(decode(out, again) == errc::ok && again == h);
+  check_template(h.properties, payload);
 }
 
 void check_delivery(std::string_view in, std::uint32_t frame_max) {
