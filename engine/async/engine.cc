@@ -328,10 +328,13 @@ class connection_impl : public protocol::connection_handler,
   std::condition_variable room_cv;
   std::atomic<int> waiters{0};
   out_buffer staging;
-  bool flush_scheduled = false;
+  // True from the first publish into an empty staging buffer until the I/O thread takes the
+  // buffer: written under pub_mu, read without it to skip the lock when nothing is staged.
+  std::atomic<bool> flush_scheduled{false};
   bool pub_open = false;
   bool blocked = false;
-  std::atomic<std::size_t> unsent{0};  // bytes in segments, not yet written
+  std::atomic<std::size_t> unsent{0};    // bytes in segments, not yet written
+  std::atomic<bool> any_timeout{false};  // some channel has a confirm timeout
 
   std::atomic<std::int64_t> pending_deliveries{0};
   std::atomic<bool> paused{false};
@@ -712,6 +715,7 @@ void connection_impl::seal(time_point now) {
     push_segment(std::move(b));
     machine_->consume_output(o.size(), now);
   }
+  if (!flush_scheduled.load(std::memory_order_relaxed)) return;  // nothing staged: no lock
   out_buffer b;
   {
     std::lock_guard lock(pub_mu);
@@ -721,7 +725,7 @@ void connection_impl::seal(time_point now) {
       spare_.pop_back();
     }
     std::swap(b, staging);
-    flush_scheduled = false;
+    flush_scheduled.store(false, std::memory_order_relaxed);
     // Counted before the lock goes, so producers never see the bytes in neither place.
     unsent.fetch_add(b.size, std::memory_order_relaxed);
   }
@@ -844,7 +848,9 @@ time_point connection_impl::next_deadline() const {
                         : machine_->next_timer());
   }
   for (const auto& [id, ch] : channels) t = std::min(t, ch->coalescer.next_deadline());
-  {
+  // The publish lock is taken only when some channel has a confirm timeout: every lock the I/O
+  // thread takes is one a publisher may have to wait for.
+  if (any_timeout.load(std::memory_order_relaxed)) {
     std::lock_guard lock(pub_mu);  // trackers are shared with producers
     for (const auto& [id, ch] : channels) {
       if (ch->has_timeout && ch->tracker) t = std::min(t, ch->tracker->next_deadline());
@@ -876,7 +882,7 @@ void connection_impl::service(time_point now) {
     if (ch->st == channel_impl::state::open && now >= ch->coalescer.next_deadline()) {
       ch->send_acks(now, false);
     }
-    {
+    if (any_timeout.load(std::memory_order_relaxed)) {
       std::lock_guard lock(pub_mu);
       if (ch->has_timeout && ch->tracker && now >= ch->tracker->next_deadline()) {
         ch->tracker->on_timer(now, [&](const protocol::confirm_event& e) {
@@ -1416,8 +1422,8 @@ publish_status channel_impl::try_publish(std::string_view exchange, std::string_
       outstanding.store(tracker->outstanding(), std::memory_order_relaxed);
       ++published;
     }
-    if (!c.flush_scheduled) {
-      c.flush_scheduled = true;
+    if (!c.flush_scheduled.load(std::memory_order_relaxed)) {
+      c.flush_scheduled.store(true, std::memory_order_relaxed);
       wake = true;
     }
   }
@@ -1740,6 +1746,7 @@ void channel::confirm_select(std::size_t window, std::chrono::milliseconds timeo
   impl_->mask = cbs.size() - 1;
   impl_->callbacks = std::move(cbs);
   impl_->has_timeout = timeout.count() > 0;
+  if (impl_->has_timeout) impl_->conn->any_timeout.store(true);
   impl_->tracker = std::move(t);
 }
 
