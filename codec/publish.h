@@ -6,9 +6,11 @@
 //   body frames of max_body_chunk(frame_max) octets, the last one shorter; none for an empty body.
 // Methods and content headers are never split (RabbitMQ ignores frame-max for them).
 //
-// Nothing here allocates, throws, or keeps state; every function may be called from any thread
-// on distinct outputs. Sizes are computed once per call and the frames written without further
-// checks.
+// Nothing here allocates, throws, or keeps state, except publish_template::assign() (which
+// allocates the cached head; see publish_template); every function may be called from any
+// thread on distinct outputs. Sizes are computed once per call and the frames written without
+// further checks. For repeated publishes with the same channel, exchange, routing key and
+// properties, publish_template skips re-encoding the method and header frames.
 #pragma once
 
 #include <sys/uio.h>
