@@ -248,7 +248,8 @@ class channel_impl : public std::enable_shared_from_this<channel_impl> {
   std::vector<confirm_callback> callbacks;
   std::uint64_t mask = 0;
   bool has_timeout = false;
-  std::uint64_t published = 0;  // publishes made in confirm mode (for wait_for_confirms)
+  std::uint64_t published = 0;  // publishes made in confirm mode
+  std::size_t undelivered = 0;  // settled, callback not yet returned
 
   std::atomic<bool> open_flag{false};
   std::atomic<bool> flow_flag{true};
@@ -887,6 +888,7 @@ void connection_impl::service(time_point now) {
       if (ch->has_timeout && ch->tracker && now >= ch->tracker->next_deadline()) {
         ch->tracker->on_timer(now, [&](const protocol::confirm_event& e) {
           ch->done.push_back({to_result(e), std::move(ch->callbacks[e.sequence & ch->mask])});
+          ++ch->undelivered;
         });
         ch->outstanding.store(ch->tracker->outstanding(), std::memory_order_relaxed);
       }
@@ -1051,6 +1053,10 @@ void channel_impl::complete_confirms() {
       }
     }
   }
+  {
+    std::lock_guard lock(conn->pub_mu);
+    undelivered -= run.size();
+  }
   run.clear();
   if (done.empty()) done.swap(run);  // keep the capacity
   conn->notify_waiters();
@@ -1120,6 +1126,7 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
         if (!tracker) return;
         auto complete = [&](const protocol::confirm_event& e) {
           done.push_back({to_result(e), std::move(callbacks[e.sequence & mask])});
+          ++undelivered;
         };
         ok = is_ack ? tracker->on_ack(tag, multiple, complete)
                     : tracker->on_nack(tag, multiple, complete);
@@ -1246,6 +1253,7 @@ void channel_impl::on_closed(confirm_result::outcome why, const protocol::close_
       tracker->fail_all(static_cast<protocol::confirm_outcome>(why), reason.reply_code,
                         reason.reply_text, [&](const protocol::confirm_event& e) {
                           done.push_back({to_result(e), std::move(callbacks[e.sequence & mask])});
+                          ++undelivered;
                         });
       outstanding.store(0, std::memory_order_relaxed);
     }
@@ -1822,7 +1830,9 @@ bool channel::wait_for_confirms(std::chrono::steady_clock::time_point deadline) 
   detail::check_not_io("wait_for_confirms");  // the confirms it waits for come on that thread
   connection_impl& c = *impl_->conn;
   std::unique_lock lock(c.pub_mu);
-  while (impl_->tracker && impl_->tracker->outstanding() != 0 && impl_->pub_open) {
+  // Done means settled AND its callback has returned (callbacks run outside the lock).
+  while (impl_->tracker &&
+         ((impl_->tracker->outstanding() != 0 && impl_->pub_open) || impl_->undelivered != 0)) {
     if (clock::now() >= deadline) return false;
     c.waiters.fetch_add(1, std::memory_order_seq_cst);
     c.room_cv.wait_until(lock, std::min(deadline, clock::now() + std::chrono::milliseconds(10)));
