@@ -479,13 +479,20 @@ void io_thread::run() {
                     ? 0
                     : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
     }
+    // Producers write the eventfd only while this thread may sleep: from here to the end of
+    // epoll_wait. The exchange reads what a producer wrote with its own exchange, so work it
+    // queued before (without writing the eventfd) is visible to the check below.
+    wake_pending_.exchange(false, std::memory_order_acq_rel);
+    if (tasks_.size_approx() != 0 || acks_.size_approx() != 0 || flushes_.size_approx() != 0) {
+      timeout = 0;
+    }
     const int n = ::epoll_wait(ep_, evs, 64, timeout);
+    wake_pending_.store(true, std::memory_order_relaxed);  // busy: no wake-up needed
     time_point now = clock::now();
     for (int i = 0; i < n; ++i) {
       if (evs[i].data.ptr == nullptr) {
         std::uint64_t v;
         [[maybe_unused]] ssize_t r = ::read(ev_, &v, sizeof v);
-        wake_pending_.store(false, std::memory_order_seq_cst);
         continue;
       }
       static_cast<connection_impl*>(evs[i].data.ptr)->on_event(evs[i].events, now);
