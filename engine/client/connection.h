@@ -369,10 +369,12 @@ class connection : private protocol::connection_handler {
   void stop_heartbeat_thread();
 
   connection_options options_;
-  protocol::connection_machine machine_;
-  io::transport transport_;
+  // Declared before the machine: members die in reverse order, and the machine's half-assembled
+  // content holds rx_refs that must go back to a pool that still exists.
   rx_pool pool_{256 * 1024, 8};
   rx_ref rx_;
+  protocol::connection_machine machine_;
+  io::transport transport_;
   std::size_t rx_begin_ = 0;
   std::size_t rx_end_ = 0;
   std::map<std::uint16_t, std::unique_ptr<warren::channel>> channels_;
