@@ -1038,8 +1038,10 @@ void connection_impl::on_closed(const protocol::close_reason& why) {
     f = on_closed_cb;
   }
   if (!was_open) {
-    std::exception_ptr e = error_from(why);
-    deferred.push_back([this, e] { opened.set_exception(e); });
+    // The exception is made inside the deferred call and moved into the promise, so no copy of
+    // it stays on this thread: its refcount lives in uninstrumented libsupc++, and TSan reported
+    // the I/O thread's late release racing with the caller's rethrow.
+    deferred.push_back([this, why] { opened.set_exception(error_from(why)); });
   }
   if (f) f(why);
 }

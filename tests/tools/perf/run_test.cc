@@ -128,7 +128,10 @@ TEST_F(perf_run, message_counts_end_the_run_when_reached) {
   for (const char* client : {"async", "blocking"}) {
     const std::string json = temp_dir() + "/counts." + client + ".json";
     const outcome r = perf(std::string("--client ") + client +
-                           " -x 2 -y 1 -u perf-counts-test -qa x-expires=60000 -C 500 -D 1000 "
+                           // One queue per client: the first run's auto-delete queue may still
+                           // be going away (its consumer's cancel) when the second declares it.
+                           " -x 2 -y 1 -u perf-counts-test-" + client +
+                           " -qa x-expires=60000 -C 500 -D 1000 "
                            "-c 50 -q 100 --json " +
                            json);
     ASSERT_EQ(r.status, 0) << client << ": " << r.err;
