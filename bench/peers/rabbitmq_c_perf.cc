@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "bench/driver.h"
+#include "bench/peers/rabbitmq_c_check.h"
 
 namespace {
 
@@ -102,19 +103,8 @@ args parse(int argc, char** argv) {
   return a;
 }
 
-void check_rpc(amqp_connection_state_t conn, const char* what) {
-  const amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
-  if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-    throw std::runtime_error(std::string(what) + " failed (reply type " +
-                             std::to_string(r.reply_type) + ")");
-  }
-}
-
-void check_status(int status, const char* what) {
-  if (status != AMQP_STATUS_OK) {
-    throw std::runtime_error(std::string(what) + ": " + amqp_error_string2(status));
-  }
-}
+using warren::bench::check_rpc;
+using warren::bench::check_status;
 
 // A bare host:port means guest/guest on vhost "/".
 std::string full_uri(const std::string& uri) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bench/driver.h"
+#include "bench/peers/rabbitmq_c_check.h"
 
 namespace {
 
@@ -19,19 +20,8 @@ namespace wb = warren::bench;
 
 constexpr amqp_channel_t channel = 1;
 
-void check_rpc(amqp_connection_state_t conn, const char* what) {
-  const amqp_rpc_reply_t r = amqp_get_rpc_reply(conn);
-  if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-    throw std::runtime_error(std::string(what) + " failed (reply type " +
-                             std::to_string(r.reply_type) + ")");
-  }
-}
-
-void check_status(int status, const char* what) {
-  if (status != AMQP_STATUS_OK) {
-    throw std::runtime_error(std::string(what) + ": " + amqp_error_string2(status));
-  }
-}
+using warren::bench::check_rpc;
+using warren::bench::check_status;
 
 std::uint32_t message_count(amqp_connection_state_t conn, amqp_bytes_t queue) {
   const amqp_queue_declare_ok_t* ok =
