@@ -13,6 +13,7 @@ WARREN_PACKAGES=(
   librabbitmq-dev python3-amqp rabbitmq-server nlohmann-json3-dev
   clang libclang-rt-14-dev llvm lld
   openssl curl ca-certificates
+  gdb
 )
 
 CERT_DIR=/var/lib/warren/certs

@@ -127,13 +127,14 @@ TEST_F(perf_run, blocking_client_runs_the_same_workload) {
 TEST_F(perf_run, message_counts_end_the_run_when_reached) {
   for (const char* client : {"async", "blocking"}) {
     const std::string json = temp_dir() + "/counts." + client + ".json";
-    const outcome r = perf(std::string("--client ") + client +
-                           // One queue per client: the first run's auto-delete queue may still
-                           // be going away (its consumer's cancel) when the second declares it.
-                           " -x 2 -y 1 -u perf-counts-test-" + client +
-                           " -qa x-expires=60000 -C 500 -D 1000 "
-                           "-c 50 -q 100 --json " +
-                           json);
+    const outcome r =
+        perf(std::string("--client ") + client +
+             // One queue per client and test process: the first run's queue may still be
+             // going away when the second declares it, and runs may share the broker.
+             " -x 2 -y 1 -u perf-counts-test-" + client + "-" + std::to_string(::getpid()) +
+             " -qa x-expires=60000 -C 500 -D 1000 "
+             "-c 50 -q 100 --json " +
+             json);
     ASSERT_EQ(r.status, 0) << client << ": " << r.err;
     const auto s = summary_of(json);
     EXPECT_EQ(s.at("published").get<std::uint64_t>(), 1000u) << client;
@@ -171,10 +172,11 @@ TEST_F(perf_run, unroutable_mandatory_messages_are_counted_as_returned) {
 
 TEST_F(perf_run, queue_pattern_with_rate_limit_and_small_messages) {
   const std::string json = temp_dir() + "/pattern.json";
-  const outcome r = perf(
-      "-x 2 -y 2 -s 8 -r 200 -z 2 --queue-pattern perf-pattern-test-%d --queue-pattern-from 1 "
-      "--queue-pattern-to 2 -qa x-expires=60000 --json " +
-      json);
+  const outcome r = perf("-x 2 -y 2 -s 8 -r 200 -z 2 --queue-pattern perf-pattern-test-" +
+                         std::to_string(::getpid()) +
+                         "-%d --queue-pattern-from 1 "
+                         "--queue-pattern-to 2 -qa x-expires=60000 --json " +
+                         json);
   ASSERT_EQ(r.status, 0) << r.err;
   const auto s = summary_of(json);
   // Two producers at 200 msg/s for about 2 s.
