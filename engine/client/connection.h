@@ -287,6 +287,10 @@ class channel {
   std::vector<std::string> no_ack_consumers_;
   channel_events events_;
   std::exception_ptr pending_error_;  // raised from the next call on this channel
+  // Received messages hold a weak reference: it expires with this object (and so with the
+  // connection), which tells a message that outlives them not to use its channel pointer.
+  friend class message;
+  std::shared_ptr<const void> alive_ = std::make_shared<char>();
 };
 
 class connection : private protocol::connection_handler {
@@ -369,8 +373,8 @@ class connection : private protocol::connection_handler {
   void stop_heartbeat_thread();
 
   connection_options options_;
-  // Declared before the machine: members die in reverse order, and the machine's half-assembled
-  // content holds rx_refs that must go back to a pool that still exists.
+  // Receive buffers. Messages the user keeps (and the machine's half-assembled content while it
+  // is destroyed) may release theirs after the pool is gone: rx_pool allows that.
   rx_pool pool_{256 * 1024, 8};
   rx_ref rx_;
   protocol::connection_machine machine_;

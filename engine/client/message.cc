@@ -101,6 +101,7 @@ message& message::operator=(const message& o) {
   props_ = o.props_;
   info_ = o.info_;
   channel_ = o.channel_;
+  channel_alive_ = o.channel_alive_;
   return *this;
 }
 
@@ -113,6 +114,7 @@ message& message::operator=(message&& o) noexcept {
   props_ = std::move(o.props_);
   info_ = std::move(o.info_);
   channel_ = o.channel_;
+  channel_alive_ = std::move(o.channel_alive_);
   o.body_ = {};
   return *this;
 }
@@ -154,19 +156,39 @@ std::string message::text() const {
   throw std::invalid_argument("unsupported content_encoding '" + enc + "'");
 }
 
+warren::channel* message::channel() const noexcept {
+  return channel_alive_.expired() ? nullptr : channel_;
+}
+
+void message::set_channel(warren::channel* ch) noexcept {
+  channel_ = ch;
+  channel_alive_ =
+      ch != nullptr ? std::weak_ptr<const void>(ch->alive_) : std::weak_ptr<const void>();
+}
+
+namespace {
+
+warren::channel& receiving_channel(const message& m) {
+  warren::channel* ch = m.channel();
+  if (ch == nullptr) {
+    throw std::logic_error(
+        "message was not received on a channel, or its connection has been destroyed");
+  }
+  return *ch;
+}
+
+}  // namespace
+
 void message::ack() const {
-  if (channel_ == nullptr) throw std::logic_error("message was not received on a channel");
-  channel_->basic_ack(info_.delivery_tag);
+  receiving_channel(*this).basic_ack(info_.delivery_tag);
 }
 
 void message::reject(bool requeue) const {
-  if (channel_ == nullptr) throw std::logic_error("message was not received on a channel");
-  channel_->basic_reject(info_.delivery_tag, requeue);
+  receiving_channel(*this).basic_reject(info_.delivery_tag, requeue);
 }
 
 void message::nack(bool multiple, bool requeue) const {
-  if (channel_ == nullptr) throw std::logic_error("message was not received on a channel");
-  channel_->basic_nack(info_.delivery_tag, multiple, requeue);
+  receiving_channel(*this).basic_nack(info_.delivery_tag, multiple, requeue);
 }
 
 }  // namespace warren

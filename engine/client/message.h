@@ -3,13 +3,15 @@
 //
 // Received bodies are not copied: body() is a view into the connection's receive buffer, and
 // the message holds a reference that keeps that buffer alive for as long as the message (or a
-// copy of it) exists. body_copy() gives an owning std::string when one is wanted.
+// copy of it) exists, even after the connection is destroyed. body_copy() gives an owning
+// std::string when one is wanted.
 //
 // Threading: a message is a value; distinct messages may be used on distinct threads. ack(),
 // reject() and nack() go through the owning channel and follow its thread rules.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -102,12 +104,12 @@ class message {
   warren::delivery_info& delivery_info() noexcept { return info_; }
   std::uint64_t delivery_tag() const noexcept { return info_.delivery_tag; }
   // The channel this message was received on; nullptr for outgoing messages or once the
-  // channel object is gone.
-  warren::channel* channel() const noexcept { return channel_; }
-  void set_channel(warren::channel* ch) noexcept { channel_ = ch; }
+  // channel object is gone (channels live as long as their connection).
+  warren::channel* channel() const noexcept;
+  void set_channel(warren::channel* ch) noexcept;
 
   // py-amqp's Message.ack()/reject(): through the receiving channel. Throws
-  // std::logic_error when the message was not received on a channel.
+  // std::logic_error when the message was not received on a channel or its connection is gone.
   void ack() const;
   void reject(bool requeue = false) const;
   void nack(bool multiple = false, bool requeue = true) const;
@@ -119,6 +121,8 @@ class message {
   properties props_;
   warren::delivery_info info_;
   warren::channel* channel_ = nullptr;
+  // Expires with the channel object, so that channel() never hands out a dangling pointer.
+  std::weak_ptr<const void> channel_alive_;
 };
 
 }  // namespace warren

@@ -172,5 +172,32 @@ TEST_F(message_test, ack_needs_a_received_message) {
   EXPECT_FALSE(ch_->basic_get(q_));
 }
 
+TEST_F(message_test, received_message_outlives_its_connection) {
+  // Its own connection, so that the fixture's does not keep anything alive.
+  auto conn = std::make_unique<connection>(broker_options());
+  conn->connect();
+  channel& ch = conn->channel();
+  const std::string q = ch.queue_declare("", {.exclusive = true}).queue;
+  const properties p{
+      .content_type = "text/plain", .headers = every_type_letter(), .message_id = "outlives-1"};
+  ch.basic_publish(message("still here", p), "", q);
+  std::optional<message> got = ch.basic_get(q, /*no_ack=*/true);
+  ASSERT_TRUE(got);
+  message copy = *got;
+  conn.reset();
+
+  // The body views the connection's receive buffer: it must still be there.
+  EXPECT_EQ(got->body(), "still here");
+  EXPECT_EQ(got->text(), "still here");
+  EXPECT_EQ(got->props(), p);
+  EXPECT_EQ(got->delivery_info().routing_key, q);
+  // The channel went with the connection: no dangling pointer, and ack() says why it cannot.
+  EXPECT_EQ(got->channel(), nullptr);
+  EXPECT_THROW(got->ack(), std::logic_error);
+  got.reset();
+  // The last holder of the buffer releases it (ASan: no use of the destroyed connection).
+  EXPECT_EQ(copy.body_copy(), "still here");
+}
+
 }  // namespace
 }  // namespace warren
