@@ -48,7 +48,8 @@ void channel::ensure_open() {
 protocol::command channel::wait_for(std::initializer_list<std::uint32_t> replies,
                                     std::optional<seconds_f> timeout) {
   const time_point deadline = conn_.deadline_after(timeout);
-  for (;;) {
+  const std::uint32_t generation = generation_;
+  auto take_reply = [&]() -> std::optional<protocol::command> {
     for (auto it = replies_.begin(); it != replies_.end(); ++it) {
       if (std::find(replies.begin(), replies.end(), it->id()) != replies.end()) {
         protocol::command c = std::move(*it);
@@ -56,12 +57,45 @@ protocol::command channel::wait_for(std::initializer_list<std::uint32_t> replies
         return c;
       }
     }
-    if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
-    conn_.throw_if_failed();
-    if (!conn_.pump(deadline)) {
-      throw amqp_timeout("timed out waiting for a reply on channel " + std::to_string(id_));
+    return std::nullopt;
+  };
+  try {
+    for (;;) {
+      if (std::optional<protocol::command> c = take_reply()) return std::move(*c);
+      if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
+      conn_.throw_if_failed();
+      if (!conn_.pump(deadline)) {
+        throw amqp_timeout("timed out waiting for a reply on channel " + std::to_string(id_));
+      }
     }
+  } catch (...) {
+    // The call gives up, but the channel lives on when the error was not its own close (a
+    // basic.return without a handler, a callback's exception, a timeout): its reply, now or
+    // when it comes, must not be taken for a later call's.
+    if (generation == generation_ && conn_.connected()) {
+      if (std::optional<protocol::command> c = take_reply()) {
+        discard_reply(*c);
+      } else {
+        abandoned_.emplace_back(replies);
+      }
+    }
+    throw;
   }
+}
+
+void channel::discard_reply(protocol::command& reply) {
+  if (!reply.is<codec::basic_consume_ok>()) return;
+  // basic_consume raised, so nobody consumes under this tag: stop the broker's deliveries, or
+  // they would be rejected and redelivered forever. Deliveries already in flight stay unacked
+  // until the channel closes (rejecting them could name a no-ack delivery, a channel error).
+  codec::basic_consume_ok ok;
+  reply.decode(ok);
+  const std::string tag(ok.consumer_tag);
+  codec::basic_cancel m;
+  m.consumer_tag = tag;
+  m.nowait = true;
+  send(m);
+  remember_cancelled_no_ack(tag);
 }
 
 protocol::command channel::call_and_wait(std::initializer_list<std::uint32_t> replies,
@@ -75,6 +109,7 @@ void channel::open() {
   if (is_open_) return;
   pending_error_ = nullptr;
   replies_.clear();
+  abandoned_.clear();
   conn_.machine_.open_channel(id_);
   opening_ = true;
   while (!is_open_) {
@@ -100,6 +135,7 @@ void channel::close(std::uint16_t reply_code, std::string_view reply_text,
     if (!conn_.pump(deadline)) break;
   }
   replies_.clear();
+  abandoned_.clear();
   early_deliveries_.clear();
   consumers_.clear();
   no_ack_consumers_.clear();
@@ -314,7 +350,12 @@ std::string channel::basic_consume(std::string_view queue, consumer_callback cal
     try {
       c = wait_for({codec::basic_consume_ok::id}, std::nullopt);
     } catch (...) {
-      if (tag.empty()) --awaiting_consume_ok_;
+      // The call failed, so no consumer stays registered (wait_for cancels it on the broker).
+      if (tag.empty()) {
+        --awaiting_consume_ok_;
+      } else {
+        consumers_.erase(tag);
+      }
       throw;
     }
     c.decode(ok);
@@ -575,6 +616,13 @@ bool channel::on_command_received(protocol::command& cmd) {
     case codec::basic_cancel::id:
       return false;
     default:
+      // Replies come in the order of the calls, so the oldest abandoned wait owns this one.
+      if (!abandoned_.empty() && std::find(abandoned_.front().begin(), abandoned_.front().end(),
+                                           cmd.id()) != abandoned_.front().end()) {
+        abandoned_.pop_front();
+        discard_reply(cmd);
+        return true;
+      }
       replies_.push_back(std::move(cmd));
       return true;
   }
@@ -604,11 +652,16 @@ void channel::dispatch(protocol::command& cmd) {
     case codec::basic_return::id: {
       codec::basic_return r;
       cmd.decode(r);
+      // As py-amqp's error_for_code(reply_code, reply_text, Basic.Return, ChannelError).
+      const std::exception_ptr err =
+          make_error(r.reply_code, std::string(r.reply_text), codec::basic_return::class_id,
+                     codec::basic_return::method_id, std::string(codec::basic_return::name));
+      // Without a handler py-amqp raises it from whichever call read it; so does this (through
+      // connection::dispatch_incoming), and the channel stays open.
+      if (events_.basic_return.empty()) std::rethrow_exception(err);
       message msg = make_message(cmd);
       msg.delivery_info().exchange = r.exchange;
       msg.delivery_info().routing_key = r.routing_key;
-      auto err = make_error(r.reply_code, std::string(r.reply_text), codec::basic_publish::class_id,
-                            codec::basic_publish::method_id, "basic.publish");
       try {
         std::rethrow_exception(err);
       } catch (const amqp_error& e) {
@@ -692,6 +745,7 @@ void channel::on_closed_by_peer(const protocol::close_reason& why) {
   no_ack_consumers_.clear();
   cancelled_no_ack_.clear();
   replies_.clear();
+  abandoned_.clear();
   early_deliveries_.clear();
   confirm_mode_ = false;
   // Unconfirmed publishes will never be confirmed on this channel: report them as nacked.

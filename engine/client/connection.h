@@ -155,7 +155,10 @@ struct publish_options {
   std::optional<seconds_f> confirm_timeout;
 };
 
-// Handlers of channel.events in py-amqp.
+// Handlers of channel.events in py-amqp. With no basic_return handler, a basic.return raises
+// its error (error_for_code's class for the reply code, e.g. no_route for 312, method
+// basic.return) from the call that reads it, as py-amqp does: drain_events, or a call waiting
+// for its reply, which gives up (its reply is dropped when it comes). The channel stays open.
 using ack_callback = std::function<void(std::uint64_t delivery_tag, bool multiple)>;
 using return_callback = std::function<void(const amqp_error& reason, std::string_view exchange,
                                            std::string_view routing_key, message& msg)>;
@@ -261,6 +264,8 @@ class channel {
   // Runs user callbacks for a delivery, return, confirm event or consumer cancel.
   void dispatch(protocol::command& cmd);
   void remember_cancelled_no_ack(std::string_view tag);
+  // A reply whose call gave up (see abandoned_); a basic.consume-ok's consumer is cancelled.
+  void discard_reply(protocol::command& reply);
   void on_unknown_consumer(protocol::command& cmd, std::string_view consumer_tag,
                            std::uint64_t delivery_tag);
   void on_closed_by_peer(const protocol::close_reason& why);
@@ -280,6 +285,9 @@ class channel {
   std::map<std::uint64_t, bool> outstanding_;  // publish tags awaiting ack or nack
   std::vector<std::uint64_t> nacked_;          // nacked tags not yet reported
   std::deque<protocol::command> replies_;
+  // Reply ids of calls that raised before their reply came (an error from another event read
+  // meanwhile, or a timeout), oldest first: that reply is dropped when it comes.
+  std::deque<std::vector<std::uint32_t>> abandoned_;
   std::deque<protocol::command> early_deliveries_;
   int awaiting_consume_ok_ = 0;                // basic_consume calls waiting for a server-named tag
   std::vector<std::string> cancelled_no_ack_;  // deliveries for these need no reject

@@ -59,6 +59,15 @@ class channel_test : public test::broker_test {
     return n;
   }
 
+  // The channel still works: a message goes through a fresh queue and back.
+  void expect_round_trip(const std::string& body) {
+    const std::string q = declare_queue();
+    ch_->basic_publish(message(body), "", q);
+    std::optional<message> m = ch_->basic_get(q, true);
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->body(), body);
+  }
+
   std::unique_ptr<connection> conn_;
   channel* ch_ = nullptr;
   std::vector<std::string> queues_;
@@ -452,6 +461,76 @@ TEST_F(channel_test, mandatory_return_reaches_events_from_drain_events) {
   ASSERT_TRUE(drain_until(*conn_, [&] { return returns == 1; }));
 }
 
+TEST_F(channel_test, mandatory_return_without_a_handler_raises_no_route_from_drain_events) {
+  // py-amqp raises error_for_code(312, ...) from drain_events when no basic_return handler is
+  // registered.
+  const std::string nowhere = unique_name("nowhere");
+  ch_->basic_publish(message("lost"), "", nowhere, {.mandatory = true});
+  try {
+    conn_->drain_events(seconds_f(5));
+    FAIL() << "the basic.return was not raised";
+  } catch (const no_route& e) {
+    EXPECT_EQ(e.reply_code(), 312);
+    EXPECT_EQ(e.reply_text(), "NO_ROUTE");
+    EXPECT_EQ(e.method_sig(), (method_signature{60, 50}));
+    EXPECT_EQ(e.method_name(), "basic.return");
+    EXPECT_TRUE(is_channel_error(e));
+  }
+  // Nothing else broke: the same channel and connection go on working.
+  EXPECT_TRUE(conn_->connected());
+  EXPECT_TRUE(ch_->is_open());
+  expect_round_trip("kept");
+}
+
+TEST_F(channel_test, mandatory_return_without_a_handler_raises_from_the_waiting_call) {
+  // The broker handles a channel's methods in order, so the return reaches us before the
+  // declare-ok: queue_declare is the call that reads it, and raises it.
+  const std::string first = unique_name("q");
+  const std::string second = unique_name("q");
+  queues_.push_back(first);
+  queues_.push_back(second);
+  ch_->basic_publish(message("lost"), "", unique_name("nowhere"), {.mandatory = true});
+  EXPECT_THROW(ch_->queue_declare(first, {.auto_delete = false}), no_route);
+  // The abandoned declare-ok is not taken for the next call's reply.
+  EXPECT_EQ(ch_->queue_declare(second, {.auto_delete = false}).queue, second);
+  EXPECT_EQ(ch_->queue_declare(first, {.passive = true}).queue, first);
+  EXPECT_TRUE(ch_->is_open());
+  EXPECT_THROW(conn_->drain_events(seconds_f(0.2)), amqp_timeout);
+}
+
+TEST_F(channel_test, basic_consume_that_raised_a_return_leaves_no_consumer_behind) {
+  const std::string q = declare_queue();
+  int delivered = 0;
+  ch_->basic_publish(message("lost"), "", unique_name("nowhere"), {.mandatory = true});
+  EXPECT_THROW(ch_->basic_consume(q, [&](message&) { ++delivered; }), no_route);
+  EXPECT_TRUE(ch_->consumer_tags().empty());
+  // The broker had registered the consumer; the client cancels it, so a message published now
+  // stays in the queue instead of bouncing between the broker and an unknown consumer tag.
+  std::uint32_t consumers = 1;
+  for (int i = 0; i < 100 && consumers != 0; ++i) {
+    consumers = ch_->queue_declare(q, {.passive = true}).consumer_count;
+    if (consumers != 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(consumers, 0u);
+  ch_->basic_publish(message("kept"), "", q);
+  EXPECT_EQ(message_count(q, 1), 1u);
+  EXPECT_EQ(delivered, 0);
+}
+
+TEST_F(channel_test, mandatory_return_without_a_handler_raises_from_a_confirmed_publish) {
+  connection_options o = broker_options();
+  o.confirm_publish = true;
+  connection c(o);
+  c.connect();
+  channel& ch = c.channel();
+  EXPECT_THROW(ch.basic_publish(message("lost"), "", unique_name("nowhere"), {.mandatory = true}),
+               no_route);
+  // The ack that followed the return is not mistaken for the next publish's.
+  const std::string q = declare_queue();
+  ch.basic_publish(message("kept"), "", q, {.confirm_timeout = seconds_f(5)});
+  EXPECT_EQ(message_count(q, 1), 1u);
+}
+
 TEST_F(channel_test, immediate_publish_is_a_540_connection_error) {
   ch_->basic_publish(message("x"), "", unique_name("q"), {.immediate = true});
   try {
@@ -513,11 +592,7 @@ TEST_F(channel_test, channel_error_revives_the_channel_with_the_error_details) {
     EXPECT_TRUE(is_channel_error(e));
   }
   EXPECT_TRUE(conn_->connected());
-  const std::string q = declare_queue();
-  ch_->basic_publish(message("after revival"), "", q);
-  std::optional<message> m = ch_->basic_get(q, true);
-  ASSERT_TRUE(m);
-  EXPECT_EQ(m->body(), "after revival");
+  expect_round_trip("after revival");
 }
 
 TEST_F(channel_test, channel_error_from_a_publish_is_raised_by_the_next_call) {
