@@ -433,15 +433,29 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   }
   const std::uint64_t seq = confirm_mode_ ? next_seq_++ : 0;
   if (confirm_mode_) outstanding_.emplace(seq, true);
-  conn_.flush(conn_.deadline_after(o.timeout ? o.timeout : conn_.options_.write_timeout));
+  try {
+    conn_.flush(conn_.deadline_after(o.timeout ? o.timeout : conn_.options_.write_timeout));
+  } catch (const amqp_timeout& e) {
+    // flush's only amqp_timeout is its write deadline. py-amqp raises RecoverableChannelError
+    // for it here, not socket.timeout.
+    throw recoverable_channel_error(
+        std::string(e.what()) + "; the connection is closed",
+        {codec::basic_publish::class_id, codec::basic_publish::method_id},
+        std::string(codec::basic_publish::name));
+  }
   if (confirm_mode_ && conn_.options_.confirm_publish) {
-    const time_point deadline = conn_.deadline_after(o.confirm_timeout);
+    // py-amqp waits `confirm_timeout or timeout`: a missing (or zero) confirm_timeout falls back
+    // to the publish timeout, and with neither the wait is unbounded.
+    const std::optional<seconds_f> wait =
+        o.confirm_timeout && o.confirm_timeout->count() > 0 ? o.confirm_timeout : o.timeout;
+    const time_point deadline = conn_.deadline_after(wait);
     while (outstanding_.count(seq) != 0) {
       if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
       conn_.throw_if_failed();
       if (!conn_.pump(deadline)) {
         throw amqp_timeout("no publisher confirm for delivery tag " + std::to_string(seq) +
-                           " within confirm_timeout");
+                           (wait == o.confirm_timeout ? " within confirm_timeout"
+                                                      : " within timeout (no confirm_timeout)"));
       }
     }
     auto nacked = std::find(nacked_.begin(), nacked_.end(), seq);

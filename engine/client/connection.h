@@ -149,9 +149,13 @@ struct publish_options {
   bool mandatory = false;
   bool immediate = false;  // RabbitMQ rejects it (540); kept for py-amqp parity
   // Bound on writing the message when the broker applies back-pressure (connection.blocked);
-  // amqp_timeout when it passes.
+  // none: connection_options::write_timeout. When it passes, recoverable_channel_error (as
+  // py-amqp's RecoverableChannelError) and the connection is closed, since part of the message
+  // may have been written.
   std::optional<seconds_f> timeout;
-  // In confirm mode with confirm_publish: how long to wait for the ack.
+  // In confirm mode with confirm_publish: how long to wait for the ack (amqp_timeout when it
+  // passes). None or zero: `timeout`, as py-amqp's `confirm_timeout or timeout`; neither: no
+  // bound.
   std::optional<seconds_f> confirm_timeout;
 };
 
@@ -210,10 +214,11 @@ class channel {
   void basic_cancel(std::string_view consumer_tag, bool nowait = false);
   // One message, or nullopt when the queue is empty.
   std::optional<message> basic_get(std::string_view queue = "", bool no_ack = false);
-  // Without confirm mode: returns once written. In confirm mode with the connection's
-  // confirm_publish: waits for the broker's ack; message_nacked on a nack; amqp_timeout when
-  // confirm_timeout passes; a basic.return for a mandatory publish is reported to
-  // events().basic_return before the ack.
+  // Without confirm mode: returns once written (recoverable_channel_error when o.timeout
+  // passes first). In confirm mode with the connection's confirm_publish: waits for the
+  // broker's ack; message_nacked on a nack; amqp_timeout when confirm_timeout (else timeout)
+  // passes; a basic.return for a mandatory publish is reported to events().basic_return before
+  // the ack.
   void basic_publish(const message& msg, std::string_view exchange = "",
                      std::string_view routing_key = "", const publish_options& o = {});
   void basic_ack(std::uint64_t delivery_tag, bool multiple = false);

@@ -475,7 +475,7 @@ TEST_F(blocked_test, memory_alarm_calls_on_blocked_and_a_publish_times_out) {
   EXPECT_TRUE(c.blocked());
 
   // The broker stops reading: once the socket buffers are full a publish gives up at its
-  // timeout instead of hanging.
+  // timeout instead of hanging, with py-amqp's RecoverableChannelError.
   const std::string big(1 << 20, 'x');
   const std::string nowhere = unique_name("nowhere");
   const auto start = steady_clock::now();
@@ -483,13 +483,47 @@ TEST_F(blocked_test, memory_alarm_calls_on_blocked_and_a_publish_times_out) {
   for (int i = 0; i < 256 && !timed_out; ++i) {
     try {
       ch.basic_publish(message(big), "", nowhere, {.timeout = seconds_f(0.5)});
-    } catch (const amqp_timeout& e) {
+    } catch (const recoverable_channel_error& e) {
       timed_out = true;
       EXPECT_NE(std::string(e.what()).find("blocked"), std::string::npos) << e.what();
+      EXPECT_EQ(e.method_name(), "basic.publish");
+      EXPECT_TRUE(is_recoverable_channel_error(e));
+      EXPECT_FALSE(is_connection_error(e));
     }
   }
   EXPECT_TRUE(timed_out);
   EXPECT_LT(seconds_since(start), 30.0);
+  // Part of a frame may have gone out: the connection cannot be used any more.
+  EXPECT_FALSE(c.connected());
+  clear_alarm();
+}
+
+TEST_F(blocked_test, confirm_wait_without_confirm_timeout_is_bounded_by_the_publish_timeout) {
+  connection_options o = broker_options();
+  o.confirm_publish = true;
+  // Only so that a wait the publish timeout does not bound fails in seconds, not hangs.
+  o.read_timeout = seconds_f(10);
+  connection c(o);
+  c.connect();
+  channel& ch = c.channel();
+  // Another connection shows when the alarm is in force.
+  connection probe(broker_options());
+  probe.connect();
+  raise_alarm(probe.channel());
+  ASSERT_TRUE(drain_until(
+      probe, [&] { return probe.blocked(); }, std::chrono::seconds(10)));
+
+  // The broker blocks this connection at the publish and never confirms it: py-amqp waits
+  // `confirm_timeout or timeout`.
+  const auto start = steady_clock::now();
+  try {
+    ch.basic_publish(message("unconfirmed"), "", unique_name("nowhere"),
+                     {.timeout = seconds_f(0.5)});
+    ADD_FAILURE() << "a publish the blocked broker never read was confirmed";
+  } catch (const amqp_timeout& e) {
+    EXPECT_NE(std::string(e.what()).find("no publisher confirm"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(seconds_since(start), 5.0);
   clear_alarm();
 }
 
