@@ -343,6 +343,12 @@ class connection : private protocol::connection_handler {
   }
   const std::vector<std::string>& mechanisms() const noexcept { return machine_.mechanisms(); }
   const std::vector<std::string>& locales() const noexcept { return machine_.locales(); }
+  // The protocol version connection.start announced (0 and 9 from RabbitMQ); 0 before it.
+  std::uint8_t version_major() const noexcept { return machine_.version_major(); }
+  std::uint8_t version_minor() const noexcept { return machine_.version_minor(); }
+  // The SASL mechanism this connection logged in with: the first of the configured ones that
+  // the broker offers (e.g. "PLAIN", "EXTERNAL"). Empty before connection.start.
+  const std::string& chosen_mechanism() const noexcept { return machine_.chosen_mechanism(); }
   std::uint16_t channel_max() const noexcept { return machine_.channel_max(); }
   std::uint32_t frame_max() const noexcept { return machine_.frame_max(); }
   std::uint16_t heartbeat() const noexcept { return machine_.heartbeat(); }

@@ -69,6 +69,28 @@ TEST_F(connection_test, plain_and_amqplain_logins_both_work) {
   }
 }
 
+TEST_F(connection_test, version_and_chosen_mechanism_come_from_the_handshake) {
+  connection before(broker_options());
+  EXPECT_EQ(before.version_major(), 0);
+  EXPECT_EQ(before.version_minor(), 0);
+  EXPECT_EQ(before.chosen_mechanism(), "");
+
+  // Default mechanisms without a client certificate: AMQPLAIN, then PLAIN (py-amqp's order).
+  connection by_default(broker_options());
+  by_default.connect();
+  EXPECT_EQ(by_default.version_major(), 0);
+  EXPECT_EQ(by_default.version_minor(), 9);
+  EXPECT_EQ(by_default.chosen_mechanism(), "AMQPLAIN");
+
+  // The first configured mechanism the broker does not offer is skipped.
+  connection_options o = broker_options();
+  o.authentication = {protocol::sasl_raw("NOT-OFFERED", "x"),
+                      protocol::sasl_plain(o.userid, o.password)};
+  connection fallback(o);
+  fallback.connect();
+  EXPECT_EQ(fallback.chosen_mechanism(), "PLAIN");
+}
+
 TEST_F(connection_test, server_properties_and_capabilities_are_populated) {
   connection c(broker_options());
   c.connect();

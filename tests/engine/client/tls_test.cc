@@ -109,6 +109,7 @@ TEST_F(tls_test, default_mechanisms_with_a_client_certificate_use_external) {
   connection c(o);
   c.connect();
   EXPECT_TRUE(c.connected());
+  EXPECT_EQ(c.chosen_mechanism(), "EXTERNAL");
 }
 
 TEST_F(tls_test, amqps_uri_with_tls_keys_connects_as_the_certificate_user) {
