@@ -72,7 +72,7 @@ protocol::command channel::wait_for(std::initializer_list<std::uint32_t> replies
     // The call gives up, but the channel lives on when the error was not its own close (a
     // basic.return without a handler, a callback's exception, a timeout): its reply, now or
     // when it comes, must not be taken for a later call's.
-    if (generation == generation_ && conn_.connected()) {
+    if (generation == generation_ && conn_.connected_locked()) {
       if (std::optional<protocol::command> c = take_reply()) {
         discard_reply(*c);
       } else {
@@ -122,7 +122,7 @@ void channel::open() {
 void channel::close(std::uint16_t reply_code, std::string_view reply_text,
                     std::pair<std::uint16_t, std::uint16_t> method_sig) {
   std::unique_lock lock(conn_.mu_);
-  if (!is_open_ || !conn_.connected()) {
+  if (!is_open_ || !conn_.connected_locked()) {
     is_open_ = false;
     return;
   }

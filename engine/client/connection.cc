@@ -117,7 +117,12 @@ time_point connection::deadline_after(std::optional<seconds_f> t) const {
   return clock::now() + std::chrono::duration_cast<clock::duration>(*t);
 }
 
-bool connection::connected() const noexcept {
+bool connection::connected() const {
+  std::lock_guard lock(mu_);
+  return connected_locked();
+}
+
+bool connection::connected_locked() const noexcept {
   return transport_.fd() >= 0 && machine_.state() != protocol::connection_state::closed &&
          !connection_error_;
 }
@@ -333,7 +338,7 @@ void connection::dispatch_incoming() {
       switch (ev.what) {
         case incoming_event::kind::command: {
           // After a close (by a callback, say) nothing more is delivered, as in py-amqp.
-          if (!connected()) break;
+          if (!connected_locked()) break;
           auto it = channels_.find(ev.cmd.channel);
           if (it != channels_.end() && it->second->generation_ == ev.generation) {
             it->second->dispatch(ev.cmd);
@@ -494,7 +499,7 @@ void connection::start_heartbeat_thread() {
     while (!hb_cv_.wait_for(wait_lock, period, [this] { return hb_stop_; })) {
       std::unique_lock lock(mu_, std::try_to_lock);
       // When the owner holds the lock it is inside a call, and pump() runs the timers itself.
-      if (!lock.owns_lock() || !connected()) continue;
+      if (!lock.owns_lock() || !connected_locked()) continue;
       try {
         machine_.send_heartbeat_if_idle(clock::now());
         flush(clock::now() + std::chrono::seconds(machine_.heartbeat()));

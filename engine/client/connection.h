@@ -7,7 +7,8 @@
 // Threading: a connection and its channels belong to one thread at a time, as in py-amqp.
 // The one exception is the opt-in background heartbeat (options.background_heartbeat), whose
 // thread takes the connection's lock only to send heartbeats while the owner is not inside a
-// call; the owner's calls take the same lock.
+// call; the owner's calls take the same lock, and so do the accessors of what its writes
+// change (connected(), bytes_sent(), bytes_recv(), sock()).
 //
 // Errors: every call throws py-amqp's hierarchy (engine/errors.h): a channel error from the
 // broker (e.g. not_found) from the call that caused it or, when it arrives later, from the
@@ -334,7 +335,7 @@ class connection : private protocol::connection_handler {
   // transport still works.
   bool is_alive();
 
-  bool connected() const noexcept;
+  bool connected() const;
   const codec::field_table& server_properties() const noexcept {
     return machine_.server_properties();
   }
@@ -353,12 +354,21 @@ class connection : private protocol::connection_handler {
   std::uint32_t frame_max() const noexcept { return machine_.frame_max(); }
   std::uint16_t heartbeat() const noexcept { return machine_.heartbeat(); }
   std::uint16_t server_heartbeat() const noexcept { return machine_.server_heartbeat(); }
-  std::uint64_t bytes_sent() const noexcept { return transport_.bytes_sent(); }
-  std::uint64_t bytes_recv() const noexcept { return transport_.bytes_received(); }
+  std::uint64_t bytes_sent() const {
+    std::lock_guard lock(mu_);
+    return transport_.bytes_sent();
+  }
+  std::uint64_t bytes_recv() const {
+    std::lock_guard lock(mu_);
+    return transport_.bytes_received();
+  }
   protocol::time_point last_heartbeat_sent() const noexcept { return last_heartbeat_sent_; }
   protocol::time_point last_heartbeat_received() const noexcept { return last_heartbeat_received_; }
   // The socket's file descriptor (-1 when not connected).
-  int sock() const noexcept { return transport_.fd(); }
+  int sock() const {
+    std::lock_guard lock(mu_);
+    return transport_.fd();
+  }
   bool blocked() const noexcept { return machine_.blocked(); }
   const connection_options& options() const noexcept { return options_; }
   const std::map<std::uint16_t, std::unique_ptr<warren::channel>>& channels() const noexcept {
@@ -388,6 +398,8 @@ class connection : private protocol::connection_handler {
   // or their channel has closed since they arrived.
   void dispatch_incoming();
   protocol::time_point deadline_after(std::optional<seconds_f> t) const;
+  // connected() for code that already holds mu_ (dispatch checks it for every delivery).
+  bool connected_locked() const noexcept;
   void start_heartbeat_thread();
   void stop_heartbeat_thread();
 
@@ -425,7 +437,7 @@ class connection : private protocol::connection_handler {
   protocol::time_point last_heartbeat_received_{};
   std::uint64_t prev_sent_ = UINT64_MAX, prev_recv_ = UINT64_MAX;
 
-  std::recursive_mutex mu_;  // held by every public call; the heartbeat thread tries it
+  mutable std::recursive_mutex mu_;  // held by every public call; the heartbeat thread tries it
   std::thread heartbeat_thread_;
   std::mutex hb_mu_;
   std::condition_variable hb_cv_;
