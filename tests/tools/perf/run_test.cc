@@ -76,8 +76,12 @@ TEST_F(perf_run, two_by_two_with_confirms_writes_json_csv_and_svg) {
   ASSERT_EQ(r.status, 0) << r.err << r.out;
   EXPECT_EQ(r.err, "");
   // Per-second lines (stdout is a pipe, not a terminal), then the summary.
-  EXPECT_NE(r.out.find("time 1.0 s, published "), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("time 2.0 s, published "), std::string::npos) << r.out;
+  // About one line a second (a loaded machine may print "time 1.2 s"), at least two of them.
+  int per_second = 0;
+  for (const std::string& l : lines_of(r.out)) {
+    if (l.starts_with("time ") && l.find(" s, published ") != std::string::npos) ++per_second;
+  }
+  EXPECT_GE(per_second, 2) << r.out;
   EXPECT_NE(r.out.find("\nsummary: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\nlatency us: min "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\nclient cpu: "), std::string::npos) << r.out;
