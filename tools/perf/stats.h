@@ -28,6 +28,12 @@ struct alignas(64) stats_slot {
   static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_release);
   }
+  // For a counter only its owner thread writes (a producer's `published`): a plain load and
+  // store, no locked read-modify-write per message.
+  static void add_owned(std::atomic<std::uint64_t>& c, std::int64_t n = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
+            std::memory_order_release);
+  }
 };
 
 // Sums over every slot at one moment.
