@@ -37,9 +37,6 @@ namespace {
 thread_local io_thread* current_io = nullptr;
 thread_local int in_handler = 0;
 
-// RPCs wait this long for their -ok before giving up with amqp_timeout; the I/O thread fails
-// them much sooner when the channel or connection goes.
-constexpr std::chrono::seconds rpc_timeout{60};
 constexpr std::chrono::seconds close_timeout{5};
 constexpr std::uint64_t max_body_size = std::uint64_t{512} << 20;
 
@@ -60,6 +57,12 @@ std::exception_ptr error_from(const protocol::close_reason& why) {
 
 std::exception_ptr channel_closed_error() {
   return std::make_exception_ptr(recoverable_connection_error("channel is closed"));
+}
+
+// What a blocking call throws when engine_options::rpc_timeout passes without its reply.
+amqp_timeout rpc_timed_out(std::string_view what, std::chrono::milliseconds after) {
+  return amqp_timeout(std::string(what) + ": no reply within " + std::to_string(after.count()) +
+                      " ms");
 }
 
 std::string encode_args(const codec::field_table& t) {
@@ -120,9 +123,20 @@ struct ack_request {
 };
 
 struct rpc_call {
+  // 0: nowait, no reply comes; `done` is set once the frame is queued.
   std::uint32_t reply_id = 0;
+  std::uint32_t alt_reply_id = 0;  // basic.get: get-empty answers it as well as get-ok
   std::promise<protocol::command> done;
-  std::unique_ptr<struct consumer_entry> consumer;  // basic.consume: registered on consume-ok
+  // basic.consume: registered on consume-ok (with nowait, when the frame is queued).
+  std::unique_ptr<struct consumer_entry> consumer;
+  // I/O thread, after the channel's held acks went and before the frame is queued: the
+  // engine's own state the method changes (basic.recover forgets the tags it gives back).
+  std::function<void(channel_impl&)> before_send;
+  bool no_ack = false;  // basic.get: whether the get-ok delivery needs a decision
+
+  bool answered_by(std::uint32_t id) const noexcept {
+    return id == reply_id || (alt_reply_id != 0 && id == alt_reply_id);
+  }
 };
 
 // What a delivery needs to route its ack: the channel, and whether acks are expected at all.
@@ -152,6 +166,16 @@ class io_thread {
     tasks_.enqueue(std::move(f));
     wake();
   }
+  // Runs `f` on this thread and waits until it has run (from any other thread).
+  void run_and_wait(const std::function<void()>& f) {
+    std::promise<void> done;
+    std::future<void> ran = done.get_future();
+    post([&f, &done] {
+      f();
+      done.set_value();
+    });
+    ran.wait();
+  }
   void post_ack(ack_request&& r) {
     acks_.enqueue(std::move(r));
     wake();
@@ -171,6 +195,9 @@ class io_thread {
   void add(std::shared_ptr<connection_impl> c);  // I/O thread
   bool on_this_thread() const noexcept { return current_io == this; }
   void stop();
+  // I/O thread: applies the acks/nacks/rejects queued so far to their channels' coalescers and
+  // sends those due. Also called before an RPC, so that a decision made before it goes first.
+  void apply_acks(time_point now);
 
  private:
   void run();
@@ -185,6 +212,7 @@ class io_thread {
   moodycamel::ConcurrentQueue<std::shared_ptr<connection_impl>> flushes_;
   std::atomic<bool> wake_pending_{false};
   std::atomic<bool> stop_{false};
+  std::vector<std::shared_ptr<channel_impl>> touched_;  // kept alive until their acks are sent
   std::thread thread_;
 };
 
@@ -216,11 +244,29 @@ class channel_impl : public std::enable_shared_from_this<channel_impl> {
   void send_acks(time_point now, bool flush_all);
   void start_rpc(std::shared_ptr<rpc_call> call, out_buffer frame);
   void complete_confirms();
+  void register_consumer(std::unique_ptr<consumer_entry> e);
+  void drop_consumer(std::string_view tag);  // cancelled by this client
+  // An RPC on this channel got no reply in time: the channel closes with `why` as its error.
+  void abandon(std::exception_ptr why);
+  // The fields basic.deliver and basic.get-ok share, viewing `cmd`'s buffers (any thread).
+  template <class M>
+  static void fill(delivery& d, const protocol::command& cmd, const M& m) {
+    d.header_ = cmd.header;
+    d.body_ = cmd.body;
+    d.exchange_ = m.exchange;
+    d.routing_key_ = m.routing_key;
+    d.tag_ = m.delivery_tag;
+    d.redelivered_ = m.redelivered;
+  }
 
+  // Any thread but an I/O thread -----------------------------------------------------------
   template <class M>
   protocol::command call(const M& m, std::uint32_t reply_id,
                          std::unique_ptr<consumer_entry> consumer = {});
+  template <class M>
+  protocol::command call(const M& m, std::shared_ptr<rpc_call> c);
   void throw_if_closed() const;
+  void abandon_after_timeout(std::string_view what);  // posts abandon() and waits for it
 
   publish_status try_publish(std::string_view exchange, std::string_view routing_key,
                              const codec::basic_properties& props, std::string_view body,
@@ -238,6 +284,9 @@ class channel_impl : public std::enable_shared_from_this<channel_impl> {
   std::vector<std::string> cancelled_no_ack;
   consumer_entry* last_consumer = nullptr;  // deliveries come in runs for one consumer
   bool acks_touched = false;
+  // basic.recover calls sent and not yet answered: the broker requeues every delivery that
+  // reaches us meanwhile, so none of them is owed a decision.
+  int recovering = 0;
   std::function<void(const returned_message&)> on_return;  // set on the I/O thread
   std::atomic<std::int64_t> pending{0};                    // deliveries posted, not handled
 
@@ -308,6 +357,7 @@ class connection_impl : public protocol::connection_handler,
 
   // Any thread ------------------------------------------------------------------------------
   std::shared_ptr<channel_impl> open_channel();
+  void update_secret(std::string_view new_secret, std::string_view why);
   void close();
   void drain_retired();
   void retire(std::unique_ptr<consumer_entry> e) { to_retire_.push_back(std::move(e)); }
@@ -359,6 +409,9 @@ class connection_impl : public protocol::connection_handler,
 
   std::map<std::uint16_t, std::shared_ptr<channel_impl>> channels;  // I/O thread
   std::vector<std::function<void()>> deferred;                      // I/O thread, after feed
+  // update-secret calls waiting for their -ok, oldest first (I/O thread). One that timed out
+  // stays until its -ok or the close, so a late -ok never answers a later call.
+  std::deque<std::shared_ptr<std::promise<void>>> secret_waiters;
 
  private:
   void read_some(time_point now);
@@ -466,9 +519,7 @@ void io_thread::run() {
   current_io = this;
   epoll_event evs[64];
   std::function<void()> task;
-  ack_request ack;
   std::shared_ptr<connection_impl> flush;
-  std::vector<std::shared_ptr<channel_impl>> touched;  // kept alive until their acks are sent
   while (true) {
     time_point deadline = time_point::max();
     for (auto& c : conns_) deadline = std::min(deadline, c->next_deadline());
@@ -502,16 +553,7 @@ void io_thread::run() {
       task = nullptr;
     }
     now = clock::now();
-    while (acks_.try_dequeue(ack)) {
-      ack.ch->apply(ack, now);
-      if (ack.ch->acks_touched) {
-        ack.ch->acks_touched = false;
-        touched.push_back(std::move(ack.ch));
-      }
-      ack.ch.reset();
-    }
-    for (auto& ch : touched) ch->send_acks(now, false);
-    touched.clear();
+    apply_acks(now);
     while (flushes_.try_dequeue(flush)) flush.reset();  // the service round below writes it
     for (auto& c : conns_) c->service(now);
     std::erase_if(conns_, [](const auto& c) { return c->finished(); });
@@ -521,6 +563,20 @@ void io_thread::run() {
     }
   }
   current_io = nullptr;
+}
+
+void io_thread::apply_acks(time_point now) {
+  ack_request ack;
+  while (acks_.try_dequeue(ack)) {
+    ack.ch->apply(ack, now);
+    if (ack.ch->acks_touched) {
+      ack.ch->acks_touched = false;
+      touched_.push_back(std::move(ack.ch));
+    }
+    ack.ch.reset();
+  }
+  for (auto& ch : touched_) ch->send_acks(now, false);
+  touched_.clear();
 }
 
 // connection_impl -------------------------------------------------------------------------------
@@ -972,7 +1028,15 @@ void connection_impl::on_command(protocol::command& cmd) {
   // Channels leave the map only in service(), never during feed(): a plain pointer is safe here.
   if (last_channel_ == nullptr || last_channel_->id != cmd.channel) {
     auto it = channels.find(cmd.channel);
-    if (it == channels.end()) return;
+    if (it == channels.end()) {
+      // Channel 0 (never in the map): the machine passes on update-secret-ok alone.
+      if (cmd.is<codec::connection_update_secret_ok>() && !secret_waiters.empty()) {
+        auto w = std::move(secret_waiters.front());
+        secret_waiters.pop_front();
+        deferred.push_back([w] { w->set_value(); });
+      }
+      return;
+    }
     last_channel_ = it->second.get();
   }
   last_channel_->on_command(cmd, feed_now_);
@@ -1025,6 +1089,10 @@ void connection_impl::on_closed(const protocol::close_reason& why) {
   for (auto& [id, ch] : channels) {
     ch->on_closed(confirm_result::outcome::connection_lost, why, false);
   }
+  for (auto& w : secret_waiters) {
+    deferred.push_back([w, why] { w->set_exception(error_from(why)); });  // made where it goes
+  }
+  secret_waiters.clear();
   {
     std::lock_guard lock(state_mu);
     reason = why;
@@ -1083,24 +1151,20 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
         last_consumer = found;
       }
       if (found == nullptr) {
-        const bool no_ack = std::find(cancelled_no_ack.begin(), cancelled_no_ack.end(),
-                                      m.consumer_tag) != cancelled_no_ack.end();
+        const bool owed =
+            recovering == 0 && std::find(cancelled_no_ack.begin(), cancelled_no_ack.end(),
+                                         m.consumer_tag) == cancelled_no_ack.end();
         // A delivery for a consumer cancelled since: the broker still holds it, give it back.
-        coalescer.on_delivery(m.delivery_tag, !no_ack);
-        if (!no_ack && coalescer.reject(m.delivery_tag, true, now)) send_acks(now, true);
+        coalescer.on_delivery(m.delivery_tag, owed);
+        if (owed && coalescer.reject(m.delivery_tag, true, now)) send_acks(now, true);
         return;
       }
       consumer_entry& e = *found;
-      coalescer.on_delivery(m.delivery_tag, !e.route->no_ack);
+      coalescer.on_delivery(m.delivery_tag, !e.route->no_ack && recovering == 0);
       if (e.batch.empty()) conn->batch_owners_push(&e);
       delivery& d = e.batch.emplace_back();
-      d.header_ = cmd.header;
-      d.body_ = cmd.body;
-      d.exchange_ = m.exchange;
-      d.routing_key_ = m.routing_key;
+      fill(d, cmd, m);
       d.consumer_tag_ = m.consumer_tag;
-      d.tag_ = m.delivery_tag;
-      d.redelivered_ = m.redelivered;
       d.consumer_ = consumer_ref::adopt(e.route.get());  // counted in bulk by after_feed()
       ++e.uncounted;
       // Usually all three parts sit in one buffer: keep one reference, and let the others drop
@@ -1219,7 +1283,7 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
     default:
       break;
   }
-  if (rpcs.empty() || rpcs.front()->reply_id != cmd.id()) return;
+  if (rpcs.empty() || !rpcs.front()->answered_by(cmd.id())) return;
   std::shared_ptr<rpc_call> call = std::move(rpcs.front());
   rpcs.pop_front();
   if (cmd.id() == codec::channel_open_ok::id) {
@@ -1234,21 +1298,58 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
     cmd.decode(m);
     call->consumer->tag = std::string(m.consumer_tag);
     call->consumer->record.consumer_tag = call->consumer->tag;
-    consumers[call->consumer->tag] = std::move(call->consumer);
-    last_consumer = nullptr;
+    register_consumer(std::move(call->consumer));
   } else if (cmd.id() == codec::basic_cancel_ok::id) {
     codec::basic_cancel_ok m;
     cmd.decode(m);
-    auto it = consumers.find(m.consumer_tag);
-    if (it != consumers.end()) {
-      if (it->second->route->no_ack) cancelled_no_ack.push_back(it->second->tag);
-      conn->retire(std::move(it->second));
-      consumers.erase(it);
-      last_consumer = nullptr;
-    }
+    drop_consumer(m.consumer_tag);
+  } else if (cmd.id() == codec::basic_get_ok::id) {
+    // Its tag is in the channel's sequence: the coalescer learns it here, in wire order, before
+    // the caller can settle it.
+    codec::basic_get_ok m;
+    cmd.decode(m);
+    coalescer.on_delivery(m.delivery_tag, !call->no_ack && recovering == 0);
+  } else if (cmd.id() == codec::basic_recover_ok::id) {
+    if (recovering > 0) --recovering;
   }
   auto c = std::make_shared<protocol::command>(std::move(cmd));
   conn->deferred.push_back([call, c] { call->done.set_value(std::move(*c)); });
+}
+
+void channel_impl::register_consumer(std::unique_ptr<consumer_entry> e) {
+  auto& slot = consumers[e->tag];
+  // A tag in use (a nowait consume repeating one): the broker fails the connection for it; the
+  // entry it replaces drains off this thread like any other.
+  if (slot) conn->retire(std::move(slot));
+  slot = std::move(e);
+  last_consumer = nullptr;
+}
+
+void channel_impl::drop_consumer(std::string_view tag) {
+  auto it = consumers.find(tag);
+  if (it == consumers.end()) return;
+  if (it->second->route->no_ack) cancelled_no_ack.push_back(it->second->tag);
+  conn->retire(std::move(it->second));
+  consumers.erase(it);
+  last_consumer = nullptr;
+}
+
+void channel_impl::abandon(std::exception_ptr why) {
+  if (st == state::closed) return;
+  {
+    std::lock_guard lock(err_mu);
+    if (!error) error = why;
+  }
+  if (st == state::closing) return;
+  st = state::closing;
+  {
+    std::lock_guard lock(conn->pub_mu);
+    pub_open = false;
+  }
+  open_flag.store(false);
+  // The RPCs still waiting fail when close-ok arrives (on_closed); if it never does, their
+  // callers time out too.
+  conn->machine_close_channel(id, 200, "closed by client: no reply in time");
 }
 
 void channel_impl::on_closed(confirm_result::outcome why, const protocol::close_reason& reason,
@@ -1356,11 +1457,25 @@ void channel_impl::start_rpc(std::shared_ptr<rpc_call> call, out_buffer frame) {
     call->done.set_exception(e);
     return;
   }
+  // Decisions made before this call go first, so that tx.commit covers a handler's ack and
+  // basic.recover does not give back what was acked: the ones still queued for this thread,
+  // then every one this channel holds.
+  const time_point now = clock::now();
+  conn->io.apply_acks(now);
+  send_acks(now, true);
+  if (call->before_send) call->before_send(*this);
   // Publishes staged before this call go first: a thread that publishes and then declares or
   // deletes sees its operations reach the broker in that order.
-  conn->seal(clock::now());
+  conn->seal(now);
   conn->push_segment(std::move(frame));
-  rpcs.push_back(std::move(call));
+  if (call->reply_id != 0) {
+    rpcs.push_back(std::move(call));
+    return;
+  }
+  // nowait: no reply will come, so nothing waits in `rpcs` for one (it would take the next
+  // RPC's reply). A nowait consumer is registered now, before its first delivery can arrive.
+  if (call->consumer) register_consumer(std::move(call->consumer));
+  call->done.set_value(protocol::command{});
 }
 
 void channel_impl::throw_if_closed() const {
@@ -1377,6 +1492,21 @@ void channel_impl::throw_if_closed() const {
 template <class M>
 protocol::command channel_impl::call(const M& m, std::uint32_t reply_id,
                                      std::unique_ptr<consumer_entry> consumer) {
+  auto c = std::make_shared<rpc_call>();
+  c->reply_id = reply_id;
+  c->consumer = std::move(consumer);
+  return call(m, std::move(c));
+}
+
+void channel_impl::abandon_after_timeout(std::string_view what) {
+  const std::exception_ptr why =
+      std::make_exception_ptr(rpc_timed_out(what, conn->eng.options.rpc_timeout));
+  // Waited for, so that is_open() is false once the call has thrown.
+  conn->io.run_and_wait([this, &why] { abandon(why); });
+}
+
+template <class M>
+protocol::command channel_impl::call(const M& m, std::shared_ptr<rpc_call> c) {
   check_not_io(M::name.data());
   throw_if_closed();
   out_buffer frame;
@@ -1390,16 +1520,15 @@ protocol::command channel_impl::call(const M& m, std::uint32_t reply_id,
     }
     frame.append(s);
   }
-  auto c = std::make_shared<rpc_call>();
-  c->reply_id = reply_id;
-  c->consumer = std::move(consumer);
   std::future<protocol::command> f = c->done.get_future();
   conn->io.post(
       [self = shared_from_this(), c, fr = std::make_shared<out_buffer>(std::move(frame))] {
         self->start_rpc(c, std::move(*fr));
       });
-  if (f.wait_for(rpc_timeout) != std::future_status::ready) {
-    throw amqp_timeout(std::string(M::name) + ": no reply within 60 s");
+  if (f.wait_for(conn->eng.options.rpc_timeout) != std::future_status::ready) {
+    // The -ok may still come, and would answer the next call on this channel: close it.
+    abandon_after_timeout(M::name);
+    throw rpc_timed_out(M::name, conn->eng.options.rpc_timeout);
   }
   return f.get();
 }
@@ -1480,11 +1609,43 @@ std::shared_ptr<channel_impl> connection_impl::open_channel() {
     self->seal(clock::now());
     self->machine_->open_channel(id);
   });
-  if (f.wait_for(rpc_timeout) != std::future_status::ready) {
-    throw amqp_timeout("channel.open: no reply within 60 s");
+  if (f.wait_for(eng.options.rpc_timeout) != std::future_status::ready) {
+    // A late open-ok would leave a channel open that nobody holds: close it. `result` is
+    // written on the I/O thread, so it is read there.
+    const std::exception_ptr why =
+        std::make_exception_ptr(rpc_timed_out("channel.open", eng.options.rpc_timeout));
+    io.run_and_wait([&] {
+      if (*result) (*result)->abandon(why);
+    });
+    throw rpc_timed_out("channel.open", eng.options.rpc_timeout);
   }
   f.get();
   return *result;
+}
+
+void connection_impl::update_secret(std::string_view new_secret, std::string_view why) {
+  check_not_io("connection.update-secret");
+  if (!open_flag.load()) {
+    std::lock_guard lock(state_mu);
+    std::rethrow_exception(error_from(reason));
+  }
+  auto waiter = std::make_shared<std::promise<void>>();
+  std::future<void> f = waiter->get_future();
+  io.post([self = shared_from_this(), waiter, secret = std::string(new_secret),
+           text = std::string(why)] {
+    if (!self->machine_open()) {
+      waiter->set_exception(
+          std::make_exception_ptr(recoverable_connection_error("connection is closed")));
+      return;
+    }
+    self->seal(clock::now());  // publishes staged before the call go first
+    self->machine_->update_secret(secret, text);
+    self->secret_waiters.push_back(std::move(waiter));
+  });
+  if (f.wait_for(eng.options.rpc_timeout) != std::future_status::ready) {
+    throw rpc_timed_out("connection.update-secret", eng.options.rpc_timeout);
+  }
+  f.get();
 }
 
 void connection_impl::drain_retired() {
@@ -1576,6 +1737,9 @@ topology_record connection::topology() const {
   std::lock_guard lock(impl_->topo_mu);
   return impl_->topo;
 }
+void connection::update_secret(std::string_view new_secret, std::string_view reason) {
+  impl_->update_secret(new_secret, reason);
+}
 std::size_t connection::outgoing_bytes() const noexcept {
   std::size_t staged;
   {
@@ -1600,12 +1764,15 @@ channel::~channel() = default;
 queue_declare_ok channel::queue_declare(std::string_view queue, const queue_declare_options& o) {
   const std::string args = detail::encode_args(o.arguments);
   codec::queue_declare m = queue_declare_method(queue, o, args);
-  m.nowait = false;  // the engine always waits for the -ok (it carries the queue's name)
-  protocol::command c = impl_->call(m, codec::queue_declare_ok::id);
+  protocol::command c = impl_->call(m, o.nowait ? 0 : codec::queue_declare_ok::id);
   codec::queue_declare_ok ok;
-  c.decode(ok);
+  if (o.nowait) {
+    ok.queue = queue;
+  } else {
+    c.decode(ok);
+  }
   queue_declare_ok r{std::string(ok.queue), ok.message_count, ok.consumer_count};
-  if (!o.passive) {
+  if (!o.passive && !r.queue.empty()) {
     std::lock_guard lock(impl_->conn->topo_mu);
     auto& qs = impl_->conn->topo.queues;
     std::erase_if(qs, [&](const queue_record& q) { return q.name == r.queue; });
@@ -1619,8 +1786,7 @@ void channel::exchange_declare(std::string_view exchange, std::string_view type,
                                const exchange_declare_options& o) {
   const std::string args = detail::encode_args(o.arguments);
   codec::exchange_declare m = exchange_declare_method(exchange, type, o, args);
-  m.nowait = false;  // blocking RPC: errors must reach this call
-  impl_->call(m, codec::exchange_declare_ok::id);
+  impl_->call(m, o.nowait ? 0 : codec::exchange_declare_ok::id);
   if (!o.passive) {
     std::lock_guard lock(impl_->conn->topo_mu);
     auto& xs = impl_->conn->topo.exchanges;
@@ -1643,7 +1809,11 @@ void bind_rpc(channel_impl& ch, binding_record::kind k, std::string_view destina
   set(m);
   m.routing_key = routing_key;
   m.arguments = codec::table_view{args};
-  ch.call(m, Ok::id);
+  bool nowait = false;
+  if constexpr (requires { m.nowait; }) {  // not queue.unbind, which always has a reply
+    m.nowait = nowait = o.nowait;
+  }
+  ch.call(m, nowait ? 0 : Ok::id);
   connection_impl& c = *ch.conn;
   std::lock_guard lock(c.topo_mu);
   auto& bs = c.topo.bindings;
@@ -1699,12 +1869,13 @@ void channel::exchange_unbind(std::string_view destination, std::string_view sou
       });
 }
 
-std::uint32_t channel::queue_purge(std::string_view queue) {
+std::uint32_t channel::queue_purge(std::string_view queue, bool nowait) {
   codec::queue_purge m;
   m.queue = queue;
-  protocol::command c = impl_->call(m, codec::queue_purge_ok::id);
+  m.nowait = nowait;
+  protocol::command c = impl_->call(m, nowait ? 0 : codec::queue_purge_ok::id);
   codec::queue_purge_ok ok;
-  c.decode(ok);
+  if (!nowait) c.decode(ok);
   return ok.message_count;
 }
 
@@ -1713,9 +1884,10 @@ std::uint32_t channel::queue_delete(std::string_view queue, const queue_delete_o
   m.queue = queue;
   m.if_unused = o.if_unused;
   m.if_empty = o.if_empty;
-  protocol::command c = impl_->call(m, codec::queue_delete_ok::id);
+  m.nowait = o.nowait;
+  protocol::command c = impl_->call(m, o.nowait ? 0 : codec::queue_delete_ok::id);
   codec::queue_delete_ok ok;
-  c.decode(ok);
+  if (!o.nowait) c.decode(ok);
   std::lock_guard lock(impl_->conn->topo_mu);
   auto& t = impl_->conn->topo;
   std::erase_if(t.queues, [&](const queue_record& q) { return q.name == queue; });
@@ -1726,10 +1898,12 @@ std::uint32_t channel::queue_delete(std::string_view queue, const queue_delete_o
   return ok.message_count;
 }
 
-void channel::exchange_delete(std::string_view exchange) {
+void channel::exchange_delete(std::string_view exchange, bool if_unused, bool nowait) {
   codec::exchange_delete m;
   m.exchange = exchange;
-  impl_->call(m, codec::exchange_delete_ok::id);
+  m.if_unused = if_unused;
+  m.nowait = nowait;
+  impl_->call(m, nowait ? 0 : codec::exchange_delete_ok::id);
   std::lock_guard lock(impl_->conn->topo_mu);
   auto& t = impl_->conn->topo;
   std::erase_if(t.exchanges, [&](const exchange_record& x) { return x.name == exchange; });
@@ -1745,6 +1919,74 @@ void channel::basic_qos(std::uint32_t prefetch_size, std::uint16_t prefetch_coun
   m.prefetch_count = prefetch_count;
   m.global = global;
   impl_->call(m, codec::basic_qos_ok::id);
+}
+
+bool channel::flow(bool active) {
+  codec::channel_flow m;
+  m.active = active;
+  protocol::command c = impl_->call(m, codec::channel_flow_ok::id);
+  codec::channel_flow_ok ok;
+  c.decode(ok);
+  return ok.active;
+}
+
+void channel::tx_select() {
+  impl_->call(codec::tx_select{}, codec::tx_select_ok::id);
+}
+void channel::tx_commit() {
+  impl_->call(codec::tx_commit{}, codec::tx_commit_ok::id);
+}
+void channel::tx_rollback() {
+  impl_->call(codec::tx_rollback{}, codec::tx_rollback_ok::id);
+}
+
+std::optional<delivery> channel::basic_get(std::string_view queue, bool no_ack) {
+  codec::basic_get m;
+  m.queue = queue;
+  m.no_ack = no_ack;
+  auto call = std::make_shared<detail::rpc_call>();
+  call->reply_id = codec::basic_get_ok::id;
+  call->alt_reply_id = codec::basic_get_empty::id;
+  call->no_ack = no_ack;
+  protocol::command c = impl_->call(m, std::move(call));
+  if (c.is<codec::basic_get_empty>()) return std::nullopt;
+  codec::basic_get_ok ok;
+  c.decode(ok);
+  std::optional<delivery> r(std::in_place);
+  delivery& d = *r;
+  channel_impl::fill(d, c, ok);
+  d.message_count_ = ok.message_count;
+  // No consumer: a route of its own (owned by the delivery and its copies alone, so it cannot
+  // keep the channel alive in a cycle) sends the decision to the channel's I/O thread.
+  auto* route = new detail::consumer_impl();
+  route->ch = impl_;
+  route->no_ack = no_ack;
+  d.consumer_ = detail::consumer_ref::adopt(route);
+  for (int i = 0; i < 3; ++i) d.keep_[i] = std::move(c.keep[i]);  // the views' buffers
+  return r;
+}
+
+// Both recovers forget the channel's undecided deliveries once the held decisions have gone
+// (start_rpc sends those first): the broker requeues them, so a later decision on one would
+// name a tag it no longer knows.
+void channel::basic_recover(bool requeue) {
+  codec::basic_recover m;
+  m.requeue = requeue;
+  auto call = std::make_shared<detail::rpc_call>();
+  call->reply_id = codec::basic_recover_ok::id;
+  call->before_send = [](channel_impl& ch) {
+    ch.coalescer.reset();
+    ++ch.recovering;  // until recover-ok, arriving deliveries are requeued too
+  };
+  impl_->call(m, std::move(call));
+}
+
+void channel::basic_recover_async(bool requeue) {
+  codec::basic_recover_async m;
+  m.requeue = requeue;
+  auto call = std::make_shared<detail::rpc_call>();
+  call->before_send = [](channel_impl& ch) { ch.coalescer.reset(); };
+  impl_->call(m, std::move(call));
 }
 
 void channel::confirm_select(std::size_t window, std::chrono::milliseconds timeout) {
@@ -1853,7 +2095,11 @@ bool channel::wait_for_confirms(std::chrono::steady_clock::time_point deadline) 
 std::string channel::basic_consume(std::string_view queue, delivery_handler handler,
                                    const consumer_options& o, const ack_coalescing& ac) {
   detail::check_not_io("basic.consume");
+  if (o.nowait && o.consumer_tag.empty()) {
+    throw std::invalid_argument("basic.consume with nowait needs a consumer_tag");
+  }
   auto entry = std::make_unique<detail::consumer_entry>();
+  entry->tag = o.consumer_tag;  // the key a nowait consumer is registered under
   entry->route = detail::consumer_ref::adopt(new detail::consumer_impl());
   entry->route->ch = impl_;
   entry->route->no_ack = o.no_ack;
@@ -1897,10 +2143,16 @@ std::string channel::basic_consume(std::string_view queue, delivery_handler hand
   m.no_local = o.no_local;
   m.no_ack = o.no_ack;
   m.exclusive = o.exclusive;
+  m.nowait = o.nowait;
   m.arguments = codec::table_view{args};
-  protocol::command c = impl_->call(m, codec::basic_consume_ok::id, std::move(entry));
+  protocol::command c =
+      impl_->call(m, o.nowait ? 0 : codec::basic_consume_ok::id, std::move(entry));
   codec::basic_consume_ok ok;
-  c.decode(ok);
+  if (o.nowait) {
+    ok.consumer_tag = o.consumer_tag;
+  } else {
+    c.decode(ok);
+  }
   std::string tag(ok.consumer_tag);
   {
     std::lock_guard lock(impl_->conn->topo_mu);
@@ -1911,10 +2163,23 @@ std::string channel::basic_consume(std::string_view queue, delivery_handler hand
   return tag;
 }
 
-void channel::basic_cancel(std::string_view consumer_tag) {
+void channel::basic_cancel(std::string_view consumer_tag, bool nowait) {
   codec::basic_cancel m;
   m.consumer_tag = consumer_tag;
-  impl_->call(m, codec::basic_cancel_ok::id);
+  m.nowait = nowait;
+  auto call = std::make_shared<detail::rpc_call>();
+  if (nowait) {
+    // No cancel-ok to drop it on: the consumer goes as the frame does.
+    call->before_send = [tag = std::string(consumer_tag)](channel_impl& ch) {
+      ch.drop_consumer(tag);
+      // Hands the retired consumer over now (after_feed does it for a cancel-ok), so that the
+      // drain below waits for its handlers in flight.
+      ch.conn->after_feed();
+    };
+  } else {
+    call->reply_id = codec::basic_cancel_ok::id;
+  }
+  impl_->call(m, std::move(call));
   {
     std::lock_guard lock(impl_->conn->topo_mu);
     std::erase_if(impl_->conn->topo.consumers,
@@ -1943,8 +2208,8 @@ void channel::close() {
     self->close_call = call;
     self->conn->machine_close_channel(self->id, 200, "closed by client");
   });
-  if (f.wait_for(detail::rpc_timeout) != std::future_status::ready) {
-    throw amqp_timeout("channel.close: no reply within 60 s");
+  if (f.wait_for(self->conn->eng.options.rpc_timeout) != std::future_status::ready) {
+    throw detail::rpc_timed_out("channel.close", self->conn->eng.options.rpc_timeout);
   }
   try {
     f.get();

@@ -11,21 +11,23 @@
 //   - Worker threads (engine_options::workers, a TBB arena): delivery_handler runs there.
 //   - Any other thread (the application's): everything else.
 //
-// Blocking calls (connect, adopt, open_channel, topology RPCs, basic_qos, confirm_select,
-// basic_consume/cancel, close, wait_for_confirms) are not allowed on an I/O thread
-// (they would wait for the thread they block): they throw std::logic_error there. They may be
-// made from worker threads. publish(deadline) never waits on an I/O thread: it returns the
-// status at once. Non-blocking calls (try_publish, publish_confirmed, delivery
-// ack/nack/reject, is_open, blocked, outstanding_confirms, topology, the on_* setters) may be
-// made from any thread, I/O threads included (channel::on_return waits for the channel's I/O
+// Blocking calls (connect, adopt, open_channel, update_secret, topology RPCs, basic_qos, flow,
+// confirm_select, basic_consume/cancel, basic_get, basic_recover(_async), tx_*, close,
+// wait_for_confirms) are not allowed on an I/O thread (they would wait for the thread they
+// block): they throw std::logic_error there. They may be made from worker threads. A call made
+// with nowait (or basic_recover_async) does not wait for the broker, only for the I/O thread to
+// queue its frame, and is a blocking call in this sense. publish(deadline) never waits on an I/O
+// thread: it returns the status at once. Non-blocking calls (try_publish, publish_confirmed,
+// delivery ack/nack/reject, is_open, blocked, outstanding_confirms, topology, the on_* setters) may
+// be made from any thread, I/O threads included (channel::on_return waits for the channel's I/O
 // thread to take the handler, unless called on it).
 //
 // Errors: blocking calls throw warren's py-amqp exception types (engine/errors.h): a channel
 // error from the broker (404 not_found, ...) closes that channel and throws its class; a closed
 // connection throws the error that closed it (or connection_forced-like errors built from the
 // close reason; a transport failure is recoverable_connection_error with reply code 0 and the
-// transport's message); amqp_timeout when a deadline passes. Publishing never throws: it returns
-// publish_status.
+// transport's message); amqp_timeout when a deadline passes (engine_options::rpc_timeout for
+// replies). Publishing never throws: it returns publish_status.
 //
 // Lifetimes: the engine must outlive every connection, channel and delivery obtained from it
 // (its destructor closes connections, waits for handlers in flight and joins its threads).
@@ -38,6 +40,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -96,6 +99,11 @@ struct engine_options {
   // Per connection: deliveries handed to consumers and not yet handled. Above it the I/O thread
   // stops reading that socket (EPOLLIN off) until handlers bring it below half of it again.
   std::size_t max_pending_deliveries = 64 * 1024;
+  // How long every blocking call that waits for the broker's reply (RPCs, open_channel,
+  // channel::close, update_secret) waits before it throws amqp_timeout. Engine-wide rather than
+  // per connection: it guards against a stuck broker, not a slow operation. A channel whose RPC
+  // timed out is closed (a late reply would otherwise answer the next call on it).
+  std::chrono::milliseconds rpc_timeout = std::chrono::seconds(60);
 };
 
 // Result of a non-blocking publish attempt.
@@ -147,6 +155,10 @@ struct consumer_options {
   unsigned concurrency = 1;  // 1 = this consumer's deliveries handled strictly in order
   // Broker cancel (queue deleted, ...). Runs on the I/O thread.
   std::function<void(std::string_view consumer_tag)> on_cancel;
+  // Send basic.consume without waiting for consume-ok (needs consumer_tag: nothing would tell
+  // the broker's choice). The consumer is registered before the frame goes, so deliveries that
+  // follow at once find it; an error (404, ...) closes the channel later.
+  bool nowait = false;
 };
 
 struct ack_coalescing {
@@ -202,6 +214,12 @@ class connection {
   warren::protocol::close_reason close_reason() const;
   // A snapshot of the topology record (any thread).
   topology_record topology() const;
+  // connection.update-secret (e.g. a refreshed OAuth token; RabbitMQ also accepts the same
+  // password under PLAIN), waiting for update-secret-ok. Blocking, any thread but an I/O thread
+  // (std::logic_error there). Throws the error that closed the connection if it is or becomes
+  // closed (e.g. the broker refuses the secret), amqp_timeout after engine_options::rpc_timeout
+  // (the connection stays open; a late -ok is matched to this call, not a later one).
+  void update_secret(std::string_view new_secret, std::string_view reason);
   // Bytes encoded for the wire and not yet written (publish staging plus the machine's output).
   std::size_t outgoing_bytes() const noexcept;
   std::uint32_t frame_max() const noexcept;
@@ -216,9 +234,57 @@ class connection {
   std::shared_ptr<detail::connection_impl> impl_;
 };
 
+// One AMQP channel. Unless a member says otherwise, a blocking call here:
+//   - may be called from any thread but an I/O thread (std::logic_error there), concurrently
+//     with other calls on the channel (RPCs from several threads are answered in the order
+//     their frames reach the wire);
+//   - sends its method after the publishes staged before it on this connection and after the
+//     delivery acks/nacks/rejects made before it on this channel (so a handler's ack followed
+//     by tx_commit or basic_recover is inside that commit, or settled before that recover);
+//   - waits for the broker's -ok at most engine_options::rpc_timeout;
+//   - throws: the channel error the broker closed the channel with (not_found,
+//     precondition_failed, ...; the channel is then closed and error() holds it, and every
+//     later call rethrows it); the connection's error when the connection closed (the class of
+//     its reply code, e.g. amqp_not_implemented_error for 540, or recoverable_connection_error
+//     for a transport failure); recoverable_connection_error("channel is closed") after close();
+//     amqp_timeout when no reply came within rpc_timeout (the channel is then closed, with the
+//     timeout as its error()); std::invalid_argument for arguments that cannot be encoded.
+// With nowait (where the options have it) the call returns once its frame is queued, without a
+// reply: the topology record changes at once, as if it succeeded; an error the broker raises
+// for it closes the channel later, and the next call on the channel throws it.
+//
+// The blocking warren::channel's members without a namesake here, what stands in, and why:
+//   channel_id, active, basic_publish    -> id, flow_active, try_publish/publish/publish_confirmed
+//   open (re-open the same id)           -> connection::open_channel. A closed channel is not
+//       reused: deliveries and acks still in flight name it, and would act on the new one.
+//   close(reply_code, text, method_sig)  -> close(). A client close has nothing to report; the
+//       engine itself closes with 406 when the broker confirms an unknown publish tag.
+//   basic_ack/basic_nack/basic_reject by delivery tag -> delivery::ack/nack/reject. The
+//       delivery carries its channel and the channel's life it came from, and its decision
+//       goes through the channel's ack coalescer; a bare tag could settle a message of a later
+//       life or be coalesced into a multiple=true ack it must not join.
+//   confirm_select(nowait)               -> confirm_select(window, timeout), which always waits:
+//       the broker's refusal (406 on a channel in tx mode) is then thrown by it, instead of
+//       turning the publishes made after it into channel_closed completions.
+//   wait_for_confirms(timeout), throwing message_nacked -> wait_for_confirms(deadline), true
+//       once all completed; each publish's outcome (nack included) goes to its callback.
+//   next_publish_seq_no, in_confirm_mode -> confirm_result::sequence. Sequence numbers are
+//       assigned at publish, under the publish lock, in wire order: a number read before
+//       publishing could be taken by another thread's publish.
+//   events().basic_ack/basic_nack/basic_return -> the publish's confirm_callback (or
+//       publish_confirmed's future) and on_return.
+//   consumer_tags, no_ack_consumers      -> connection::topology().consumers (channel id, tag,
+//       no_ack), kept outside the I/O thread so any thread may read it.
+//   connection()                         -> the shared connection handle the channel was
+//       opened from; a channel does not hand out handles to its connection.
 class channel {
  public:
-  // Topology (blocking RPCs, recorded in the connection's topology record):
+  // Topology (blocking RPCs, recorded in the connection's topology record; see above for the
+  // thread rules and errors). With options.nowait the call does not wait for the -ok:
+  // queue_declare then returns {queue, 0, 0} (a server-named queue declared with nowait is not
+  // recorded: its name is unknown, and "" only names it on this channel), and queue_delete and
+  // queue_purge return 0. queue.unbind has no nowait bit in AMQP 0-9-1: queue_unbind always
+  // waits.
   warren::queue_declare_ok queue_declare(std::string_view queue,
                                          const warren::queue_declare_options& = {});
   void exchange_declare(std::string_view exchange, std::string_view type,
@@ -231,13 +297,52 @@ class channel {
                      std::string_view routing_key, const warren::bind_options& = {});
   void exchange_unbind(std::string_view destination, std::string_view source,
                        std::string_view routing_key, const warren::bind_options& = {});
-  std::uint32_t queue_purge(std::string_view queue);
+  std::uint32_t queue_purge(std::string_view queue, bool nowait = false);
   std::uint32_t queue_delete(std::string_view queue, const warren::queue_delete_options& = {});
-  void exchange_delete(std::string_view exchange);
+  void exchange_delete(std::string_view exchange, bool if_unused = false, bool nowait = false);
+  // basic.qos, blocking RPC.
   void basic_qos(std::uint32_t prefetch_size, std::uint16_t prefetch_count, bool global);
+  // channel.flow from this client: asks the broker to stop (false) or resume (true) deliveries
+  // to this channel; returns the broker's flow-ok `active`. Blocking RPC. RabbitMQ refuses
+  // active=false with 540 NOT_IMPLEMENTED, a connection error: amqp_not_implemented_error, and
+  // the connection is closed.
+  bool flow(bool active);
   // Confirm mode with a bounded window of outstanding publishes and an optional confirm timeout
-  // (0: none). Call before publishing on this channel.
+  // (0: none). Call before publishing on this channel. Blocking RPC; idempotent. On a channel
+  // in tx mode the broker closes the channel: precondition_failed (406).
   void confirm_select(std::size_t window = 1000, std::chrono::milliseconds timeout = {});
+
+  // Transactions, blocking RPCs. tx_commit/tx_rollback cover the publishes made before them on
+  // this connection and the deliveries settled before them on this channel (see above). A
+  // channel is in tx mode or in confirm mode, never both: tx_select on a channel in confirm
+  // mode (or confirm_select in tx mode) makes the broker close the channel with 406, thrown as
+  // precondition_failed. tx_commit/tx_rollback without tx_select: precondition_failed too.
+  // After tx_rollback the deliveries whose acks were rolled back stay unacknowledged on the
+  // broker, and the engine does not let them be settled twice: basic_recover(true) (or closing
+  // the channel) requeues them.
+  void tx_select();
+  void tx_commit();
+  void tx_rollback();
+
+  // basic.get, blocking RPC: one message, or nullopt when the queue is empty (get-empty). The
+  // delivery is what a consumer's handler gets: body and names are views into the receive
+  // buffer (no copy; the delivery keeps the buffer until it and its copies are gone, on any
+  // thread), consumer_tag() is empty, message_count() is the queue's count after this message.
+  // Unless no_ack, settle it with its ack/nack/reject from any thread: they are routed to the
+  // I/O thread and coalesced like a consumed delivery's (sent within the channel's
+  // ack_coalescing::max_delay, or before the next blocking call on the channel).
+  std::optional<delivery> basic_get(std::string_view queue, bool no_ack = false);
+  // basic.recover (waits for recover-ok) and basic.recover-async (returns once queued): the
+  // broker redelivers every unacknowledged message of this channel (requeue=true). Decisions
+  // made before the call are sent first; those made on the earlier deliveries afterwards (and
+  // on deliveries that reach the client before recover-ok, which the broker requeues too) are
+  // dropped: their ack() still returns true, but nothing goes on the wire, since the broker
+  // would close the channel for the unknown tag. basic_recover_async has no reply to mark that
+  // boundary, so a decision on a delivery already in flight when it was sent may reach the
+  // broker as an unknown tag (406): prefer basic_recover. RabbitMQ refuses requeue=false with
+  // 540 NOT_IMPLEMENTED (amqp_not_implemented_error for basic_recover; the connection closes).
+  void basic_recover(bool requeue);
+  void basic_recover_async(bool requeue);
 
   // Publishing: any thread, concurrently. try_publish never blocks; publish blocks at most
   // until `deadline` for room (buffer, window, blocked, flow) and returns timeout when it
@@ -264,11 +369,15 @@ class channel {
   // True once every publish made so far has completed (any outcome); false at the deadline.
   bool wait_for_confirms(std::chrono::steady_clock::time_point deadline);
 
-  // Consuming: handler on TBB workers; returns the consumer tag. Blocking.
+  // Consuming: handler on TBB workers; returns the consumer tag. Blocking (with o.nowait, only
+  // until the frame is queued; std::invalid_argument without o.consumer_tag).
   std::string basic_consume(std::string_view queue, delivery_handler handler,
                             const consumer_options& = {}, const ack_coalescing& = {});
   // Blocking; returns after cancel-ok and after the consumer's handlers in flight finished.
-  void basic_cancel(std::string_view consumer_tag);
+  // With nowait the consumer is removed when the frame is queued (deliveries still in flight
+  // for it are rejected with requeue, or dropped when it was no_ack), and the call returns once
+  // its handlers in flight finished, without waiting for cancel-ok.
+  void basic_cancel(std::string_view consumer_tag, bool nowait = false);
   // Blocking. Outstanding confirms complete with channel_closed. Idempotent.
   void close();
   bool is_open() const noexcept;
@@ -295,9 +404,10 @@ class publish_rejected : public std::runtime_error {
   publish_status status_;
 };
 
-// One basic.deliver handed to a handler by reference. Copy or move it to keep the body past the
-// handler: a delivery holds a reference on the receive buffer(s) its views point into, and the
-// buffer returns to its pool when the last delivery viewing it goes (any thread).
+// One basic.deliver handed to a handler by reference, or one basic.get-ok returned by
+// channel::basic_get. Copy or move it to keep the body past the handler: a delivery holds a
+// reference on the receive buffer(s) its views point into, and the buffer returns to its pool when
+// the last delivery viewing it goes (any thread).
 class delivery {
  public:
   delivery() = default;
@@ -309,11 +419,13 @@ class delivery {
   std::string_view exchange() const noexcept { return exchange_; }
   std::string_view routing_key() const noexcept { return routing_key_; }
   std::string_view consumer_tag() const noexcept { return consumer_tag_; }
+  // basic_get only: messages left in the queue after this one (0 for consumed deliveries).
+  std::uint32_t message_count() const noexcept { return message_count_; }
   std::uint16_t channel_id() const noexcept;
   // Any thread; routed to the owning I/O thread; contiguous acks coalesce into multiple=true.
-  // Returns false (nothing sent) when the consumer is no_ack or the channel has closed since
-  // the delivery. A tag already settled is dropped on the I/O thread (nothing goes on the wire;
-  // the broker would close the channel for it).
+  // Returns false (nothing sent) when the consumer (or basic_get) was no_ack or the channel has
+  // closed since the delivery. A tag already settled (or given back by basic_recover) is dropped
+  // on the I/O thread (nothing goes on the wire; the broker would close the channel for it).
   bool ack(bool multiple = false);
   bool nack(bool multiple = false, bool requeue = true);
   bool reject(bool requeue = true);
@@ -321,11 +433,13 @@ class delivery {
  private:
   friend class detail::connection_impl;
   friend class detail::channel_impl;
+  friend class channel;  // basic_get builds one
   rx_ref keep_[3];
   codec::content_header header_;
   std::string_view body_, exchange_, routing_key_, consumer_tag_;
   std::uint64_t tag_ = 0;
   bool redelivered_ = false;
+  std::uint32_t message_count_ = 0;  // fits the padding before consumer_
   detail::consumer_ref consumer_;
 };
 

@@ -1,12 +1,14 @@
 // The async engine against the real broker (tools/setup.sh): threaded publishing with confirms,
 // consuming with acks from workers, returns, nacks, channel errors, connection loss, the memory
-// alarm, and the topology record.
+// alarm, the topology record, basic.get, transactions, recover, channel.flow, update-secret and
+// nowait.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -14,6 +16,7 @@
 
 #include "engine/async/engine.h"
 #include "tests/broker_env.h"
+#include "tests/engine/async/wait.h"
 #include "tests/engine/client/test_support.h"
 
 namespace warren::async {
@@ -23,15 +26,7 @@ using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using test::broker_options;
 using test::unique_name;
-
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 20s) {
-  const auto until = clock_type::now() + timeout;
-  while (!done()) {
-    if (clock_type::now() >= until) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
-}
+using test::wait_until;
 
 class engine_broker_test : public test::broker_test {
  protected:
@@ -51,6 +46,11 @@ class engine_broker_test : public test::broker_test {
     ch.queue_declare(q, o);
     queues_.push_back(q);
     return q;
+  }
+  // Messages ready in `q`, read through a channel of its own (so the channels under test keep
+  // their state).
+  static std::uint32_t ready_count(connection& c, const std::string& q) {
+    return c.open_channel()->queue_declare(q, {.passive = true}).message_count;
   }
   std::unique_ptr<engine> engine_;
   std::vector<std::string> queues_;
@@ -411,6 +411,252 @@ TEST_F(engine_broker_test, publishes_staged_before_an_rpc_reach_the_broker_befor
     // Same channel, same thread: the purge must see every publish made before it.
     EXPECT_EQ(ch->queue_purge(q), 500u) << "round " << round;
   }
+}
+
+TEST_F(engine_broker_test, basic_get_returns_deliveries_settled_like_consumed_ones) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  EXPECT_FALSE(ch->basic_get(q).has_value());  // get-empty
+  codec::basic_properties props;
+  for (const char* body : {"a", "b", "c"}) {
+    ASSERT_EQ(ch->publish("", q, props, body, clock_type::now() + 10s), publish_status::ok);
+  }
+  // The publishes staged before the get reach the broker before it: no wait needed.
+  std::optional<delivery> a = ch->basic_get(q);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->body(), "a");
+  EXPECT_EQ(a->exchange(), "");
+  EXPECT_EQ(a->routing_key(), q);
+  EXPECT_EQ(a->message_count(), 2u);
+  EXPECT_FALSE(a->redelivered());
+  EXPECT_TRUE(a->consumer_tag().empty());
+  EXPECT_EQ(a->channel_id(), ch->id());
+  EXPECT_TRUE(a->ack());
+  std::optional<delivery> b = ch->basic_get(q);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->body(), "b");
+  EXPECT_EQ(b->message_count(), 1u);
+  std::thread([&] { EXPECT_TRUE(b->reject(/*requeue=*/true)); }).join();
+  // The reject, made before this get, reaches the broker before it: b is back at the head.
+  std::optional<delivery> again = ch->basic_get(q, /*no_ack=*/true);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->body(), "b");
+  EXPECT_TRUE(again->redelivered());
+  EXPECT_FALSE(again->ack());    // no_ack: nothing to settle
+  const delivery kept = *again;  // a copy keeps the receive buffer its views point into
+  again.reset();
+  EXPECT_EQ(kept.body(), "b");
+  std::optional<delivery> last = ch->basic_get(q, /*no_ack=*/true);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_EQ(last->body(), "c");
+  EXPECT_EQ(last->message_count(), 0u);
+  EXPECT_FALSE(ch->basic_get(q).has_value());
+  // Had a's ack not reached the broker, recover would requeue a, and the get would return it.
+  ch->basic_recover(/*requeue=*/true);
+  EXPECT_FALSE(ch->basic_get(q).has_value());
+}
+
+TEST_F(engine_broker_test, tx_commit_covers_publishes_and_acks_and_rollback_discards) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  ch->tx_select();
+  codec::basic_properties props;
+  ASSERT_EQ(ch->try_publish("", q, props, "rolled back"), publish_status::ok);
+  ch->tx_rollback();
+  EXPECT_FALSE(ch->basic_get(q, /*no_ack=*/true).has_value());
+  ASSERT_EQ(ch->try_publish("", q, props, "committed"), publish_status::ok);
+  EXPECT_EQ(ready_count(*c, q), 0u);  // not yet
+  ch->tx_commit();
+  std::optional<delivery> d = ch->basic_get(q);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->body(), "committed");
+  EXPECT_TRUE(d->ack());
+  // The ack was made before the commit, so it is inside it. Had it gone after, closing the
+  // channel would roll it back and requeue the message.
+  ch->tx_commit();
+  ch->close();
+  EXPECT_EQ(ready_count(*c, q), 0u);
+}
+
+TEST_F(engine_broker_test, tx_and_confirm_modes_exclude_each_other_with_precondition_failed) {
+  auto c = engine_->connect(broker_options());
+  auto confirming = c->open_channel();
+  confirming->confirm_select(10);
+  EXPECT_THROW(confirming->tx_select(), precondition_failed);
+  EXPECT_FALSE(confirming->is_open());
+  EXPECT_THROW(std::rethrow_exception(confirming->error()), precondition_failed);
+  auto transacted = c->open_channel();
+  transacted->tx_select();
+  EXPECT_THROW(transacted->confirm_select(10), precondition_failed);
+  EXPECT_FALSE(transacted->is_open());
+  auto plain = c->open_channel();
+  EXPECT_THROW(plain->tx_commit(), precondition_failed);  // not transactional
+  EXPECT_TRUE(c->is_open());
+}
+
+TEST_F(engine_broker_test, basic_recover_redelivers_and_drops_decisions_on_the_given_back) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  codec::basic_properties props;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(ch->try_publish("", q, props, "m"), publish_status::ok);
+  std::mutex mu;
+  std::vector<delivery> held;  // first deliveries, left unsettled
+  std::atomic<int> redelivered{0};
+  ch->basic_consume(q, [&](delivery& d) {
+    if (d.redelivered()) {
+      d.ack();
+      ++redelivered;
+      return;
+    }
+    std::lock_guard lock(mu);
+    held.push_back(d);
+  });
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard lock(mu);
+    return held.size() == 3;
+  }));
+  ch->basic_recover(/*requeue=*/true);
+  EXPECT_TRUE(wait_until([&] { return redelivered.load() == 3; }));
+  // The broker took these back: their acks are dropped on the I/O thread, since the broker
+  // would close the channel (406) for tags it no longer knows.
+  {
+    std::lock_guard lock(mu);
+    for (delivery& d : held) EXPECT_TRUE(d.ack());
+  }
+  ch->basic_qos(0, 10, false);  // goes after those acks: a 406 would fail it
+  EXPECT_TRUE(ch->is_open());
+  ch->close();
+  held.clear();
+  EXPECT_EQ(ready_count(*c, q), 0u);
+}
+
+TEST_F(engine_broker_test, basic_recover_async_requeues_without_waiting) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  codec::basic_properties props;
+  ASSERT_EQ(ch->try_publish("", q, props, "x"), publish_status::ok);
+  std::optional<delivery> first = ch->basic_get(q);
+  ASSERT_TRUE(first.has_value());
+  ch->basic_recover_async(/*requeue=*/true);
+  // No reply to wait for: poll until the broker has requeued it.
+  std::optional<delivery> again;
+  EXPECT_TRUE(wait_until([&] {
+    again = ch->basic_get(q, /*no_ack=*/true);
+    return again.has_value();
+  }));
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->body(), "x");
+  EXPECT_TRUE(again->redelivered());
+  EXPECT_TRUE(first->ack());    // given back: dropped, not sent
+  ch->basic_qos(0, 10, false);  // a 406 for it would fail this call
+  EXPECT_TRUE(ch->is_open());
+}
+
+TEST_F(engine_broker_test, rabbitmq_refuses_recover_without_requeue_and_flow_false_with_540) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  EXPECT_TRUE(ch->flow(true));
+  EXPECT_TRUE(ch->is_open());
+  EXPECT_THROW(ch->flow(false), amqp_not_implemented_error);
+  EXPECT_FALSE(c->is_open());
+  auto c2 = engine_->connect(broker_options());
+  auto ch2 = c2->open_channel();
+  EXPECT_THROW(ch2->basic_recover(/*requeue=*/false), amqp_not_implemented_error);
+  EXPECT_FALSE(c2->is_open());
+}
+
+TEST_F(engine_broker_test, update_secret_with_the_same_password_is_accepted) {
+  auto c = engine_->connect(broker_options());
+  c->update_secret(test::guest_password, "rotated");
+  EXPECT_TRUE(c->is_open());
+  auto ch = c->open_channel();
+  declare_queue(*ch);
+}
+
+TEST_F(engine_broker_test, nowait_declares_bind_and_consume_take_effect_without_a_reply) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string x = unique_name("x-nowait"), q = unique_name("async-nowait");
+  queues_.push_back(q);
+  ch->exchange_declare(x, "direct", {.auto_delete = false, .nowait = true});
+  const warren::queue_declare_ok ok = ch->queue_declare(q, {.auto_delete = false, .nowait = true});
+  EXPECT_EQ(ok.queue, q);
+  EXPECT_EQ(ok.message_count, 0u);
+  ch->queue_bind(q, x, "rk", {.nowait = true});
+  std::promise<std::string> got;
+  const std::string tag = ch->basic_consume(q,
+                                            [&](delivery& d) {
+                                              got.set_value(std::string(d.body()));
+                                              d.ack();
+                                            },
+                                            {.consumer_tag = "nowait-consumer", .nowait = true});
+  EXPECT_EQ(tag, "nowait-consumer");
+  topology_record t = c->topology();
+  EXPECT_EQ(t.exchanges.size(), 1u);
+  EXPECT_EQ(t.queues.size(), 1u);
+  EXPECT_EQ(t.bindings.size(), 1u);
+  ASSERT_EQ(t.consumers.size(), 1u);
+  EXPECT_EQ(t.consumers[0].consumer_tag, tag);
+  codec::basic_properties props;
+  ASSERT_EQ(ch->try_publish(x, "rk", props, "routed"), publish_status::ok);
+  auto f = got.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get(), "routed");
+
+  ch->basic_cancel(tag, /*nowait=*/true);
+  EXPECT_TRUE(c->topology().consumers.empty());
+  // The cancel went before this publish: the message stays in the queue. (basic.get rather than
+  // a passive declare, which RabbitMQ's queue answers ahead of the publishes it has queued.)
+  ASSERT_EQ(ch->try_publish(x, "rk", props, "kept"), publish_status::ok);
+  std::optional<delivery> kept = ch->basic_get(q);
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(kept->body(), "kept");
+  EXPECT_TRUE(kept->reject(/*requeue=*/true));
+  EXPECT_EQ(ch->queue_purge(q, /*nowait=*/true), 0u);  // after the reject: it goes too
+  EXPECT_FALSE(ch->basic_get(q).has_value());
+  EXPECT_EQ(ch->queue_delete(q, {.nowait = true}), 0u);
+  ch->exchange_delete(x, /*if_unused=*/false, /*nowait=*/true);
+  t = c->topology();
+  EXPECT_TRUE(t.queues.empty());
+  EXPECT_TRUE(t.exchanges.empty());
+  EXPECT_TRUE(t.bindings.empty());
+  // Checked on the same channel, which the broker serves in order (another channel could be
+  // answered before the deletes are done); the 404 closes it after both.
+  EXPECT_THROW(ch->queue_declare(q, {.passive = true}), not_found);
+  auto check = c->open_channel();
+  EXPECT_THROW(check->exchange_declare(x, "direct", {.passive = true}), not_found);
+}
+
+TEST_F(engine_broker_test, nowait_cancel_returns_after_the_handler_in_flight_finished) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  const std::string q = declare_queue(*ch);
+  std::atomic<bool> started{false}, finished{false};
+  const std::string tag = ch->basic_consume(q, [&](delivery& d) {
+    started.store(true);
+    std::this_thread::sleep_for(300ms);
+    d.ack();
+    finished.store(true);
+  });
+  codec::basic_properties props;
+  ASSERT_EQ(ch->try_publish("", q, props, "slow"), publish_status::ok);
+  ASSERT_TRUE(wait_until([&] { return started.load(); }));
+  ch->basic_cancel(tag, /*nowait=*/true);
+  EXPECT_TRUE(finished.load());
+  EXPECT_TRUE(ch->is_open());
+}
+
+TEST_F(engine_broker_test, nowait_error_closes_the_channel_and_the_next_call_throws_it) {
+  auto c = engine_->connect(broker_options());
+  auto ch = c->open_channel();
+  ch->queue_declare(unique_name("missing"), {.passive = true, .nowait = true});  // returns
+  EXPECT_THROW(ch->basic_qos(0, 1, false), not_found);
+  EXPECT_FALSE(ch->is_open());
+  EXPECT_TRUE(c->is_open());
 }
 
 // Raises the memory alarm; the teardown ALWAYS puts the watermark back, even on failure.

@@ -14,12 +14,14 @@
 #include <vector>
 
 #include "tests/engine/async/scripted_peer.h"
+#include "tests/engine/async/wait.h"
 
 namespace warren::async {
 namespace {
 
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
+using test::wait_until;
 
 std::shared_ptr<connection> connect_peer(engine& e, test::scripted_peer& peer) {
   warren::connection_options o;
@@ -273,6 +275,107 @@ TEST(engine_test, channel_flow_and_connection_blocked_turn_publishes_into_blocke
   unblock.join();
   EXPECT_TRUE(wait_for([&] { return unblocked_calls.load() == 1; }));  // runs after the state
   EXPECT_TRUE(wait_for([&] { return peer.publishes.load() == 2; }));
+}
+
+// Runs `call`, which must throw amqp_timeout, and returns how long it took.
+template <class F>
+clock_type::duration time_to_timeout(F call) {
+  const auto t0 = clock_type::now();
+  EXPECT_THROW(call(), amqp_timeout);
+  return clock_type::now() - t0;
+}
+
+TEST(engine_test, rpc_timeout_defaults_to_sixty_seconds) {
+  EXPECT_EQ(engine_options{}.rpc_timeout, 60s);
+}
+
+TEST(engine_test, calls_the_peer_never_answers_fail_with_amqp_timeout_after_rpc_timeout) {
+  constexpr auto timeout = 300ms;
+  constexpr auto slack = 2s;  // a loaded machine (TSan) may wake the caller late
+  engine e({.rpc_timeout = timeout});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+
+  auto took = time_to_timeout([&] { ch->queue_declare("q"); });
+  EXPECT_GE(took, timeout);
+  EXPECT_LT(took, timeout + slack);
+  // Its -ok might still come and answer the next call: the channel is closed, with the timeout
+  // as its error, and every later call throws it at once.
+  EXPECT_FALSE(ch->is_open());
+  EXPECT_THROW(std::rethrow_exception(ch->error()), amqp_timeout);
+  took = time_to_timeout([&] { ch->basic_get("q"); });
+  EXPECT_LT(took, timeout);
+  codec::basic_properties props;
+  EXPECT_EQ(ch->try_publish("", "q", props, "m"), publish_status::closed);
+
+  // The connection is unharmed: a call the peer answers still works on another channel.
+  EXPECT_TRUE(c->is_open());
+  auto other = c->open_channel();
+  other->confirm_select(10);
+
+  took = time_to_timeout([&] { other->tx_select(); });
+  EXPECT_GE(took, timeout);
+  EXPECT_LT(took, timeout + slack);
+
+  took = time_to_timeout([&] { c->update_secret("new secret", "rotated"); });
+  EXPECT_GE(took, timeout);
+  EXPECT_LT(took, timeout + slack);
+  EXPECT_TRUE(c->is_open());
+
+  peer.answer_channel_open.store(false);
+  took = time_to_timeout([&] { c->open_channel(); });
+  EXPECT_GE(took, timeout);
+  EXPECT_LT(took, timeout + slack);
+  EXPECT_TRUE(c->is_open());
+}
+
+TEST(engine_test, nowait_calls_return_without_a_reply_and_leave_no_reply_expected) {
+  // Long enough that a call waiting for a reply the peer never sends would be noticed.
+  engine e({.rpc_timeout = 5s});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  const std::uint64_t before = peer.unanswered.load();  // tune-ok
+  const auto t0 = clock_type::now();
+  const queue_declare_ok ok = ch->queue_declare("q", {.nowait = true});
+  EXPECT_EQ(ok.queue, "q");
+  EXPECT_EQ(ok.message_count, 0u);
+  EXPECT_EQ(ok.consumer_count, 0u);
+  ch->exchange_declare("x", "direct", {.nowait = true});
+  ch->queue_bind("q", "x", "rk", {.nowait = true});
+  ch->exchange_bind("x2", "x", "rk", {.nowait = true});
+  ch->exchange_unbind("x2", "x", "rk", {.nowait = true});
+  const std::string tag =
+      ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = "c1", .nowait = true});
+  EXPECT_EQ(tag, "c1");
+  ch->basic_cancel("c1", /*nowait=*/true);
+  EXPECT_EQ(ch->queue_purge("q", /*nowait=*/true), 0u);
+  EXPECT_EQ(ch->queue_delete("q", {.nowait = true}), 0u);
+  ch->exchange_delete("x", /*if_unused=*/false, /*nowait=*/true);
+  ch->basic_recover_async(true);
+  EXPECT_LT(clock_type::now() - t0, 2s);
+  EXPECT_TRUE(wait_until([&] { return peer.unanswered.load() - before == 11; }, 5s))
+      << peer.unanswered.load() - before;
+  // Had any of them left a reply expected, this -ok would be taken for it (or dropped) and the
+  // call would time out.
+  ch->confirm_select(10);
+  EXPECT_TRUE(ch->is_open());
+  // Recorded at once, as the waiting calls record on their -ok.
+  const topology_record t = c->topology();
+  EXPECT_TRUE(t.queues.empty());
+  EXPECT_TRUE(t.exchanges.empty());
+  EXPECT_TRUE(t.bindings.empty());
+  EXPECT_TRUE(t.consumers.empty());
+}
+
+TEST(engine_test, nowait_consume_needs_a_consumer_tag) {
+  engine e;
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  EXPECT_THROW(ch->basic_consume("q", [](delivery&) {}, {.nowait = true}), std::invalid_argument);
+  EXPECT_TRUE(ch->is_open());
 }
 
 }  // namespace

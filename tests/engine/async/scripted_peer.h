@@ -1,8 +1,10 @@
 // A scripted AMQP peer for the async engine's unit tests and its self-check bench: the other end
 // of a socketpair, on its own thread. It completes the handshake, answers channel.open,
-// confirm.select, channel.close and connection.close, counts basic.publish frames, and optionally
-// confirms them, stops reading (to fill the client's outgoing buffer), or dies in the middle of
-// a frame. It is a unit-test fake, never a stand-in for RabbitMQ in integration tests.
+// confirm.select, channel.close and connection.close, counts basic.publish frames and the
+// methods it leaves unanswered (every other one: a broker that never replies), and optionally
+// confirms publishes, stops reading (to fill the client's outgoing buffer), stops answering
+// channel.open, or dies in the middle of a frame. It is a unit-test fake, never a stand-in for
+// RabbitMQ in integration tests.
 //
 // Thread rules: construct and destroy on the test thread; the counters are atomics readable from
 // any thread; the script flags are set before start() or through their atomics.
@@ -38,6 +40,8 @@ class scripted_peer {
   std::atomic<bool> discard{false};
   // After this many publishes, write half a frame and close the socket (0: never).
   std::atomic<std::uint64_t> die_after_publishes{0};
+  // Leave channel.open unanswered while false.
+  std::atomic<bool> answer_channel_open{true};
 
   // Set by the test, sent (once) by the peer thread: channel.flow on channel 1 (0: active=false,
   // 1: active=true), connection.blocked (1) or connection.unblocked (0). -1: nothing to send.
@@ -45,6 +49,7 @@ class scripted_peer {
   std::atomic<int> send_blocked{-1};
 
   std::atomic<std::uint64_t> publishes{0};
+  std::atomic<std::uint64_t> unanswered{0};  // methods received and never answered
   std::atomic<std::uint64_t> bytes{0};
   std::atomic<bool> handshake_done{false};
   std::atomic<bool> finished{false};
@@ -171,6 +176,10 @@ class scripted_peer {
         handshake_done.store(true);
         return true;
       case codec::channel_open::id:
+        if (!answer_channel_open.load()) {
+          ++unanswered;
+          return true;
+        }
         published_[channel] = 0;
         confirm_mode_[channel] = false;
         send(channel, codec::channel_open_ok{});
@@ -199,6 +208,7 @@ class scripted_peer {
         return true;
       }
       default:
+        ++unanswered;
         return true;
     }
   }
