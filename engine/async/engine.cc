@@ -431,6 +431,8 @@ class connection_impl : public protocol::connection_handler,
   bool torn_down_ = false;
   std::uint32_t events_ = 0;
   time_point close_deadline_ = time_point::max();
+  bool connecting_ = false;               // close_deadline_ is connect_timeout's, for the handshake
+  bool handshake_timed_out_ = false;      // ... and it passed: connect() throws amqp_timeout
   time_point paused_check_{};             // next heartbeat check while reading is paused
   time_point feed_now_{};                 // the `now` of the feed() in progress
   channel_impl* last_channel_ = nullptr;  // on_command's cache; cleared when channels shrink
@@ -612,6 +614,7 @@ void connection_impl::start(time_point now) {
   close_deadline_ = opts.connect_timeout
                         ? now + std::chrono::duration_cast<clock::duration>(*opts.connect_timeout)
                         : time_point::max();
+  connecting_ = true;
 }
 
 void connection_impl::update_events() {
@@ -927,6 +930,7 @@ void connection_impl::service(time_point now) {
   if (torn_down_) return;
   if (!dead_) {
     if (now >= close_deadline_) {
+      handshake_timed_out_ = connecting_;
       machine_->transport_closed(open_flag.load() ? "close handshake timed out"
                                                   : "connection timed out");
       after_feed();
@@ -1000,6 +1004,7 @@ void connection_impl::teardown() {
 void connection_impl::begin_close() {
   if (dead_ || !machine_) return;
   close_deadline_ = clock::now() + close_timeout;
+  connecting_ = false;
   for (auto& [id, ch] : channels) {
     if (ch->st == channel_impl::state::open) ch->send_acks(clock::now(), true);
   }
@@ -1016,6 +1021,7 @@ void connection_impl::force_close(std::string_view why) {
 void connection_impl::on_open() {
   frame_max = machine_->frame_max();
   close_deadline_ = time_point::max();
+  connecting_ = false;
   {
     std::lock_guard lock(pub_mu);
     pub_open = true;
@@ -1109,7 +1115,19 @@ void connection_impl::on_closed(const protocol::close_reason& why) {
     // The exception is made inside the deferred call and moved into the promise, so no copy of
     // it stays on this thread: its refcount lives in uninstrumented libsupc++, and TSan reported
     // the I/O thread's late release racing with the caller's rethrow.
-    deferred.push_back([this, why] { opened.set_exception(error_from(why)); });
+    if (handshake_timed_out_) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          opts.connect_timeout.value_or(std::chrono::seconds(0)))
+                          .count();
+      deferred.push_back([this, ms] {
+        opened.set_exception(std::make_exception_ptr(
+            amqp_timeout(std::string(tls_ ? "TLS and " : "") +
+                         "AMQP handshake not finished within connect_timeout (" +
+                         std::to_string(ms) + " ms): the peer sent no connection.open-ok")));
+      });
+    } else {
+      deferred.push_back([this, why] { opened.set_exception(error_from(why)); });
+    }
   }
   if (f) f(why);
 }
@@ -2303,7 +2321,8 @@ std::shared_ptr<connection> engine::connect(const warren::connection_options& op
       opts.connect_timeout
           ? clock::now() + std::chrono::duration_cast<clock::duration>(*opts.connect_timeout)
           : time_point::max();
-  const auto settings = io::effective_socket_settings(opts.socket_settings);
+  // Without py-amqp's TCP_USER_TIMEOUT unless asked for: see connect() in engine.h.
+  const auto settings = io::effective_socket_settings(opts.socket_settings, false);
   io::unique_fd fd = io::connect_tcp(peer, settings, deadline, err);
   if (!fd.valid()) throw std::system_error(err.code, err.message);
   return adopt(std::move(fd), opts);

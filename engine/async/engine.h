@@ -452,8 +452,12 @@ class engine {
 
   // Blocking connect (any non-I/O thread): returns once connection.open-ok arrived, or throws
   // (std::system_error for TCP/TLS failures, the py-amqp error for a refused login, amqp_timeout
-  // when connect_timeout passes). Uses the blocking API's option struct, incl. TLS, heartbeat,
-  // SASL; its callbacks (on_open, on_blocked, ...) and read/write timeouts are not used.
+  // when connect_timeout passes, naming the handshake). Uses the blocking API's option struct,
+  // incl. TLS, heartbeat, SASL; its callbacks (on_open, on_blocked, ...) and read/write timeouts
+  // are not used. Socket settings are py-amqp's defaults with opts.socket_settings on top, except
+  // TCP_USER_TIMEOUT, set only when opts.socket_settings names it: py-amqp's 1 s would let the
+  // kernel abort a connection whose peer stops reading for a second (RabbitMQ in a memory alarm);
+  // the engine's heartbeats find dead peers instead.
   std::shared_ptr<connection> connect(const warren::connection_options& opts);
   // The same over an already connected stream socket (a socketpair in tests and benches); the
   // engine owns `fd` from here on. opts.host names the peer for TLS.

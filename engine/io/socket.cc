@@ -151,8 +151,14 @@ std::vector<socket_option> default_socket_settings() {
   };
 }
 
-std::vector<socket_option> effective_socket_settings(std::span<const socket_option> user) {
+std::vector<socket_option> effective_socket_settings(std::span<const socket_option> user,
+                                                     bool user_timeout) {
   std::vector<socket_option> out = default_socket_settings();
+  if (!user_timeout) {
+    std::erase_if(out, [](const socket_option& o) {
+      return o.level == IPPROTO_TCP && o.name == TCP_USER_TIMEOUT;
+    });
+  }
   for (const socket_option& u : user) {
     auto same = std::find_if(out.begin(), out.end(), [&](const socket_option& o) {
       return o.level == u.level && o.name == u.name;

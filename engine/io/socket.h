@@ -57,8 +57,13 @@ struct socket_option {
 std::vector<socket_option> default_socket_settings();
 
 // The defaults with `user` applied on top: an entry with the level and name of a default
-// replaces its value in place; any other entry is appended, in the user's order.
-std::vector<socket_option> effective_socket_settings(std::span<const socket_option> user);
+// replaces its value in place; any other entry is appended, in the user's order. Without
+// `user_timeout`, the default TCP_USER_TIMEOUT is left out unless `user` sets it: with it the
+// kernel aborts a connection (ETIMEDOUT) whose peer has kept its receive window shut for 1 s,
+// which a slow or alarmed (blocked) RabbitMQ does; the async engine leaves dead-peer detection
+// to heartbeats.
+std::vector<socket_option> effective_socket_settings(std::span<const socket_option> user,
+                                                     bool user_timeout = true);
 
 // Owns a file descriptor; closes it on destruction. Movable, not copyable.
 class unique_fd {

@@ -3,6 +3,9 @@
 #include "engine/async/engine.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -163,6 +166,33 @@ TEST(engine_test, peer_dying_mid_frame_fails_every_outstanding_confirm_with_conn
   EXPECT_EQ(ch->try_publish("", "q", props, "m"), publish_status::closed);
   EXPECT_THROW(ch->queue_declare("q"), recoverable_connection_error);
   EXPECT_THROW(c->open_channel(), recoverable_connection_error);
+}
+
+TEST(engine_test, connect_to_a_peer_that_never_speaks_throws_amqp_timeout_naming_the_handshake) {
+  // A listener whose backlog completes the TCP connect; nobody ever accepts or answers.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  engine e;
+  warren::connection_options o;
+  o.host = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  o.connect_timeout = warren::seconds_f(0.3);
+  const auto start = clock_type::now();
+  try {
+    e.connect(o);
+    ADD_FAILURE() << "connected to a peer that never answers";
+  } catch (const amqp_timeout& ex) {
+    EXPECT_NE(std::string(ex.what()).find("handshake"), std::string::npos) << ex.what();
+    EXPECT_NE(std::string(ex.what()).find("300 ms"), std::string::npos) << ex.what();
+  }
+  EXPECT_LT(clock_type::now() - start, 5s);
+  ::close(fd);
 }
 
 TEST(engine_test, blocking_call_on_an_io_thread_throws_logic_error) {

@@ -92,6 +92,19 @@ TEST(socket_settings, user_values_replace_defaults_in_place_and_others_are_appen
   EXPECT_EQ(got[6], (socket_option{SOL_SOCKET, SO_RCVBUF, 65536}));
 }
 
+TEST(socket_settings, leave_out_tcp_user_timeout_unless_the_user_sets_it) {
+  const std::vector<socket_option> without{
+      {SOL_SOCKET, SO_KEEPALIVE, 1},   {IPPROTO_TCP, TCP_NODELAY, 1},
+      {IPPROTO_TCP, TCP_KEEPIDLE, 60}, {IPPROTO_TCP, TCP_KEEPINTVL, 10},
+      {IPPROTO_TCP, TCP_KEEPCNT, 9},
+  };
+  EXPECT_EQ(effective_socket_settings({}, false), without);
+  const std::vector<socket_option> user{{IPPROTO_TCP, TCP_USER_TIMEOUT, 30000}};
+  const std::vector<socket_option> got = effective_socket_settings(user, false);
+  ASSERT_EQ(got.size(), 6u);
+  EXPECT_EQ(got.back(), (socket_option{IPPROTO_TCP, TCP_USER_TIMEOUT, 30000}));
+}
+
 int get_option(int fd, int level, int name) {
   int v = -1;
   socklen_t len = sizeof v;
