@@ -117,9 +117,7 @@ TEST(null_broker, firehose_counts_manual_acks) {
   while (received < 10000) c.drain_events(seconds_f(10));
   EXPECT_TRUE(eventually([&] { return s.totals().sessions.acks_received >= 90; }));
   // Cancelled before closing: the cancel-ok follows the consumer's last delivery, so no
-  // delivery is half-received when the connection goes. (Destroying a warren::connection with
-  // a half-received delivery frees its receive buffer after the pool it belongs to, as
-  // connection.h declares machine_ before pool_; TSan reports it. Not this tool's to fix.)
+  // delivery is half-received when the connection goes.
   ch.basic_cancel(tag);
   c.close();
 }
