@@ -1,11 +1,19 @@
-// The hand-off from I/O threads to worker threads: a pool of TBB workers, and one mailbox per
-// consumer through which an I/O thread hands that consumer's items (deliveries, completions) to
-// the pool.
+// The hand-off from I/O threads to worker threads: a pool of workers, and one mailbox per consumer
+// through which an I/O thread hands that consumer's items (deliveries, completions) to the pool.
 //
-// A mailbox is a moodycamel ConcurrentQueue plus the atomic counts that decide when a task must be
-// scheduled to drain it (see mailbox_core::queued_): posting never blocks and never takes a lock;
-// a task handles up to a batch of items, then puts itself back at the end of the pool's queue
-// when more remain, so one busy consumer cannot starve the others.
+// A mailbox is a moodycamel ConcurrentQueue plus the atomic counts that decide when the mailbox
+// must be made ready (see mailbox_core::queued_): posting never blocks, and only the post that
+// finds the mailbox idle touches the pool. The pool keeps one FIFO of ready mailboxes; a worker
+// takes one, handles up to a batch of its items, and puts it back at the end when more remain, so
+// one busy consumer cannot starve the others.
+//
+// When workers sleep is the pool's decision, not TBB's: deliveries from a broker arrive in small
+// batches, thousands of times a second, and a TBB worker that runs out of tasks spins and yields
+// for a long while before it sleeps, taking the CPU the broker itself needs on a small machine. A
+// pool worker that finds the FIFO empty parks at once on its own futex (measured: any spin before
+// parking cost more CPU than the wake-ups it saved, see bench/RESULTS.md "Worker hand-off"). A
+// submit wakes a parked worker only when the ready mailboxes outnumber the workers already waking
+// up, so a post to a mailbox that a worker holds costs one atomic add and no wake-up at all.
 //
 // Exceptions: a handler's exception goes to the mailbox's on_error (or is counted and dropped);
 // nothing escapes a worker thread.
@@ -32,23 +40,35 @@ namespace detail {
 class mailbox_core;
 }
 
-// Worker threads: a tbb::task_arena of `threads` slots, all for workers (0: the hardware
-// concurrency). When the process-wide TBB limit would give the arena fewer workers, the pool
-// raises it (tbb::global_control, for the pool's lifetime; with several pools, TBB keeps the
-// smallest of their limits).
+// Worker threads. By default they are TBB's: a tbb::task_arena of `threads` slots (0: the hardware
+// concurrency) runs one long-lived worker loop per slot, and each loop parks on its own futex when
+// idle, so TBB's scheduler never spins for it. The pool adds its threads to TBB's process-wide
+// limit (tbb::global_control, while any pool lives), so the loops never take the workers of TBB
+// code elsewhere in the process; a smaller limit set by the application still wins, and with too
+// few workers some loops wait for a thread.
+//
+// hosting::threads runs the same loops on std::threads instead. It exists for ThreadSanitizer:
+// Debian's libtbb is not instrumented and tests/tsan.supp hides every race with a libtbb frame on
+// either stack, which is every access made on a TBB worker.
+//
+// A handler runs isolated (tbb::this_task_arena::isolate): a handler waiting on TBB work never
+// picks up a worker loop. TBB algorithms a handler calls run on its thread alone: the arena's other
+// threads are this pool's loops.
 //
 // Threading: construct and destroy on one thread; submit from any. Destroy every mailbox of the
-// pool before the pool: the destructor waits for tasks in flight.
+// pool before the pool: the destructor stops the loops and waits for them.
 class worker_pool {
  public:
-  explicit worker_pool(unsigned threads = 0);
+  enum class hosting { tbb, threads };
+
+  explicit worker_pool(unsigned threads = 0, hosting where = hosting::tbb);
   ~worker_pool();
   worker_pool(const worker_pool&) = delete;
   worker_pool& operator=(const worker_pool&) = delete;
 
   unsigned size() const noexcept { return size_; }
 
-  // For mailbox: runs core->run() on a worker, holding a reference until it returns.
+  // For mailbox: queues core at the end of the ready FIFO, where a worker calls core->run().
   void submit(std::shared_ptr<detail::mailbox_core> core);
 
  private:
@@ -59,20 +79,22 @@ class worker_pool {
 
 namespace detail {
 
-// The scheduling half of a mailbox, independent of the item type. Shared with the tasks in
-// flight, so a task that is finishing never touches freed memory.
+// The scheduling half of a mailbox, independent of the item type. Shared with the ready FIFO and
+// the worker running it, so a worker that is finishing never touches freed memory.
 class mailbox_core : public std::enable_shared_from_this<mailbox_core> {
  public:
   mailbox_core(worker_pool& pool, unsigned concurrency,
                std::function<void(std::exception_ptr)> on_error);
   virtual ~mailbox_core();
 
-  // Producer: `n` items were just enqueued; schedules a task when fewer than `concurrency` run.
+  // Producer: `n` items were just enqueued; makes the mailbox ready when fewer than `concurrency`
+  // workers hold it.
   void posted(std::size_t n);
   std::size_t pending() const noexcept;
   void drain();
-  // Called on a worker by worker_pool::submit.
-  void run() noexcept;
+  // Called on a worker after submit. Returns true when it handled a full batch and more remain:
+  // the worker then puts it back at the end of the ready FIFO (it keeps its slot).
+  bool run() noexcept;
   std::uint64_t failures() const noexcept { return failures_.load(std::memory_order_relaxed); }
   // After drain, before the owner goes: the error handler must not outlive the mailbox.
   void close() noexcept;
@@ -90,8 +112,8 @@ class mailbox_core : public std::enable_shared_from_this<mailbox_core> {
 
  private:
   bool try_start() noexcept;
-  void run_one_at_a_time() noexcept;
-  void run_concurrently() noexcept;
+  bool run_one_at_a_time() noexcept;
+  bool run_concurrently() noexcept;
   // Wakes drain() callers, if any, after handled_ moved.
   void notify_drainers() noexcept;
 
@@ -101,14 +123,15 @@ class mailbox_core : public std::enable_shared_from_this<mailbox_core> {
   // The producer's line. posted_ is written by the producer only.
   alignas(64) std::atomic<std::uint64_t> posted_{0};
   // concurrency 1: items posted and not yet handled. The producer that moves it from <= 0 to
-  // > 0 schedules the one task; the task subtracts each batch it handled and stops when it
-  // reaches <= 0 (it may go below 0 for a moment: a task can handle an item before the producer
-  // has counted it). One atomic operation per post and one per batch.
+  // > 0 submits the mailbox; the worker running it subtracts each batch it handled and stops when
+  // it reaches <= 0 (it may go below 0 for a moment: a worker can handle an item before the
+  // producer has counted it). One atomic operation per post and one per batch, and no pool
+  // traffic at all while a worker is already on the mailbox.
   // concurrency > 1: items enqueued and not yet dequeued (decremented per item as it is taken,
-  // so a task finding the queue empty never waits for another task's slow handler).
+  // so a worker finding the queue empty never waits for another worker's slow handler).
   std::atomic<std::int64_t> queued_{0};
   // The workers' line.
-  alignas(64) std::atomic<unsigned> running_{0};  // concurrency > 1: tasks holding a slot
+  alignas(64) std::atomic<unsigned> running_{0};  // concurrency > 1: workers holding a slot
   std::atomic<std::uint64_t> handled_{0};
   std::atomic<std::uint64_t> failures_{0};
   std::atomic<unsigned> drain_waiters_{0};
@@ -140,8 +163,9 @@ class mailbox {
   mailbox(const mailbox&) = delete;
   mailbox& operator=(const mailbox&) = delete;
 
-  // Producer thread only; never blocks. Throws std::bad_alloc when the queue (or the pool's task
-  // queue) cannot grow; the mailbox may then stall, as memory is gone anyway.
+  // Producer thread only; never waits for a handler (a post that finds the mailbox idle takes the
+  // pool's lock for a few instructions). Throws std::bad_alloc when the queue (or the ready FIFO)
+  // cannot grow; the mailbox may then stall, as memory is gone anyway.
   void post(T&& item) {
     if (!state_->enqueue(std::move(item))) throw std::bad_alloc();
     state_->posted(1);
