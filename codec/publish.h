@@ -146,6 +146,12 @@ inline char* put_frame_end(char* out) noexcept {
 [[gnu::always_inline]] inline char* write_body_frames(char* out, std::uint16_t channel,
                                                       std::string_view body,
                                                       std::size_t chunk) noexcept {
+  // Most bodies fit one frame: written without the loop's bookkeeping.
+  if (body.size() <= chunk) {
+    if (body.empty()) return out;
+    out = write_frame_header(out, frame_body, channel, static_cast<std::uint32_t>(body.size()));
+    return put_frame_end(put_bytes(out, body));
+  }
   for (std::string_view rest = body; !rest.empty();) {
     const std::string_view piece = rest.substr(0, chunk);
     out = write_frame_header(out, frame_body, channel, static_cast<std::uint32_t>(piece.size()));

@@ -496,6 +496,36 @@ TEST(decode_delivery, rejects_method_other_than_deliver) {
   EXPECT_EQ(decode_delivery(wire, 4096, d, consumed), errc::unexpected_frame);
 }
 
+TEST(decode_delivery, reports_malformed_deliver_arguments_as_the_method_decoder_does) {
+  const std::string one = delivery_bytes({"ab"});
+  delivery_view d;
+  std::size_t consumed = 0;
+
+  // Consumer tag length 0x15 runs past the 21-octet payload.
+  std::string long_tag = one;
+  long_tag[11] = '\x15';
+  EXPECT_EQ(decode_delivery(long_tag, 4096, d, consumed), errc::truncated);
+
+  // Routing key length 1 of 2: one octet left over.
+  std::string trailing = one;
+  trailing[25] = '\x01';
+  EXPECT_EQ(decode_delivery(trailing, 4096, d, consumed), errc::trailing_bytes);
+
+  // Exchange length 4 swallows the routing key's length octet and runs out.
+  std::string long_exchange = one;
+  long_exchange[22] = '\x04';
+  EXPECT_EQ(decode_delivery(long_exchange, 4096, d, consumed), errc::truncated);
+  EXPECT_EQ(consumed, 0u);
+}
+
+TEST(decode_delivery, reports_malformed_content_header_after_a_valid_method) {
+  std::string wire = delivery_bytes({"ab"});
+  wire[29 + 7 + 1] = '\x3d';  // class 61
+  delivery_view d;
+  std::size_t consumed = 0;
+  EXPECT_EQ(decode_delivery(wire, 4096, d, consumed), errc::bad_content_header);
+}
+
 TEST(decode_delivery, rejects_body_frames_longer_than_body_size) {
   std::string wire = delivery_bytes({"ab"});
   wire[29 + 7 + 11] = '\x01';  // body size 1, body frame still carries 2

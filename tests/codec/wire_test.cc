@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <string>
+
 namespace warren::codec {
 namespace {
 
@@ -78,6 +81,34 @@ TEST(writer, refuses_shortstr_longer_than_255) {
   writer w(s);
   EXPECT_FALSE(w.shortstr(std::string(256, 'a')));
   EXPECT_TRUE(w.overflowed());
+}
+
+// put_bytes copies short strings with overlapping fixed-size moves instead of memcpy; every
+// length through each size class and past the memcpy switch is copied exactly, from a source
+// block of exactly that size (ASan reports any read past it) into a destination whose guard
+// octets on both sides stay untouched.
+TEST(put_bytes, copies_every_length_exactly_and_nothing_around_it) {
+  for (std::size_t n = 0; n <= 300; ++n) {
+    std::unique_ptr<char[]> src(new char[n == 0 ? 1 : n]);
+    for (std::size_t i = 0; i < n; ++i) src[i] = static_cast<char>('a' + i % 26);
+    std::string dst(n + 32, '#');
+    char* end = detail::put_bytes(dst.data() + 16, std::string_view(src.get(), n));
+    EXPECT_EQ(end, dst.data() + 16 + n) << n;
+    EXPECT_EQ(dst.substr(0, 16), std::string(16, '#')) << n;
+    EXPECT_EQ(dst.substr(16, n), std::string_view(src.get(), n)) << n;
+    EXPECT_EQ(dst.substr(16 + n), std::string(16, '#')) << n;
+  }
+}
+
+TEST(put_shortstr, writes_the_length_octet_then_the_string_for_every_length) {
+  for (std::size_t n = 0; n <= 255; ++n) {
+    const std::string s(n, 'k');
+    std::string dst(n + 2, '#');
+    EXPECT_EQ(detail::put_shortstr(dst.data(), s), dst.data() + 1 + n);
+    EXPECT_EQ(static_cast<std::uint8_t>(dst[0]), n);
+    EXPECT_EQ(dst.substr(1, n), s);
+    EXPECT_EQ(dst.back(), '#');
+  }
 }
 
 TEST(error, maps_frame_errors_to_reply_codes) {

@@ -68,14 +68,64 @@ void check_content_header(std::string_view payload) {
   check_template(h.properties, payload);
 }
 
+// decode_delivery() as its contract describes it, one frame at a time through the public
+// frame decoder and the generic method and content-header decoders: frame errors first, then
+// the frame's type and channel, then its payload.
+errc reference_delivery(std::string_view in, std::uint32_t frame_max, delivery_view& out,
+                        std::size_t& consumed) {
+  consumed = 0;
+  frame_decoder dec(frame_max);
+  dec.set_input(in);
+  frame_view f;
+  if (const errc e = dec.next(f); e != errc::ok) return e;
+  if (f.type != frame_method || f.payload.size() < 4 ||
+      reader::load_u32(f.payload.data()) != basic_deliver::id) {
+    return errc::unexpected_frame;
+  }
+  if (const errc e = decode(f.payload.substr(4), out.method); e != errc::ok) return e;
+  out.channel = f.channel;
+  if (const errc e = dec.next(f); e != errc::ok) return e;
+  if (f.type != frame_header || f.channel != out.channel) return errc::unexpected_frame;
+  if (const errc e = decode(f.payload, out.header); e != errc::ok) return e;
+  const std::size_t body_begin = dec.consumed();
+  out.body = {};
+  out.body_frame_count = 0;
+  for (std::uint64_t left = out.header.body_size; left != 0;) {
+    if (const errc e = dec.next(f); e != errc::ok) return e;
+    if (f.type != frame_body || f.channel != out.channel || f.payload.size() > left) {
+      return errc::unexpected_frame;
+    }
+    out.body = out.body_frame_count++ == 0 ? f.payload : std::string_view{};
+    left -= f.payload.size();
+  }
+  out.body_frames = in.substr(body_begin, dec.consumed() - body_begin);
+  consumed = dec.consumed();
+  return errc::ok;
+}
+
+// Views compared by position as well as content: both must point into the same input.
+bool same_view(std::string_view a, std::string_view b) {
+  return a.data() == b.data() && a.size() == b.size();
+}
+
 void check_delivery(std::string_view in, std::uint32_t frame_max) {
   delivery_view d;
   std::size_t consumed = 0;
   const errc e = decode_delivery(in, frame_max, d, consumed);
+  delivery_view r;
+  std::size_t reference_consumed = 0;
+  check(reference_delivery(in, frame_max, r, reference_consumed) == e);
   if (e != errc::ok) {
     check(consumed == 0);
     return;
   }
+  check(consumed == reference_consumed && d.channel == r.channel && d.method == r.method &&
+        d.header == r.header && same_view(d.method.consumer_tag, r.method.consumer_tag) &&
+        same_view(d.method.exchange, r.method.exchange) &&
+        same_view(d.method.routing_key, r.method.routing_key) &&
+        same_view(d.header.properties.headers.raw, r.header.properties.headers.raw) &&
+        same_view(d.body, r.body) && same_view(d.body_frames, r.body_frames) &&
+        d.body_frame_count == r.body_frame_count);
   check(consumed <= in.size());
   std::string body(d.header.body_size, '\0');
   copy_body(d, body.data());
