@@ -17,8 +17,9 @@ DEFAULT_BINARY = "bazel-out/k8-opt/bin/bench/codec_bench"
 REPETITIONS = 5
 # warren rows whose rabbitmq-c counterpart has another name: the template publish does the job
 # of encode_publish (the same octets for a repeated message); rabbitmq-c's API has no cache,
-# so its cost for that job is its full encode (bench/RESULTS.md says what each row does).
-PARTNERS = {"publish_template": "encode_publish"}
+# so its cost for that job is its full encode; decoded_table (views, recycled storage) does the
+# job of amqp_decode_table into a recycled pool (bench/RESULTS.md says what each row does).
+PARTNERS = {"publish_template": "encode_publish", "decoded_table": "decode_table"}
 
 
 def run(binary, extra):

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <limits>
+#include <memory>
+#include <new>
 #include <numeric>
 #include <utility>
 
@@ -387,16 +390,6 @@ bool is_container(char type) noexcept {
 template <bool Named>
 errc check_values(std::string_view raw, std::size_t depth, walk_budget& b) noexcept;
 
-// A value of a container at depth `depth - 1`; descends when it is a container itself.
-// Checked before descending, so recursion never goes deeper than max_depth.
-[[gnu::always_inline]] inline errc check_value(const field_view& v, std::size_t depth,
-                                               walk_budget& b) noexcept {
-  if (!is_container(v.type)) return errc::ok;
-  if (depth > b.limits.max_depth) return errc::table_too_deep;
-  return v.type == field_type::table ? check_values<true>(v.value, depth, b)
-                                     : check_values<false>(v.value, depth, b);
-}
-
 // widths, with the two container letters (A, F) told apart from the strings (S, x), for the
 // validating walk: it descends into the former and only steps over the latter.
 constexpr int container_width = -3;
@@ -407,22 +400,33 @@ constexpr auto walk_widths = [] {
   return w;
 }();
 
-// The same checks as read_entry()/read_value() and walk_budget::count(), in the same order, on
-// raw pointers with the count in a register: validating a delivery's headers runs this once per
-// message, and the reader-based loop took about twice the instructions. Inline in
-// validate_table() for the top level; nested containers go through check_values().
-template <bool Named>
+// The values of one container (Named: a table, each value after its name; else an array), with
+// the same checks as read_entry()/read_value() and walk_budget::count() in the same order, on
+// raw pointers with the count in a register. Each value goes to the visitor once it has been
+// checked and counted:
+//   visit.leaf(name, letter, octets)      a fixed-size value, its width_of(letter) octets;
+//   visit.string(name, letter, value)     S or x, the octets after the length;
+//   visit.container(name, letter, raw, depth) -> errc
+//                                         F or A at `depth` (already checked against
+//                                         max_depth), raw its entries or elements; an error
+//                                         stops the walk.
+// `name` is empty for an array's elements. validate_table() walks with a visitor that only
+// descends; decoded_table::decode() with one that records every value. Inline into each
+// caller; recursion goes through the callers.
+template <bool Named, class Visitor>
 [[gnu::always_inline]] inline errc walk_values(std::string_view raw, std::size_t depth,
-                                               walk_budget& b) noexcept {
+                                               walk_budget& b, Visitor& visit) {
   const char* p = raw.data();
   const char* const end = p + raw.size();
   std::size_t entries = b.entries;
   const std::size_t max_entries = b.limits.max_entries;
   while (p != end) {
+    std::string_view name;
     if constexpr (Named) {
       // The name: its length octet is there (p != end); the name must be too.
       const std::size_t n = static_cast<std::uint8_t>(*p);
       if (static_cast<std::size_t>(end - p) - 1 < n) return errc::truncated;
+      name = std::string_view(p + 1, n);
       p += 1 + n;
       if (p == end) return errc::truncated;  // no type letter
     }
@@ -431,8 +435,10 @@ template <bool Named>
     const auto avail = static_cast<std::size_t>(end - p);
     if (width >= 0) {
       if (avail < static_cast<std::size_t>(width)) return errc::truncated;
+      const char* const octets = p;
       p += width;
       if (++entries > max_entries) return errc::table_too_large;
+      visit.leaf(name, static_cast<char>(type), octets);
       continue;
     }
     if (width == unknown_type) return errc::bad_field_type;
@@ -440,21 +446,50 @@ template <bool Named>
     const std::uint32_t n = reader::load_u32(p);
     if (avail - 4 < n) return errc::truncated;
     if (++entries > max_entries) return errc::table_too_large;
-    if (width == container_width) {
-      b.entries = entries;
-      const field_view v{static_cast<char>(type), std::string_view(p + 4, n)};
-      if (errc ec = check_value(v, depth + 1, b); ec != errc::ok) return ec;
-      entries = b.entries;
-    }
+    const std::string_view value(p + 4, n);
     p += 4 + std::size_t{n};
+    if (width == container_width) {
+      // Checked before descending, so recursion never goes deeper than max_depth.
+      if (depth + 1 > b.limits.max_depth) return errc::table_too_deep;
+      b.entries = entries;
+      if (errc ec = visit.container(name, static_cast<char>(type), value, depth + 1);
+          ec != errc::ok) {
+        return ec;
+      }
+      entries = b.entries;
+    } else {
+      visit.string(name, static_cast<char>(type), value);
+    }
   }
   b.entries = entries;
   return errc::ok;
 }
 
+// The visitor of validate_table(): checks nested containers, records nothing.
+struct check_only {
+  walk_budget& b;
+
+  void leaf(std::string_view, char, const char*) noexcept {}
+  void string(std::string_view, char, std::string_view) noexcept {}
+  errc container(std::string_view, char type, std::string_view raw, std::size_t depth) noexcept {
+    return type == field_type::table ? check_values<true>(raw, depth, b)
+                                     : check_values<false>(raw, depth, b);
+  }
+};
+
 template <bool Named>
 errc check_values(std::string_view raw, std::size_t depth, walk_budget& b) noexcept {
-  return walk_values<Named>(raw, depth, b);
+  check_only visit{b};
+  return walk_values<Named>(raw, depth, b, visit);
+}
+
+// A value of a container at depth `depth - 1`; descends when it is a container itself.
+// Checked before descending, so recursion never goes deeper than max_depth.
+[[gnu::always_inline]] inline errc check_value(const field_view& v, std::size_t depth,
+                                               walk_budget& b) noexcept {
+  if (!is_container(v.type)) return errc::ok;
+  if (depth > b.limits.max_depth) return errc::table_too_deep;
+  return check_only{b}.container({}, v.type, v.value, depth);
 }
 
 // Building the model: the same walk, in the same order, so that it reports exactly
@@ -626,7 +661,8 @@ errc build_value(const field_view& v, std::size_t depth, walk_budget& b, field_v
 errc validate_table(std::string_view raw, const table_limits& limits) noexcept {
   if (raw.size() > limits.max_bytes) return errc::table_too_large;
   walk_budget b{limits};
-  return walk_values<true>(raw, 0, b);
+  check_only visit{b};
+  return walk_values<true>(raw, 0, b, visit);
 }
 
 errc decode_table(table_view t, field_table& out, const table_limits& limits) {
@@ -651,6 +687,261 @@ errc decode_value(field_view v, field_value& out, const table_limits& limits) {
   const errc ec = build_value(v, 0, b, result);
   if (ec == errc::ok) out = std::move(result);
   return ec;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding without copying.
+
+// walk_values()'s visitor that only counts the values it is shown (and does not descend).
+struct count_only {
+  std::size_t n = 0;
+
+  void leaf(std::string_view, char, const char*) noexcept { ++n; }
+  void string(std::string_view, char, std::string_view) noexcept { ++n; }
+  errc container(std::string_view, char, std::string_view, std::size_t) noexcept {
+    ++n;
+    return errc::ok;
+  }
+};
+
+// decoded_table::decode: each container is walked twice by walk_values(), first to count its
+// values (stopping where it finds the first error), then, once a block of that many entries is
+// reserved in the storage, to fill them, descending into nested containers (whose blocks come
+// after). The second walk makes the same checks in the same order, so it can only stop earlier
+// (in a nested container) and never fills more than the first counted. Friend of
+// decoded_value and decoded_table.
+struct detail_decoded_access {
+  decoded_table& t;
+  walk_budget& b;
+
+  // Fills the block [at, end) of t's storage in wire order. `base` is the storage's address,
+  // read again after each nested container (whose block may have moved the storage).
+  struct fill {
+    detail_decoded_access& d;
+    decoded_entry* base;
+    std::uint32_t at;
+    std::uint32_t end;
+
+    // The next entry of the block; nullptr past its end, which the counting walk rules out.
+    decoded_entry* next(std::string_view name, char type) noexcept {
+      if (at == end) return nullptr;
+      decoded_entry* e = base + at++;
+      e->name = name;
+      e->value.type_ = type;
+      return e;
+    }
+    void leaf(std::string_view name, char type, const char* q) noexcept {
+      if (decoded_entry* e = next(name, type)) set_leaf(e->value.u_, type, q);
+    }
+    void string(std::string_view name, char type, std::string_view value) noexcept {
+      if (decoded_entry* e = next(name, type)) e->value.u_.str = value;
+    }
+    errc container(std::string_view name, char type, std::string_view raw, std::size_t depth) {
+      const std::uint32_t slot = at;
+      if (next(name, type) == nullptr) return errc::ok;
+      decoded_value::range r{};
+      const errc ec = type == field_type::table ? d.values<true>(raw, depth, r)
+                                                : d.values<false>(raw, depth, r);
+      base = d.t.storage_.get();
+      base[slot].value.u_.container = r;
+      return ec;
+    }
+  };
+
+  // A value whose width_of(type) octets at q have been checked.
+  static void set_leaf(decoded_value::storage& u, char type, const char* q) noexcept {
+    switch (type) {
+      case field_type::boolean:
+        u.boolean = q[0] != 0;
+        break;
+      case field_type::i8:
+        u.i8 = static_cast<std::int8_t>(q[0]);
+        break;
+      case field_type::u8:
+        u.u8 = static_cast<std::uint8_t>(q[0]);
+        break;
+      case field_type::i16:
+        u.i16 = static_cast<std::int16_t>(reader::load_u16(q));
+        break;
+      case field_type::u16:
+        u.u16 = reader::load_u16(q);
+        break;
+      case field_type::i32:
+        u.i32 = static_cast<std::int32_t>(reader::load_u32(q));
+        break;
+      case field_type::u32:
+        u.u32 = reader::load_u32(q);
+        break;
+      case field_type::i64:
+      case field_type::i64_py:
+        u.i64 = static_cast<std::int64_t>(reader::load_u64(q));
+        break;
+      case field_type::f32:
+        u.f32 = std::bit_cast<float>(reader::load_u32(q));
+        break;
+      case field_type::f64:
+        u.f64 = std::bit_cast<double>(reader::load_u64(q));
+        break;
+      case field_type::decimal:
+        u.dec = {static_cast<std::uint8_t>(q[0]),
+                 static_cast<std::int32_t>(reader::load_u32(q + 1))};
+        break;
+      case field_type::timestamp:
+        u.u64 = reader::load_u64(q);
+        break;
+      default:  // V: no octets
+        u.u64 = 0;
+        break;
+    }
+  }
+
+  // `count` more entries at the end of the storage; returns the first one's index.
+  std::uint32_t reserve(std::size_t count) {
+    // Indices are 32 bits: more entries than that cannot pass max_entries' default, but a
+    // caller may raise it.
+    if (count > std::numeric_limits<std::uint32_t>::max() - t.size_) throw std::bad_alloc();
+    const std::uint32_t first = t.size_;
+    const std::uint32_t need = first + static_cast<std::uint32_t>(count);
+    if (need > t.capacity_) {
+      // Geometric growth; the entries of earlier decodes' larger tables are kept for the next.
+      const std::uint32_t cap = std::max<std::uint32_t>({need, t.capacity_ + t.capacity_ / 2, 16});
+      std::unique_ptr<decoded_entry[]> grown(new decoded_entry[cap]);
+      std::copy(t.storage_.get(), t.storage_.get() + first, grown.get());
+      t.storage_ = std::move(grown);
+      t.capacity_ = cap;
+    }
+    t.size_ = need;
+    return first;
+  }
+
+  // Counts, reserves and fills one container.
+  template <bool Named>
+  errc values(std::string_view raw, std::size_t depth, decoded_value::range& r) {
+    walk_budget counting = b;
+    count_only c;
+    (void)walk_values<Named>(raw, depth, counting, c);
+    r.first = reserve(c.n);
+    r.count = static_cast<std::uint32_t>(c.n);
+    fill f{*this, t.storage_.get(), r.first, r.first + r.count};
+    return walk_values<Named>(raw, depth, b, f);
+  }
+
+  static field_value owning(const decoded_table& t, const decoded_value& v);
+  static void owning_entries(const decoded_table& t, std::span<const decoded_entry> in,
+                             std::vector<field_entry>& out);
+};
+
+std::optional<std::int64_t> decoded_value::as_integer() const noexcept {
+  switch (type_) {
+    case field_type::i8:
+      return u_.i8;
+    case field_type::u8:
+      return u_.u8;
+    case field_type::i16:
+      return u_.i16;
+    case field_type::u16:
+      return u_.u16;
+    case field_type::i32:
+      return u_.i32;
+    case field_type::u32:
+      return u_.u32;
+    case field_type::i64:
+    case field_type::i64_py:
+      return u_.i64;
+    default:
+      return std::nullopt;
+  }
+}
+
+errc decoded_table::decode(table_view t, const table_limits& limits) {
+  size_ = top_first_ = top_count_ = 0;
+  if (t.raw.size() > limits.max_bytes) return errc::table_too_large;
+  walk_budget b{limits};
+  detail_decoded_access d{*this, b};
+  decoded_value::range top{};
+  if (const errc ec = d.values<true>(t.raw, 0, top); ec != errc::ok) {
+    size_ = 0;
+    return ec;
+  }
+  top_first_ = top.first;
+  top_count_ = top.count;
+  return errc::ok;
+}
+
+const decoded_value* decoded_table::find(std::string_view name) const noexcept {
+  for (const decoded_entry& e : entries()) {
+    if (e.name == name) return &e.value;
+  }
+  return nullptr;
+}
+
+field_value detail_decoded_access::owning(const decoded_table& t, const decoded_value& v) {
+  switch (v.type()) {
+    case field_type::boolean:
+      return field_value::boolean(v.u_.boolean);
+    case field_type::i8:
+      return field_value::i8(v.u_.i8);
+    case field_type::u8:
+      return field_value::u8(v.u_.u8);
+    case field_type::i16:
+      return field_value::i16(v.u_.i16);
+    case field_type::u16:
+      return field_value::u16(v.u_.u16);
+    case field_type::i32:
+      return field_value::i32(v.u_.i32);
+    case field_type::u32:
+      return field_value::u32(v.u_.u32);
+    case field_type::i64:
+      return field_value::i64(v.u_.i64);
+    case field_type::i64_py:
+      return field_value::i64_py(v.u_.i64);
+    case field_type::f32:
+      return field_value::f32(v.u_.f32);
+    case field_type::f64:
+      return field_value::f64(v.u_.f64);
+    case field_type::decimal:
+      return field_value::decimal(v.u_.dec);
+    case field_type::timestamp:
+      return field_value::timestamp(v.u_.u64);
+    case field_type::long_string:
+      return field_value::long_string(std::string(v.u_.str));
+    case field_type::bytes:
+      return field_value::bytes(std::string(v.u_.str));
+    case field_type::table: {
+      field_table nested;
+      owning_entries(t, t.entries(v), detail_table_access::entries(nested));
+      return field_value::table(std::move(nested));
+    }
+    case field_type::array: {
+      field_array elements;
+      elements.reserve(t.elements(v).size());
+      for (const decoded_entry& e : t.elements(v)) elements.push_back(owning(t, e.value));
+      return field_value::array(std::move(elements));
+    }
+    default:
+      return field_value::void_value();
+  }
+}
+
+// A table's entries into the model, keeping the first value of a repeated name as decode_table
+// does (compared linearly while there are few, sorted once past linear_duplicate_check_max).
+void detail_decoded_access::owning_entries(const decoded_table& t,
+                                           std::span<const decoded_entry> in,
+                                           std::vector<field_entry>& out) {
+  out.reserve(in.size());
+  bool linear = true;
+  for (const decoded_entry& e : in) {
+    if (linear && out.size() == linear_duplicate_check_max) linear = false;
+    if (linear && has_name(out, e.name)) continue;
+    out.push_back(field_entry{std::string(e.name), owning(t, e.value)});
+  }
+  if (!linear) drop_repeated_names(out);
+}
+
+field_table decoded_table::to_field_table() const {
+  field_table result;
+  detail_decoded_access::owning_entries(*this, entries(), detail_table_access::entries(result));
+  return result;
 }
 
 }  // namespace warren::codec

@@ -5,25 +5,32 @@
 //     arguments and client properties, and for inspecting them at leisure;
 //   * encoders writing that model to a `writer`;
 //   * decoders reading untrusted bytes, bounded by `table_limits`: `decode_table` builds the
-//     model, `validate_table` only checks the structure, and `table_cursor`/`array_cursor`/
-//     `find_in_table` walk the bytes without allocating, for hot paths that need one header.
+//     model, `decoded_table` decodes every value without copying (names and strings stay views
+//     into the input, numbers are decoded, nested tables and arrays are entries of the same
+//     object, whose storage is reused from one decode to the next), `validate_table` only
+//     checks the structure, and `table_cursor`/`array_cursor`/`find_in_table` walk the bytes
+//     without allocating, for hot paths that need one header.
 //
 // Thread rules: none of these types or functions share state; distinct objects may be used
 // from distinct threads, one object from one thread at a time (like std::vector).
 //
-// Views: every std::string_view and table_view produced by a cursor, by `find_in_table` or
-// by `field_view` points into the bytes that were decoded and is valid exactly as long as
-// they are. The owning model copies what it keeps and never refers to its input.
+// Views: every std::string_view and table_view produced by a cursor, by `find_in_table`, by
+// `field_view` or by `decoded_table` points into the bytes that were decoded and is valid
+// exactly as long as they are. The owning model copies what it keeps and never refers to its
+// input.
 //
-// Encoders and the non-allocating decoders are noexcept. `decode_table` and `decode_value`
-// allocate and can throw std::bad_alloc, nothing else; `table_limits` bounds what they
-// allocate: at most max_entries values, plus copies of the names and strings in the input.
+// Encoders and the non-allocating decoders are noexcept. `decode_table`, `decode_value` and
+// `decoded_table::decode` allocate and can throw std::bad_alloc, nothing else; `table_limits`
+// bounds what they allocate: at most max_entries values, plus (for the first two) copies of the
+// names and strings in the input.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -344,6 +351,154 @@ class array_cursor {
 // found; otherwise returns false, with `ec` errc::ok when the name is absent or the error of
 // the malformed entry that stopped the search (errc::truncated, errc::bad_field_type).
 bool find_in_table(table_view t, std::string_view name, field_view& out, errc& ec) noexcept;
+
+// ---------------------------------------------------------------------------------------------
+// Decoding without copying.
+
+// One value as decoded by a decoded_table: numbers decoded, S and x viewing the input, and a
+// nested table (F) or array (A) referring to entries held by the decoded_table that decoded it
+// (read them with its entries(v) and elements(v)). A default-constructed value is void (V).
+// Accessors are field_value's: a pointer to the value when the letter matches and nullptr
+// otherwise, valid as long as this value is.
+class decoded_value {
+ public:
+  decoded_value() noexcept = default;
+
+  // The type letter, one of field_type::*.
+  char type() const noexcept { return type_; }
+
+  const bool* as_boolean() const noexcept { return get(field_type::boolean, u_.boolean); }
+  const std::int8_t* as_i8() const noexcept { return get(field_type::i8, u_.i8); }
+  const std::uint8_t* as_u8() const noexcept { return get(field_type::u8, u_.u8); }
+  const std::int16_t* as_i16() const noexcept { return get(field_type::i16, u_.i16); }
+  const std::uint16_t* as_u16() const noexcept { return get(field_type::u16, u_.u16); }
+  const std::int32_t* as_i32() const noexcept { return get(field_type::i32, u_.i32); }
+  const std::uint32_t* as_u32() const noexcept { return get(field_type::u32, u_.u32); }
+  const std::int64_t* as_i64() const noexcept { return get(field_type::i64, u_.i64); }
+  const std::int64_t* as_i64_py() const noexcept { return get(field_type::i64_py, u_.i64); }
+  const float* as_f32() const noexcept { return get(field_type::f32, u_.f32); }
+  const double* as_f64() const noexcept { return get(field_type::f64, u_.f64); }
+  const codec::decimal* as_decimal() const noexcept { return get(field_type::decimal, u_.dec); }
+  // Raw octets, viewing the decoded input.
+  const std::string_view* as_long_string() const noexcept {
+    return get(field_type::long_string, u_.str);
+  }
+  const std::uint64_t* as_timestamp() const noexcept { return get(field_type::timestamp, u_.u64); }
+  const std::string_view* as_bytes() const noexcept { return get(field_type::bytes, u_.str); }
+  bool is_table() const noexcept { return type_ == field_type::table; }
+  bool is_array() const noexcept { return type_ == field_type::array; }
+  bool is_void() const noexcept { return type_ == field_type::void_value; }
+
+  // As field_value::as_integer: b B s u I i l L widened to int64, else nullopt.
+  std::optional<std::int64_t> as_integer() const noexcept;
+
+ private:
+  friend class decoded_table;
+  friend struct detail_decoded_access;
+
+  template <class T>
+  const T* get(char letter, const T& member) const noexcept {
+    return type_ == letter ? &member : nullptr;
+  }
+
+  // The members of a union: the letter says which one was written. A container's entries are
+  // [first, first + count) of its decoded_table's storage.
+  struct range {
+    std::uint32_t first;
+    std::uint32_t count;
+  };
+  union storage {
+    storage() noexcept : u64(0) {}
+    bool boolean;
+    std::int8_t i8;
+    std::uint8_t u8;
+    std::int16_t i16;
+    std::uint16_t u16;
+    std::int32_t i32;
+    std::uint32_t u32;
+    std::int64_t i64;   // l and L
+    std::uint64_t u64;  // T
+    float f32;
+    double f64;
+    codec::decimal dec;
+    std::string_view str;  // S and x
+    range container;       // F and A
+  };
+
+  char type_ = field_type::void_value;
+  storage u_;
+};
+
+struct decoded_entry {
+  std::string_view name;  // empty for an array's elements
+  decoded_value value;
+};
+
+// A field table decoded without copying anything out of its input, in the manner of
+// rabbitmq-c's amqp_decode_table into a recycled pool: names and S/x values are views into the
+// decoded bytes (valid exactly as long as they are), numbers are decoded, and the entries of
+// nested tables and arrays are held by this object too. Entries keep wire order, and a repeated
+// name is kept as it came (find() returns the first, as decode_table keeps the first).
+//
+// Reuse one object for many decodes: its storage keeps its capacity, so a decode allocates
+// only when a table is larger than any before it (bounded by table_limits::max_entries). A
+// decoded_table is used by one thread at a time (like std::vector); it can be moved, not
+// copied (copy what you keep with to_field_table()).
+class decoded_table {
+ public:
+  decoded_table() = default;
+  decoded_table(decoded_table&&) noexcept = default;
+  decoded_table& operator=(decoded_table&&) noexcept = default;
+
+  // Decodes the entries in `t`, replacing what the object held. Returns exactly what
+  // decode_table() and validate_table() return for the same input and limits; on error the
+  // object is empty. May throw std::bad_alloc, nothing else.
+  errc decode(table_view t, const table_limits& limits = {});
+
+  // The top-level entries, in wire order.
+  std::span<const decoded_entry> entries() const noexcept {
+    return span_of(top_first_, top_count_);
+  }
+  // The entries of a nested table `v` (F) held by this object; empty for any other value.
+  std::span<const decoded_entry> entries(const decoded_value& v) const noexcept {
+    return v.is_table() ? span_of(v.u_.container.first, v.u_.container.count)
+                        : std::span<const decoded_entry>{};
+  }
+  // The elements of an array `v` (A) held by this object, names empty; empty for any other
+  // value.
+  std::span<const decoded_entry> elements(const decoded_value& v) const noexcept {
+    return v.is_array() ? span_of(v.u_.container.first, v.u_.container.count)
+                        : std::span<const decoded_entry>{};
+  }
+
+  // The value of the first top-level entry named `name`, or nullptr. Valid until the next
+  // decode() (or the object's end).
+  const decoded_value* find(std::string_view name) const noexcept;
+
+  bool empty() const noexcept { return top_count_ == 0; }
+
+  // An owning copy, exactly what decode_table() gives for the same input (a repeated name
+  // keeps its first value). Throws std::bad_alloc only.
+  field_table to_field_table() const;
+
+ private:
+  // [first, first + count) of the storage, or nothing when that is not inside what the last
+  // decode filled (a value decoded by another object).
+  std::span<const decoded_entry> span_of(std::uint32_t first, std::uint32_t count) const noexcept {
+    if (first > size_ || count > size_ - first) return {};
+    return {storage_.get() + first, count};
+  }
+
+  friend struct detail_decoded_access;
+  // Every container's entries, each container's contiguous block reserved before it is filled
+  // (a nested container's block after its parent's): [0, size_) of capacity_ entries, kept
+  // from one decode to the next.
+  std::unique_ptr<decoded_entry[]> storage_;
+  std::uint32_t size_ = 0;
+  std::uint32_t capacity_ = 0;
+  std::uint32_t top_first_ = 0;
+  std::uint32_t top_count_ = 0;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Inline definitions that need field_entry complete.

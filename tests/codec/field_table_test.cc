@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -551,6 +552,175 @@ TEST(decode_value, rejects_hand_made_view_of_wrong_size_or_letter) {
   EXPECT_EQ(out, field_value::i32(9));
   ASSERT_EQ(decode_value(field_view{'I', octets({0, 0, 0, 1})}, out), errc::ok);
   EXPECT_EQ(out, field_value::i32(1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// decoded_table: every value decoded, nothing copied.
+
+TEST(decoded_table, decodes_every_type_letter_to_what_decode_table_gives) {
+  decoded_table t;
+  ASSERT_EQ(t.decode(table_view{golden_entries()}), errc::ok);
+  EXPECT_EQ(t.to_field_table(), golden_model());
+  ASSERT_EQ(t.entries().size(), golden_model().size());
+  std::string letters;
+  for (const decoded_entry& e : t.entries()) letters += e.value.type();
+  EXPECT_EQ(letters, "tbBsuIilfdDSTVxFA");
+}
+
+TEST(decoded_table, numbers_are_decoded_and_strings_view_the_input) {
+  const std::string& in = golden_entries();
+  decoded_table t;
+  ASSERT_EQ(t.decode(table_view{in}), errc::ok);
+  EXPECT_EQ(*t.find("t1")->as_boolean(), true);
+  EXPECT_EQ(*t.find("b")->as_i8(), -2);
+  EXPECT_EQ(*t.find("B")->as_u8(), 254);
+  EXPECT_EQ(*t.find("s")->as_i16(), -200);
+  EXPECT_EQ(*t.find("u")->as_u16(), 65336);
+  EXPECT_EQ(*t.find("I")->as_i32(), -500);
+  EXPECT_EQ(*t.find("i")->as_u32(), 0x80000001u);
+  EXPECT_EQ(*t.find("l")->as_i64(), -2);
+  EXPECT_EQ(*t.find("f")->as_f32(), 1.5f);
+  EXPECT_EQ(*t.find("d")->as_f64(), -2.5);
+  EXPECT_EQ(*t.find("D")->as_decimal(), (decimal{2, 314}));
+  EXPECT_EQ(*t.find("T")->as_timestamp(), 1700000000u);
+  EXPECT_TRUE(t.find("V")->is_void());
+  EXPECT_EQ(t.find("I")->as_integer(), -500);
+  EXPECT_EQ(t.find("S")->as_integer(), std::nullopt);
+  // The wrong letter gives nullptr, as field_value's accessors do.
+  EXPECT_EQ(t.find("I")->as_u32(), nullptr);
+  EXPECT_EQ(t.find("S")->as_bytes(), nullptr);
+
+  const std::string_view* hi = t.find("S")->as_long_string();
+  ASSERT_NE(hi, nullptr);
+  EXPECT_EQ(*hi, "hi");
+  EXPECT_GE(hi->data(), in.data());
+  EXPECT_LE(hi->data() + hi->size(), in.data() + in.size());
+  EXPECT_EQ(*t.find("x")->as_bytes(), std::string_view("\x00\xFF\x7F", 3));
+  const std::string_view name = t.entries().front().name;
+  EXPECT_EQ(name, "t1");
+  EXPECT_EQ(name.data(), in.data() + 1);
+  EXPECT_EQ(t.find("missing"), nullptr);
+}
+
+TEST(decoded_table, nested_tables_and_arrays_are_read_through_the_object) {
+  decoded_table t;
+  ASSERT_EQ(t.decode(table_view{golden_entries()}), errc::ok);
+  const decoded_value* f = t.find("F");
+  ASSERT_NE(f, nullptr);
+  ASSERT_TRUE(f->is_table());
+  ASSERT_EQ(t.entries(*f).size(), 1u);
+  EXPECT_EQ(t.entries(*f)[0].name, "k");
+  EXPECT_EQ(*t.entries(*f)[0].value.as_long_string(), "v");
+  EXPECT_TRUE(t.elements(*f).empty());
+
+  const decoded_value* a = t.find("A");
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->is_array());
+  EXPECT_TRUE(t.entries(*a).empty());
+  const auto elements = t.elements(*a);
+  ASSERT_EQ(elements.size(), 6u);
+  std::string letters;
+  for (const decoded_entry& e : elements) {
+    EXPECT_TRUE(e.name.empty());
+    letters += e.value.type();
+  }
+  EXPECT_EQ(letters, "ISVtFA");
+  EXPECT_EQ(*elements[0].value.as_i32(), 7);
+  EXPECT_TRUE(t.entries(elements[4].value).empty());
+  ASSERT_EQ(t.elements(elements[5].value).size(), 1u);
+  EXPECT_EQ(*t.elements(elements[5].value)[0].value.as_i8(), 1);
+
+  // A leaf has no entries or elements.
+  EXPECT_TRUE(t.entries(*t.find("I")).empty());
+  EXPECT_TRUE(t.elements(*t.find("I")).empty());
+}
+
+TEST(decoded_table, a_container_of_another_object_out_of_range_gives_nothing) {
+  decoded_table big;
+  ASSERT_EQ(big.decode(table_view{golden_entries()}), errc::ok);
+  decoded_table small;
+  ASSERT_EQ(small.decode(table_view{octets({1, 'a', 'V'})}), errc::ok);
+  // The array's range lies past the end of the small object's storage.
+  EXPECT_TRUE(small.elements(*big.find("A")).empty());
+}
+
+TEST(decoded_table, a_second_decode_replaces_the_first) {
+  decoded_table t;
+  ASSERT_EQ(t.decode(table_view{golden_entries()}), errc::ok);
+  const std::string small = octets({1, 'n', 'b', 5});
+  ASSERT_EQ(t.decode(table_view{small}), errc::ok);
+  ASSERT_EQ(t.entries().size(), 1u);
+  EXPECT_EQ(*t.find("n")->as_i8(), 5);
+  EXPECT_EQ(t.find("F"), nullptr);
+  ASSERT_EQ(t.decode(table_view{""}), errc::ok);
+  EXPECT_TRUE(t.empty());
+}
+
+TEST(decoded_table, every_truncation_gives_validate_tables_result_and_an_error_empties_it) {
+  const std::string& golden = golden_entries();
+  for (std::size_t n = 0; n < golden.size(); ++n) {
+    exact_buffer in(std::string_view(golden).substr(0, n));
+    decoded_table t;
+    ASSERT_EQ(t.decode(table_view{golden}), errc::ok);
+    const errc ec = t.decode(table_view{in.view()});
+    EXPECT_EQ(ec, validate_table(in.view())) << "length " << n;
+    if (ec != errc::ok) {
+      EXPECT_TRUE(t.empty()) << "length " << n;
+      continue;
+    }
+    field_table model;
+    ASSERT_EQ(decode_table(table_view{in.view()}, model), errc::ok);
+    EXPECT_EQ(t.to_field_table(), model) << "length " << n;
+  }
+}
+
+TEST(decoded_table, limits_give_the_errors_of_validate_table) {
+  decoded_table t;
+  EXPECT_EQ(t.decode(table_view{nested_tables(10000)}), errc::table_too_deep);
+  EXPECT_EQ(t.decode(table_view{nested_arrays(10000)}), errc::table_too_deep);
+  table_limits depth;
+  depth.max_depth = 3;
+  EXPECT_EQ(t.decode(table_view{nested_tables(3)}, depth), errc::ok);
+  EXPECT_EQ(t.decode(table_view{nested_tables(4)}, depth), errc::table_too_deep);
+
+  table_limits entries;
+  entries.max_entries = 4;
+  EXPECT_EQ(t.decode(table_view{octets({1, 'a', 'V', 1, 'b', 'A', 0, 0, 0, 2, 'V', 'V'})}, entries),
+            errc::ok);
+  EXPECT_EQ(
+      t.decode(table_view{octets({1, 'a', 'V', 1, 'b', 'A', 0, 0, 0, 3, 'V', 'V', 'V'})}, entries),
+      errc::table_too_large);
+
+  table_limits bytes;
+  bytes.max_bytes = golden_entries().size() - 1;
+  EXPECT_EQ(t.decode(table_view{golden_entries()}, bytes), errc::table_too_large);
+  EXPECT_EQ(t.decode(table_view{octets({1, 'k', 'Z', 0, 0})}), errc::bad_field_type);
+  for (char letter : {'S', 'x', 'F', 'A'}) {
+    exact_buffer in(octets({1, 'h', letter, 0xFF, 0xFF, 0xFF, 0xFF, 'a', 'b', 'c'}));
+    EXPECT_EQ(t.decode(table_view{in.view()}), errc::truncated) << letter;
+  }
+}
+
+TEST(decoded_table, repeated_names_are_kept_and_find_and_the_copy_take_the_first) {
+  const std::string in =
+      octets({1, 'a', 'b', 1, 1, 'z', 'V', 1, 'a', 'b', 2, 1, 'c', 'V', 1, 'a', 'V'});
+  decoded_table t;
+  ASSERT_EQ(t.decode(table_view{in}), errc::ok);
+  EXPECT_EQ(t.entries().size(), 5u);
+  EXPECT_EQ(*t.find("a")->as_i8(), 1);
+  field_table model;
+  ASSERT_EQ(decode_table(table_view{in}, model), errc::ok);
+  EXPECT_EQ(t.to_field_table(), model);
+
+  // Past sixteen kept entries the copy finds repeats by sorting, as decode_table does.
+  for (int n : {15, 16, 17, 18, 21, 40}) {
+    std::string many;
+    for (int i = 0; i < n; ++i) many += octets({1, 'a' + i % 20, 'B', i});
+    ASSERT_EQ(t.decode(table_view{many}), errc::ok) << n;
+    EXPECT_EQ(t.entries().size(), static_cast<std::size_t>(n));
+    ASSERT_EQ(decode_table(table_view{many}, model), errc::ok) << n;
+    EXPECT_EQ(t.to_field_table(), model) << n;
+  }
 }
 
 }  // namespace

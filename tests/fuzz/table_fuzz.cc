@@ -6,10 +6,14 @@
 //   * a decoded model does not re-encode, or its encoding does not decode to an equal model,
 //     or re-encoding that model gives different bytes;
 //   * the zero-copy path disagrees with the model: the cursor fails on a decodable table, or
-//     find_in_table + decode_value give a value other than the model's for some name.
+//     find_in_table + decode_value give a value other than the model's for some name;
+//   * decoded_table disagrees: another result than validate_table (default and tight limits),
+//     not empty after an error, a copy other than decode_table's model, or a name or string
+//     view outside the input.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,6 +60,41 @@ void check_zero_copy_path(std::string_view raw, const field_table& t) {
   }
 }
 
+bool inside(std::string_view raw, std::string_view v) {
+  return v.empty() || (v.data() >= raw.data() && v.data() + v.size() <= raw.data() + raw.size());
+}
+
+void check_views_inside(std::string_view raw, const decoded_table& t,
+                        std::span<const decoded_entry> entries) {
+  for (const decoded_entry& e : entries) {
+    require(inside(raw, e.name));
+    if (const std::string_view* s = e.value.as_long_string()) require(inside(raw, *s));
+    if (const std::string_view* s = e.value.as_bytes()) require(inside(raw, *s));
+    check_views_inside(raw, t, t.entries(e.value));
+    check_views_inside(raw, t, t.elements(e.value));
+  }
+}
+
+// One decoded_table for every input, as a receive loop would keep one: reuse must not leak
+// anything from an earlier input into a later one.
+decoded_table& reused() {
+  static decoded_table t;
+  return t;
+}
+
+void check_decoded_table(std::string_view raw, const table_limits& limits, errc expected,
+                         const field_table* model) {
+  decoded_table& t = reused();
+  const errc ec = t.decode(table_view{raw}, limits);
+  require(ec == expected);
+  if (ec != errc::ok) {
+    require(t.empty() && t.entries().empty());
+    return;
+  }
+  check_views_inside(raw, t, t.entries());
+  if (model != nullptr) require(t.to_field_table() == *model);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -67,11 +106,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   tight.max_entries = 32;
   tight.max_bytes = 512;
   field_table tight_model;
-  require(validate_table(raw, tight) == decode_table(table_view{raw}, tight_model, tight));
+  const errc tight_ec = decode_table(table_view{raw}, tight_model, tight);
+  require(validate_table(raw, tight) == tight_ec);
+  check_decoded_table(raw, tight, tight_ec, tight_ec == errc::ok ? &tight_model : nullptr);
 
   field_table model;
   const errc ec = decode_table(table_view{raw}, model);
   require(validate_table(raw) == ec);
+  check_decoded_table(raw, {}, ec, ec == errc::ok ? &model : nullptr);
   if (ec != errc::ok) return 0;
 
   check_round_trip(model);
