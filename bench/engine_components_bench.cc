@@ -1,10 +1,15 @@
 // Micro-benchmarks of the engine's standalone components: the publisher-confirm tracker and the
 // consumer ack coalescer (sans-I/O, one thread), and the I/O-thread-to-worker hand-off (a
-// mailbox on a TBB worker pool). Every row reports items/s (one item = one message).
+// mailbox on a TBB worker pool). Every row reports items/s (one item = one message); the trickle
+// rows also report the pool's CPU per item.
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "engine/protocol/ack_coalescer.h"
@@ -163,5 +168,48 @@ void mailbox_concurrency_4_post_to_handled(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * per_round);
 }
 BENCHMARK(mailbox_concurrency_4_post_to_handled)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+double cpu_seconds(int who) {
+  rusage u{};
+  getrusage(who, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Work arriving as a broker sends it: a few items, then a pause (a 50 us sleep, longer in
+// practice), on a pool of 2. What matters is not the rate but what the pool burns between
+// batches: pool_cpu_ns_per_item is the process's CPU time minus this (posting) thread's, per item,
+// so it counts the workers' handling, waking, spinning and sleeping. Args: items per post,
+// mailboxes (each gets a post per round).
+void mailbox_trickle(benchmark::State& state) {
+  ww::worker_pool pool(2);
+  const std::size_t per_post = std::size_t(state.range(0));
+  const int boxes = int(state.range(1));
+  std::atomic<std::uint64_t> handled{0};
+  std::vector<std::unique_ptr<ww::mailbox<std::uint64_t>>> mailboxes;
+  for (int b = 0; b < boxes; ++b) {
+    mailboxes.push_back(std::make_unique<ww::mailbox<std::uint64_t>>(
+        pool, [&](std::uint64_t& item) { handled.fetch_add(item, std::memory_order_relaxed); }));
+  }
+  std::vector<std::uint64_t> items(per_post, 1);
+  const double process_before = cpu_seconds(RUSAGE_SELF);
+  const double thread_before = cpu_seconds(RUSAGE_THREAD);
+  for (auto _ : state) {
+    for (auto& box : mailboxes) box->post_bulk(items.begin(), per_post);
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  for (auto& box : mailboxes) box->drain();
+  const double pool_cpu =
+      (cpu_seconds(RUSAGE_SELF) - process_before) - (cpu_seconds(RUSAGE_THREAD) - thread_before);
+  const double posted = double(state.iterations()) * double(per_post) * boxes;
+  state.counters["pool_cpu_ns_per_item"] = pool_cpu * 1e9 / posted;
+  state.SetItemsProcessed(std::int64_t(posted));
+}
+BENCHMARK(mailbox_trickle)
+    ->Args({1, 1})
+    ->Args({16, 1})
+    ->Args({4, 8})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
