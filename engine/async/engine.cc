@@ -431,8 +431,10 @@ class connection_impl : public protocol::connection_handler,
   bool torn_down_ = false;
   std::uint32_t events_ = 0;
   time_point close_deadline_ = time_point::max();
-  bool connecting_ = false;               // close_deadline_ is connect_timeout's, for the handshake
-  bool handshake_timed_out_ = false;      // ... and it passed: connect() throws amqp_timeout
+  bool connecting_ = false;  // close_deadline_ is connect_timeout's, for the handshake
+  bool handshake_timed_out_ = false;
+  std::string close_note_;  // why a deadline ended the connection, added to the close reason // ...
+                            // and it passed: connect() throws amqp_timeout
   time_point paused_check_{};             // next heartbeat check while reading is paused
   time_point feed_now_{};                 // the `now` of the feed() in progress
   channel_impl* last_channel_ = nullptr;  // on_command's cache; cleared when channels shrink
@@ -931,8 +933,19 @@ void connection_impl::service(time_point now) {
   if (!dead_) {
     if (now >= close_deadline_) {
       handshake_timed_out_ = connecting_;
-      machine_->transport_closed(open_flag.load() ? "close handshake timed out"
-                                                  : "connection timed out");
+      std::string why = open_flag.load() ? "close handshake timed out" : "connection timed out";
+      // A peer that stopped reading (RabbitMQ blocks a publishing connection in a memory alarm)
+      // leaves frames behind; without confirm mode nothing else would tell the caller.
+      std::size_t left = unsent.load();
+      {
+        std::lock_guard lock(pub_mu);
+        left += staging.size;
+      }
+      if (left != 0) {
+        why += "; " + std::to_string(left) + " octets of frames (publishes) were never written";
+      }
+      close_note_ = why;
+      machine_->transport_closed(why);
       after_feed();
     } else if (started_ && paused.load(std::memory_order_relaxed)) {
       // While reading is paused the peer's frames (heartbeats included) are not seen, so the
@@ -1084,7 +1097,13 @@ void connection_impl::on_unblocked() {
   if (f) f();
 }
 
-void connection_impl::on_closed(const protocol::close_reason& why) {
+void connection_impl::on_closed(const protocol::close_reason& machine_reason) {
+  // What the machine reports, plus what only this side knows (a timed-out close handshake
+  // after a client close is reported by the machine as that close).
+  protocol::close_reason why = machine_reason;
+  if (!close_note_.empty() && why.reply_text.find(close_note_) == std::string::npos) {
+    why.reply_text += "; " + close_note_;
+  }
   dead_ = true;
   {
     std::lock_guard lock(pub_mu);

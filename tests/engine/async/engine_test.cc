@@ -106,6 +106,29 @@ TEST(engine_test, stalled_peer_turns_into_buffer_full_with_bounded_memory_then_r
   EXPECT_EQ(c->outgoing_bytes(), 0u);
 }
 
+TEST(engine_test, close_to_a_peer_that_stopped_reading_reports_the_frames_never_written) {
+  engine_options eo;
+  eo.max_outgoing_bytes = 64 * 1024;
+  engine e(eo);
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();  // no confirm mode: nothing per message would report the loss
+  peer.reading.store(false);
+  const std::string body(1000, 'x');
+  codec::basic_properties props;
+  const auto give_up = clock_type::now() + 10s;
+  while (ch->publish("", "q", props, body, clock_type::now() + 200ms) == publish_status::ok &&
+         clock_type::now() < give_up) {
+  }
+  ASSERT_GT(c->outgoing_bytes(), 0u);
+  c->close();  // the peer never reads the close either: it times out
+  EXPECT_FALSE(c->is_open());
+  const std::string text = c->close_reason().reply_text;
+  EXPECT_NE(text.find("close handshake timed out"), std::string::npos) << text;
+  EXPECT_NE(text.find("octets of frames (publishes) were never written"), std::string::npos)
+      << text;
+}
+
 TEST(engine_test, full_window_returns_window_full_and_close_fails_outstanding) {
   engine e;
   test::scripted_peer peer;
