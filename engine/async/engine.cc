@@ -431,12 +431,10 @@ class connection_impl : public protocol::connection_handler,
   bool torn_down_ = false;
   std::uint32_t events_ = 0;
   time_point close_deadline_ = time_point::max();
-  bool connecting_ = false;  // close_deadline_ is connect_timeout's, for the handshake
-  bool handshake_timed_out_ = false;
-  std::string close_note_;  // why a deadline ended the connection, added to the close reason // ...
-                            // and it passed: connect() throws amqp_timeout
-  time_point paused_check_{};             // next heartbeat check while reading is paused
-  time_point feed_now_{};                 // the `now` of the feed() in progress
+  bool connecting_ = false;    // close_deadline_ is connect_timeout's, for the handshake
+  std::string close_note_;     // why a deadline ended the connection, added to the close reason
+  time_point paused_check_{};  // next heartbeat check while reading is paused
+  time_point feed_now_{};      // the `now` of the feed() in progress
   channel_impl* last_channel_ = nullptr;  // on_command's cache; cleared when channels shrink
 
   rx_ref rx_;
@@ -932,7 +930,6 @@ void connection_impl::service(time_point now) {
   if (torn_down_) return;
   if (!dead_) {
     if (now >= close_deadline_) {
-      handshake_timed_out_ = connecting_;
       std::string why = open_flag.load() ? "close handshake timed out" : "connection timed out";
       // A peer that stopped reading (RabbitMQ blocks a publishing connection in a memory alarm)
       // leaves frames behind; without confirm mode nothing else would tell the caller.
@@ -1134,7 +1131,8 @@ void connection_impl::on_closed(const protocol::close_reason& machine_reason) {
     // The exception is made inside the deferred call and moved into the promise, so no copy of
     // it stays on this thread: its refcount lives in uninstrumented libsupc++, and TSan reported
     // the I/O thread's late release racing with the caller's rethrow.
-    if (handshake_timed_out_) {
+    // A deadline ended a handshake (no open-ok, no close from the peer): connect_timeout passed.
+    if (connecting_ && !close_note_.empty()) {
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                           opts.connect_timeout.value_or(std::chrono::seconds(0)))
                           .count();

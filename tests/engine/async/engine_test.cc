@@ -3,9 +3,6 @@
 #include "engine/async/engine.h"
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -18,6 +15,7 @@
 
 #include "tests/engine/async/scripted_peer.h"
 #include "tests/engine/async/wait.h"
+#include "tests/engine/io/test_support.h"
 
 namespace warren::async {
 namespace {
@@ -193,18 +191,11 @@ TEST(engine_test, peer_dying_mid_frame_fails_every_outstanding_confirm_with_conn
 
 TEST(engine_test, connect_to_a_peer_that_never_speaks_throws_amqp_timeout_naming_the_handshake) {
   // A listener whose backlog completes the TCP connect; nobody ever accepts or answers.
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 4), 0);
-  socklen_t len = sizeof a;
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  io::test::listener silent;
+  ASSERT_TRUE(silent.ok());
   engine e;
   warren::connection_options o;
-  o.host = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  o.host = "127.0.0.1:" + std::to_string(silent.port());
   o.connect_timeout = warren::seconds_f(0.3);
   const auto start = clock_type::now();
   try {
@@ -215,7 +206,6 @@ TEST(engine_test, connect_to_a_peer_that_never_speaks_throws_amqp_timeout_naming
     EXPECT_NE(std::string(ex.what()).find("300 ms"), std::string::npos) << ex.what();
   }
   EXPECT_LT(clock_type::now() - start, 5s);
-  ::close(fd);
 }
 
 TEST(engine_test, blocking_call_on_an_io_thread_throws_logic_error) {

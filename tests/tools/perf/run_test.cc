@@ -4,8 +4,6 @@
 #include "tools/perf/run.h"
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +14,7 @@
 #include <thread>
 
 #include "tests/broker_env.h"
+#include "tests/engine/io/test_support.h"
 #include "tests/tools/perf/svg_check.h"
 #include "tools/null_broker/server.h"
 
@@ -284,19 +283,11 @@ TEST(perf_errors, unreachable_broker_fails_fast_with_one_line) {
 
 TEST(perf_errors, a_peer_that_never_answers_times_out_instead_of_hanging) {
   // A listener that accepts (in the kernel's backlog) and never speaks AMQP.
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 16), 0);
-  socklen_t len = sizeof a;
-  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
-  const std::string port = std::to_string(ntohs(a.sin_port));
+  io::test::listener silent;
+  ASSERT_TRUE(silent.ok());
+  const std::string port = std::to_string(silent.port());
   const outcome r =
       perf("-H amqp://guest:s3cret@127.0.0.1:" + port + "?connection_timeout=1000 -z 5");
-  ::close(fd);
   expect_one_line_error(r, 1, "127.0.0.1:" + port);
   EXPECT_LT(r.seconds, 10);
 }
