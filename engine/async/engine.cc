@@ -534,9 +534,11 @@ void io_thread::run() {
     }
     // Producers write the eventfd only while this thread may sleep: from here to the end of
     // epoll_wait. The exchange reads what a producer wrote with its own exchange, so work it
-    // queued before (without writing the eventfd) is visible to the check below.
+    // queued before (without writing the eventfd) is visible to the check below. stop() is
+    // such a producer: a stop requested while this thread was busy wrote no eventfd.
     wake_pending_.exchange(false, std::memory_order_acq_rel);
-    if (tasks_.size_approx() != 0 || acks_.size_approx() != 0 || flushes_.size_approx() != 0) {
+    if (tasks_.size_approx() != 0 || acks_.size_approx() != 0 || flushes_.size_approx() != 0 ||
+        stop_.load()) {
       timeout = 0;
     }
     const int n = ::epoll_wait(ep_, evs, 64, timeout);
