@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "codec/publish.h"
+#include "engine/async/publish_lock.h"
 #include "engine/errors.h"
 #include "engine/io/tls.h"
 #include "engine/protocol/ack_coalescer.h"
@@ -375,8 +376,8 @@ class connection_impl : public protocol::connection_handler,
   std::uint32_t frame_max = 0;  // set before `opened` is fulfilled
 
   // Publish staging, guarded by pub_mu.
-  mutable std::mutex pub_mu;
-  std::condition_variable room_cv;
+  mutable publish_lock pub_mu;
+  std::condition_variable_any room_cv;
   std::atomic<int> waiters{0};
   out_buffer staging;
   // True from the first publish into an empty staging buffer until the I/O thread takes the
