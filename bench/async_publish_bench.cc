@@ -3,15 +3,20 @@
 // drops the bytes; prints msg/s once the peer has received every byte.
 //
 //   bazel run -c opt //bench:async_publish_bench -- [messages=10000000] [body_bytes=16]
+//                                                    [threads=1]
 //
 // One I/O thread, no confirms: what is measured is encoding into the staging buffer, the swap,
-// and the I/O thread's writev of many messages at once. The peer is on the same 2 cores, so this
-// is a floor for the null-broker measurement, not a replacement for it.
+// and the I/O thread's writev of many messages at once. With threads > 1, that many threads
+// share the channel (messages split between them): the publish lock under contention. The peer is
+// on the same 2 cores, so this is a floor for the null-broker measurement, not a replacement for
+// it.
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "engine/async/engine.h"
 #include "tests/engine/async/scripted_peer.h"
@@ -22,6 +27,7 @@ int main(int argc, char** argv) {
   const std::uint64_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 10'000'000;
   const std::size_t body_size = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 16;
   const std::string body(body_size, 'b');
+  const unsigned threads = argc > 3 ? static_cast<unsigned>(std::strtoul(argv[3], nullptr, 10)) : 1;
 
   async::engine e({.io_threads = 1, .workers = 1});
   test::scripted_peer peer;
@@ -38,20 +44,35 @@ int main(int argc, char** argv) {
   const std::uint64_t base = peer.bytes.load();
   const std::uint64_t expected = base + per_message * n;
 
-  std::uint64_t full = 0;
-  const auto t0 = steady_clock::now();
-  for (std::uint64_t i = 0; i < n;) {
-    const auto s = ch->try_publish("", "bench", props, body);
-    if (s == async::publish_status::ok) {
-      ++i;
-    } else if (s == async::publish_status::buffer_full) {
-      ++full;
-      std::this_thread::yield();
-    } else {
-      std::fprintf(stderr, "publish failed: %s\n", std::string(async::to_string(s)).c_str());
-      return 1;
+  std::atomic<std::uint64_t> full{0};
+  std::atomic<bool> failed{false};
+  const auto publisher = [&](std::uint64_t count) {
+    std::uint64_t retries = 0;
+    for (std::uint64_t i = 0; i < count && !failed.load(std::memory_order_relaxed);) {
+      const auto s = ch->try_publish("", "bench", props, body);
+      if (s == async::publish_status::ok) {
+        ++i;
+      } else if (s == async::publish_status::buffer_full) {
+        ++retries;
+        std::this_thread::yield();
+      } else {
+        std::fprintf(stderr, "publish failed: %s\n", std::string(async::to_string(s)).c_str());
+        failed.store(true);
+      }
     }
+    full.fetch_add(retries);
+  };
+  const auto t0 = steady_clock::now();
+  if (threads <= 1) {
+    publisher(n);
+  } else {
+    std::vector<std::thread> ts;
+    for (unsigned t = 0; t < threads; ++t) {
+      ts.emplace_back(publisher, n / threads + (t < n % threads ? 1 : 0));
+    }
+    for (auto& t : ts) t.join();
   }
+  if (failed.load()) return 1;
   const auto t_encoded = steady_clock::now();
   while (peer.bytes.load(std::memory_order_relaxed) < expected) std::this_thread::yield();
   const auto t1 = steady_clock::now();
@@ -59,9 +80,10 @@ int main(int argc, char** argv) {
   const double enc_secs = duration<double>(t_encoded - t0).count();
   std::printf(
       "async_publish_bench: %llu msgs of %zu B in %.3f s: %.2f M msg/s on the wire "
-      "(%.2f M msg/s accepted by try_publish; %llu buffer_full retries)\n",
+      "(%.2f M msg/s accepted by try_publish; %u publishing threads; %llu buffer_full "
+      "retries)\n",
       static_cast<unsigned long long>(n), body.size(), secs, n / secs / 1e6, n / enc_secs / 1e6,
-      static_cast<unsigned long long>(full));
+      threads, static_cast<unsigned long long>(full.load()));
   peer.stop();  // the engine then sees EOF and its close does not wait for a reply
   return 0;
 }
