@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -199,6 +200,8 @@ class io_thread {
   // I/O thread: applies the acks/nacks/rejects queued so far to their channels' coalescers and
   // sends those due. Also called before an RPC, so that a decision made before it goes first.
   void apply_acks(time_point now);
+  // epoll_wait until `deadline` (max: no timeout; min or past: poll).
+  int wait_events(epoll_event* evs, int max, time_point deadline);
 
  private:
   void run();
@@ -213,6 +216,7 @@ class io_thread {
   moodycamel::ConcurrentQueue<std::shared_ptr<connection_impl>> flushes_;
   std::atomic<bool> wake_pending_{false};
   std::atomic<bool> stop_{false};
+  bool no_pwait2_ = false;                              // the kernel said ENOSYS
   std::vector<std::shared_ptr<channel_impl>> touched_;  // kept alive until their acks are sent
   std::thread thread_;
 };
@@ -338,6 +342,9 @@ class connection_impl : public protocol::connection_handler,
   }
   void resume_reading();
   void begin_close();
+  // A frame that a caller waits for a reply to is going out: the reply must not wait for
+  // receive batching, so the socket is made idle (I/O thread).
+  void expect_reply();
   void batch_owners_push(consumer_entry* e) { batch_owners_.push_back(e); }
   std::vector<protocol::ack_action>& actions() { return actions_; }
   bool machine_open() const noexcept { return machine_ && machine_->is_open() && !dead_; }
@@ -415,7 +422,11 @@ class connection_impl : public protocol::connection_handler,
   std::deque<std::shared_ptr<std::promise<void>>> secret_waiters;
 
  private:
-  void read_some(time_point now);
+  // Reads what the socket has (bounded per call), feeds the machine, and keeps receive
+  // batching's state; returns the octets received.
+  std::size_t read_some(time_point now);
+  std::size_t read_socket(time_point now);
+  void set_rx_lowat(int octets);
   void feed_plain(time_point now);
   bool ensure_rx_room();
   void write_some();
@@ -436,6 +447,11 @@ class connection_impl : public protocol::connection_handler,
   std::string close_note_;     // why a deadline ended the connection, added to the close reason
   time_point paused_check_{};  // next heartbeat check while reading is paused
   time_point feed_now_{};      // the `now` of the feed() in progress
+  // Receive batching (engine_options::rx_batching): the socket's SO_RCVLOWAT (1 while idle),
+  // when it was last read with something to show for it, and when a busy socket is read next.
+  int rx_lowat_ = 1;
+  time_point last_read_ = time_point::min();
+  time_point batch_read_at_ = time_point::max();
   channel_impl* last_channel_ = nullptr;  // on_command's cache; cleared when channels shrink
 
   rx_ref rx_;
@@ -526,13 +542,6 @@ void io_thread::run() {
   while (true) {
     time_point deadline = time_point::max();
     for (auto& c : conns_) deadline = std::min(deadline, c->next_deadline());
-    int timeout = -1;
-    if (deadline != time_point::max()) {
-      const auto left = deadline - clock::now();
-      timeout = left <= clock::duration::zero()
-                    ? 0
-                    : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
-    }
     // Producers write the eventfd only while this thread may sleep: from here to the end of
     // epoll_wait. The exchange reads what a producer wrote with its own exchange, so work it
     // queued before (without writing the eventfd) is visible to the check below. stop() is
@@ -540,9 +549,9 @@ void io_thread::run() {
     wake_pending_.exchange(false, std::memory_order_acq_rel);
     if (tasks_.size_approx() != 0 || acks_.size_approx() != 0 || flushes_.size_approx() != 0 ||
         stop_.load()) {
-      timeout = 0;
+      deadline = time_point::min();
     }
-    const int n = ::epoll_wait(ep_, evs, 64, timeout);
+    const int n = wait_events(evs, 64, deadline);
     wake_pending_.store(true, std::memory_order_relaxed);  // busy: no wake-up needed
     time_point now = clock::now();
     for (int i = 0; i < n; ++i) {
@@ -568,6 +577,24 @@ void io_thread::run() {
     }
   }
   current_io = nullptr;
+}
+
+int io_thread::wait_events(epoll_event* evs, int max, time_point deadline) {
+  if (deadline == time_point::max()) return ::epoll_wait(ep_, evs, max, -1);
+  const time_point now = clock::now();
+  const clock::duration left = deadline <= now ? clock::duration::zero() : deadline - now;
+  // Timers finer than a millisecond (receive batching's max_wait, ack coalescing's max_delay)
+  // need epoll_pwait2's timespec; kernels before 5.11 lack it, and get milliseconds rounded up.
+  if (!no_pwait2_) {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    const timespec ts{static_cast<time_t>(ns / 1'000'000'000),
+                      static_cast<long>(ns % 1'000'000'000)};
+    const int n = ::epoll_pwait2(ep_, evs, max, &ts, nullptr);
+    if (n >= 0 || errno != ENOSYS) return n;
+    no_pwait2_ = true;
+  }
+  return ::epoll_wait(ep_, evs, max,
+                      static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count()));
 }
 
 void io_thread::apply_acks(time_point now) {
@@ -682,34 +709,75 @@ void connection_impl::feed_plain(time_point now) {
   after_feed();
 }
 
-void connection_impl::read_some(time_point now) {
-  if (dead_ || torn_down_ || !fd_.valid()) return;
+std::size_t connection_impl::read_some(time_point now) {
+  const std::size_t got = read_socket(now);
+  const receive_batching& b = eng.options.rx_batching;
+  if (b.min_bytes == 0 || dead_ || torn_down_ || !fd_.valid()) return got;
+  if (got == 0) {
+    // Nothing was waiting (or reading is paused): idle, so the next byte wakes us at once.
+    if (rx_lowat_ != 1) set_rx_lowat(1);
+    batch_read_at_ = time_point::max();
+    return got;
+  }
+  const auto wait = std::chrono::duration_cast<clock::duration>(b.max_wait);
+  // Read twice within max_wait: a stream, worth batching. A lone message or reply is not.
+  if (rx_lowat_ == 1 && last_read_ != time_point::min() && now - last_read_ < wait) {
+    set_rx_lowat(static_cast<int>(std::min<std::size_t>(b.min_bytes, 1u << 30)));
+  }
+  last_read_ = now;
+  if (rx_lowat_ != 1) batch_read_at_ = now + wait;
+  return got;
+}
+
+void connection_impl::expect_reply() {
+  if (rx_lowat_ != 1 && fd_.valid()) set_rx_lowat(1);
+  batch_read_at_ = time_point::max();
+  last_read_ = time_point::min();  // the reply's read alone does not make the socket busy
+}
+
+void connection_impl::set_rx_lowat(int octets) {
+  // Linux wakes epoll for a TCP socket only once this many octets are queued (or at EOF, an
+  // error, or when its receive window runs short), and re-checks readiness when it changes.
+  // Where the socket ignores it (a Unix socket), batching only changes when we read.
+  ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVLOWAT, &octets, sizeof octets);
+  rx_lowat_ = octets;
+}
+
+std::size_t connection_impl::read_socket(time_point now) {
+  if (dead_ || torn_down_ || !fd_.valid()) return 0;
+  std::size_t got = 0;
   // Bounded per event so one busy connection cannot starve the others on this thread.
   for (int round = 0; round < 16 && !dead_ && !paused.load(std::memory_order_relaxed); ++round) {
     if (!tls_) {
       ensure_rx_room();
-      const ssize_t n = ::recv(fd_.get(), rx_->data() + rx_end_, rx_->capacity() - rx_end_, 0);
+      const std::size_t room = rx_->capacity() - rx_end_;
+      const ssize_t n = ::recv(fd_.get(), rx_->data() + rx_end_, room, 0);
       if (n > 0) {
         rx_end_ += static_cast<std::size_t>(n);
+        got += static_cast<std::size_t>(n);
         feed_plain(now);
+        // A short read emptied the socket: another recv would only say EAGAIN (a system call
+        // per wake-up). The socket is level-triggered, so bytes that arrive meanwhile wake us.
+        if (static_cast<std::size_t>(n) < room) return got;
         continue;
       }
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return got;
       if (n < 0 && errno == EINTR) continue;
       machine_->transport_closed(n == 0 ? "connection closed by peer"
                                         : std::string("recv: ") + std::strerror(errno));
       after_feed();
-      return;
+      return got;
     }
     const ssize_t n = ::recv(fd_.get(), cipher_.data(), cipher_.size(), 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return got;
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       machine_->transport_closed(n == 0 ? "connection closed by peer"
                                         : std::string("recv: ") + std::strerror(errno));
       after_feed();
-      return;
+      return got;
     }
+    got += static_cast<std::size_t>(n);
     tls_->feed(std::string_view(cipher_.data(), static_cast<std::size_t>(n)));
     if (tls_handshaking_) {
       tls_step(now);
@@ -727,9 +795,10 @@ void connection_impl::read_some(time_point now) {
       machine_->transport_closed(r.status == io::read_status::closed ? "TLS closed by peer"
                                                                      : tls_->error().message);
       after_feed();
-      return;
+      return got;
     }
   }
+  return got;
 }
 
 void connection_impl::after_feed() {
@@ -918,6 +987,7 @@ time_point connection_impl::next_deadline() const {
                         : machine_->next_timer());
   }
   for (const auto& [id, ch] : channels) t = std::min(t, ch->coalescer.next_deadline());
+  if (!paused.load(std::memory_order_relaxed)) t = std::min(t, batch_read_at_);
   // The publish lock is taken only when some channel has a confirm timeout: every lock the I/O
   // thread takes is one a publisher may have to wait for.
   if (any_timeout.load(std::memory_order_relaxed)) {
@@ -931,6 +1001,9 @@ time_point connection_impl::next_deadline() const {
 
 void connection_impl::service(time_point now) {
   if (torn_down_) return;
+  // A busy socket (receive batching) below its low-water mark is read max_wait after the last
+  // read; nothing there makes it idle again.
+  if (!dead_ && now >= batch_read_at_ && !paused.load(std::memory_order_relaxed)) read_some(now);
   if (!dead_) {
     if (now >= close_deadline_) {
       std::string why = open_flag.load() ? "close handshake timed out" : "connection timed out";
@@ -1023,6 +1096,7 @@ void connection_impl::begin_close() {
   }
   seal(clock::now());
   machine_->close(200, "closed by client");
+  expect_reply();
 }
 
 void connection_impl::force_close(std::string_view why) {
@@ -1508,6 +1582,7 @@ void channel_impl::start_rpc(std::shared_ptr<rpc_call> call, out_buffer frame) {
   conn->push_segment(std::move(frame));
   if (call->reply_id != 0) {
     rpcs.push_back(std::move(call));
+    conn->expect_reply();
     return;
   }
   // nowait: no reply will come, so nothing waits in `rpcs` for one (it would take the next
@@ -1644,6 +1719,7 @@ std::shared_ptr<channel_impl> connection_impl::open_channel() {
     self->channels[id] = ch;
     *result = ch;
     ch->rpcs.push_back(call);
+    self->expect_reply();
     self->seal(clock::now());
     self->machine_->open_channel(id);
   });
@@ -1679,6 +1755,7 @@ void connection_impl::update_secret(std::string_view new_secret, std::string_vie
     self->seal(clock::now());  // publishes staged before the call go first
     self->machine_->update_secret(secret, text);
     self->secret_waiters.push_back(std::move(waiter));
+    self->expect_reply();
   });
   if (f.wait_for(eng.options.rpc_timeout) != std::future_status::ready) {
     throw rpc_timed_out("connection.update-secret", eng.options.rpc_timeout);
@@ -2245,6 +2322,7 @@ void channel::close() {
     }
     self->close_call = call;
     self->conn->machine_close_channel(self->id, 200, "closed by client");
+    self->conn->expect_reply();
   });
   if (f.wait_for(self->conn->eng.options.rpc_timeout) != std::future_status::ready) {
     throw detail::rpc_timed_out("channel.close", self->conn->eng.options.rpc_timeout);

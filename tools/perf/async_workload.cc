@@ -38,7 +38,10 @@ class async_workload final : public thread_workload {
  public:
   async_workload(const perf_options& o, const topology_plan& plan, run_stats& stats)
       : thread_workload(o, plan, stats),
-        engine_(async::engine_options{.io_threads = o.io_threads, .workers = workers_for(o)}) {}
+        engine_(async::engine_options{
+            .io_threads = o.io_threads,
+            .workers = workers_for(o),
+            .rx_batching = {o.rx_batch_bytes, std::chrono::microseconds(o.rx_batch_wait_us)}}) {}
   ~async_workload() override { stop(milliseconds(0)); }
 
  private:

@@ -279,6 +279,19 @@ const std::vector<option_def>& option_table() {
        false,
        "consumer handler threads of the async engine (default 0: one per core)",
        [](auto& o, auto& n, auto& v) { o.workers = parse_integer<unsigned>(n, v, 0, 1024); }},
+      {{"--rx-batch"},
+       "BYTES[:USEC]",
+       false,
+       "receive batching of the async engine: a busy connection is read once BYTES wait in its "
+       "socket, or USEC (default 500) after its previous read; up to USEC more latency for less "
+       "CPU per message (default: off, every arrival read at once)",
+       [](auto& o, auto& n, auto& v) {
+         const auto colon = v.find(':');
+         o.rx_batch_bytes = parse_integer<std::size_t>(n, v.substr(0, colon), 1, 16u << 20);
+         if (colon != std::string::npos) {
+           o.rx_batch_wait_us = parse_integer<unsigned>(n, v.substr(colon + 1), 1, 1000000);
+         }
+       }},
       {{"--tls-ca"},
        "FILE",
        false,

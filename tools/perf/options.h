@@ -74,6 +74,9 @@ struct perf_options {
   unsigned queue_pattern_from = 0, queue_pattern_to = 0;
   unsigned io_threads = 1;  // async engine only
   unsigned workers = 0;     // async engine only; 0: hardware concurrency
+  // --rx-batch BYTES[:USEC], async engine only: engine_options::rx_batching (0 bytes: off)
+  std::size_t rx_batch_bytes = 0;
+  unsigned rx_batch_wait_us = 500;
   std::string tls_ca, tls_cert, tls_key;
   bool tls_no_verify = false;
   std::string json_path, csv_path, plot_path;

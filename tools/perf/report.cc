@@ -73,6 +73,8 @@ nlohmann::ordered_json options_json(const perf_options& o) {
       {"queue_pattern_to", o.queue_pattern_to},
       {"io_threads", o.io_threads},
       {"workers", o.workers},
+      {"rx_batch_bytes", o.rx_batch_bytes},
+      {"rx_batch_wait_us", o.rx_batch_wait_us},
       {"tls", !o.tls_ca.empty() || !o.tls_cert.empty() || o.tls_no_verify},
       {"mode", mode_name(o.mode)},
       {"client", o.client == client_kind::blocking ? "blocking" : "async"},

@@ -28,6 +28,8 @@ using test::broker_options;
 using test::unique_name;
 using test::wait_until;
 
+void fill_queue(channel& ch, const std::string& q, int total);
+
 class engine_broker_test : public test::broker_test {
  protected:
   void SetUp() override {
@@ -51,6 +53,21 @@ class engine_broker_test : public test::broker_test {
   // their state).
   static std::uint32_t ready_count(connection& c, const std::string& q) {
     return c.open_channel()->queue_declare(q, {.passive = true}).message_count;
+  }
+  // Replaces the engine with one whose connections batch their reads; a connection, a channel
+  // on it, and a queue filled with `fill` messages (see fill_queue).
+  struct batching_setup {
+    std::shared_ptr<connection> c;
+    std::shared_ptr<channel> ch;
+    std::string q;
+  };
+  batching_setup batching_engine(receive_batching rx, int fill) {
+    engine_ = std::make_unique<engine>(engine_options{.workers = 2, .rx_batching = rx});
+    batching_setup b{engine_->connect(broker_options()), nullptr, {}};
+    b.ch = b.c->open_channel();
+    b.q = declare_queue(*b.ch);
+    fill_queue(*b.ch, b.q, fill);
+    return b;
   }
   std::unique_ptr<engine> engine_;
   std::vector<std::string> queues_;
@@ -369,6 +386,117 @@ TEST_F(engine_broker_test, reading_pauses_while_handlers_hold_too_many_deliverie
   // One read's worth (16 KiB of ~40-octet deliveries) may land after the bound is crossed.
   EXPECT_LE(max_pending.load(), eo.max_pending_deliveries + 16 * 1024 / 40);
   EXPECT_GT(max_pending.load(), 0u);
+}
+
+// Fills `q` with `total` messages whose bodies are their indexes, and waits until the broker
+// counts them ready.
+void fill_queue(channel& ch, const std::string& q, int total) {
+  codec::basic_properties props;
+  for (int i = 0; i < total; ++i) {
+    ASSERT_EQ(ch.publish("", q, props, std::to_string(i), clock_type::now() + 10s),
+              publish_status::ok);
+  }
+  ASSERT_TRUE(wait_until([&] {
+    return ch.queue_declare(q, {.passive = true}).message_count == std::uint32_t(total);
+  }));
+}
+
+TEST_F(engine_broker_test, receive_batching_reads_a_stream_whole_and_an_idle_socket_at_once) {
+  // A low-water mark the stream's tail never reaches and a long max_wait, so that a socket
+  // left busy (or a lost timer) would show as seconds of delay.
+  const receive_batching rx{.min_bytes = 256 * 1024, .max_wait = 2s};
+  constexpr int total = 20000;
+  auto [c, ch, q] = batching_engine(rx, total);
+
+  std::mutex mu;
+  int next = 0, out_of_order = 0;
+  std::optional<clock_type::time_point> lone_arrived;
+  consumer_options co;
+  co.no_ack = true;
+  auto cch = c->open_channel();
+  cch->basic_consume(
+      q,
+      [&](delivery& d) {
+        std::lock_guard lock(mu);
+        if (d.body() == "lone") {
+          lone_arrived = clock_type::now();
+          return;
+        }
+        if (d.body() != std::to_string(next)) ++out_of_order;
+        ++next;
+      },
+      co);
+  // The tail below the mark is read by the timer, max_wait after the read before it.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        std::lock_guard lock(mu);
+        return next == total;
+      },
+      30s));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(out_of_order, 0);
+  }
+  // A read that finds nothing (max_wait after the last one) makes the socket idle again, and
+  // an idle socket is read as soon as anything arrives: far sooner than max_wait.
+  std::this_thread::sleep_for(rx.max_wait * 2);
+  codec::basic_properties props;
+  const auto sent = clock_type::now();
+  ASSERT_EQ(ch->publish("", q, props, "lone", sent + 10s), publish_status::ok);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        std::lock_guard lock(mu);
+        return lone_arrived.has_value();
+      },
+      10s));
+  std::lock_guard lock(mu);
+  EXPECT_LT(*lone_arrived - sent, rx.max_wait / 2);
+  EXPECT_EQ(next, total);
+}
+
+TEST_F(engine_broker_test, receive_batching_never_holds_back_a_reply) {
+  // Prefetch 10 with acks: the broker sends ten deliveries per ack round, far below min_bytes,
+  // so the busy socket is read by the 1 s timer alone. A reply left to that timer would take
+  // up to 1 s (half the time more than 500 ms); read at once, it takes milliseconds.
+  const receive_batching rx{.min_bytes = 256 * 1024, .max_wait = 1s};
+  auto [c, ch, q] = batching_engine(rx, 1000);
+  std::atomic<int> handled{0};
+  auto cch = c->open_channel();
+  cch->basic_qos(0, 10, false);
+  cch->basic_consume(q, [&](delivery& d) {
+    ++handled;
+    d.ack();
+  });
+  ASSERT_TRUE(wait_until([&] { return handled.load() >= 20; }));  // two reads: busy
+  for (int i = 0; i < 5; ++i) {
+    std::this_thread::sleep_for(300ms);  // the deliveries after the last reply: busy again
+    const auto t0 = clock_type::now();
+    EXPECT_EQ(ch->queue_declare(q, {.passive = true}).consumer_count, 1u);
+    EXPECT_LT(clock_type::now() - t0, 500ms) << "call " << i;
+  }
+  EXPECT_GT(handled.load(), 20);
+}
+
+TEST_F(engine_broker_test, receive_batching_keeps_acks_flowing_under_a_small_prefetch) {
+  // 50 unacknowledged deliveries are far below min_bytes: the broker stops sending until the
+  // acks come, so only the max_wait timer can read them. Nothing may stall or be lost.
+  const receive_batching rx{.min_bytes = 64 * 1024, .max_wait = 1ms};
+  constexpr int total = 5000;
+  auto [c, ch, q] = batching_engine(rx, total);
+
+  std::atomic<int> next{0}, out_of_order{0};
+  auto cch = c->open_channel();
+  cch->basic_qos(0, 50, false);
+  cch->basic_consume(q, [&](delivery& d) {
+    if (d.body() != std::to_string(next.load())) ++out_of_order;
+    ++next;
+    d.ack();
+  });
+  EXPECT_TRUE(wait_until([&] { return next.load() == total; }, 60s));
+  EXPECT_EQ(out_of_order.load(), 0);
+  // Every ack reached the broker: nothing is left ready or unacknowledged.
+  cch->close();
+  EXPECT_EQ(ready_count(*c, q), 0u);
 }
 
 TEST_F(engine_broker_test, paused_reading_is_not_taken_for_a_dead_peer) {
