@@ -70,6 +70,17 @@ TEST(options, perftest_short_options_set_every_field) {
   EXPECT_EQ(o.workers, 3u);
 }
 
+TEST(options, rx_batch_takes_bytes_and_an_optional_wait) {
+  const perf_options off = parse({});
+  EXPECT_EQ(off.rx_batch_bytes, 0u);
+  const perf_options bytes_only = parse({"--rx-batch", "32768"});
+  EXPECT_EQ(bytes_only.rx_batch_bytes, 32768u);
+  EXPECT_EQ(bytes_only.rx_batch_wait_us, 500u);
+  const perf_options both = parse({"--rx-batch=65536:2000"});
+  EXPECT_EQ(both.rx_batch_bytes, 65536u);
+  EXPECT_EQ(both.rx_batch_wait_us, 2000u);
+}
+
 TEST(options, perftest_long_names_and_equals_form_are_accepted) {
   const perf_options o = parse({"--producers", "2", "--consumers=3", "--autoack", "--qos=7",
                                 "--flag", "persistent,mandatory", "--client", "blocking"});
@@ -163,6 +174,7 @@ TEST(options, help_stops_checking_and_documents_every_option) {
                            "--queue-pattern-to",
                            "--io-threads",
                            "--workers",
+                           "--rx-batch",
                            "--tls-ca",
                            "--tls-cert",
                            "--tls-key",
@@ -228,6 +240,9 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{{"--sink", "--firehose"}, "cannot be combined"},
         bad_case{{"--autoack=yes"}, "takes no value"},
         bad_case{{"--client", "fast"}, "--client expects async or blocking"},
+        bad_case{{"--rx-batch", "0"}, "--rx-batch must be between 1 and"},
+        bad_case{{"--rx-batch", "4096:x"}, "--rx-batch expects an integer, got 'x'"},
+        bad_case{{"--rx-batch", "4096:0"}, "--rx-batch must be between 1 and 1000000"},
         bad_case{{"-H", "http://h"}, "-H: invalid AMQP URI"}));
 
 TEST(options, uri_errors_never_show_the_password) {
