@@ -1255,7 +1255,11 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
   switch (cmd.id()) {
     case codec::basic_deliver::id: {
       codec::basic_deliver m;
-      if (cmd.decode(m) != codec::errc::ok) return;
+      if (cmd.deliver != nullptr) {
+        m = *cmd.deliver;
+      } else if (cmd.decode(m) != codec::errc::ok) {
+        return;
+      }
       consumer_entry* found = last_consumer;
       if (found == nullptr || found->tag != m.consumer_tag) {
         auto it = consumers.find(m.consumer_tag);
@@ -1279,14 +1283,8 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
       d.consumer_tag_ = m.consumer_tag;
       d.consumer_ = consumer_ref::adopt(e.route.get());  // counted in bulk by after_feed()
       ++e.uncounted;
-      // Usually all three parts sit in one buffer: keep one reference, and let the others drop
-      // here on the I/O thread rather than bounce the count's cache line to a worker.
-      d.keep_[0] = std::move(cmd.keep[0]);
-      for (int i = 1; i < 3; ++i) {
-        if (cmd.keep[i].get() != d.keep_[0].get() && cmd.keep[i].get() != d.keep_[1].get()) {
-          d.keep_[i] = std::move(cmd.keep[i]);
-        }
-      }
+      // The machine keeps each buffer once (usually all three parts sit in one).
+      for (int i = 0; i < 3; ++i) d.keep_[i] = std::move(cmd.keep[i]);
       return;
     }
     case codec::basic_ack::id:

@@ -169,8 +169,12 @@ std::size_t connection_machine::feed(std::string_view data, const rx_ref& owner,
   }
 
   while (used < data.size() && !parse_stopped_ && state_ != connection_state::closed) {
-    codec::frame_view f;
     std::size_t consumed = 0;
+    if (state_ == connection_state::open && fast_delivery(data.substr(used), owner, consumed)) {
+      used += consumed;
+      continue;
+    }
+    codec::frame_view f;
     codec::errc e = codec::decode_frame(data.substr(used), frame_max_, f, consumed);
     if (e == codec::errc::need_more) break;
     if (e != codec::errc::ok) {
@@ -459,7 +463,7 @@ void connection_machine::handle_channel_frame(const codec::frame_view& f, const 
                                      std::to_string(config_.max_body_size)));
         return;
       }
-      c.keep[1] = owner;
+      if (owner.get() != c.keep[0].get()) c.keep[1] = owner;
       if (c.header.body_size == 0) {
         c.body = {};
         deliver(*slot);
@@ -492,7 +496,7 @@ void connection_machine::handle_channel_frame(const codec::frame_view& f, const 
       if (slot->body_received == 0 && f.payload.size() == total) {
         // The whole body in one frame: hand out a view into the receive buffer, no copy.
         c.body = f.payload;
-        c.keep[2] = owner;
+        if (owner.get() != c.keep[0].get() && owner.get() != c.keep[1].get()) c.keep[2] = owner;
         deliver(*slot);
         return;
       }
@@ -589,6 +593,46 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
   }
   c.has_content = false;
   deliver(slot);
+}
+
+bool connection_machine::fast_delivery(std::string_view in, const rx_ref& owner,
+                                       std::size_t& consumed) {
+  // A method frame of basic.deliver (60.60)? Checked on the raw octets before any decoding.
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  if (in.size() < codec::frame_header_size + 4 || p[0] != codec::frame_method || p[7] != 0 ||
+      p[8] != 60 || p[9] != 0 || p[10] != 60) {
+    return false;
+  }
+  codec::delivery_view& d = fast_view_;
+  std::size_t used = 0;
+  if (codec::decode_delivery(in, frame_max_, d, used) != codec::errc::ok ||
+      d.body_frame_count > 1 || d.header.body_size > config_.max_body_size) {
+    return false;
+  }
+  channel_slot* slot = slot_of(d.channel);
+  if (slot == nullptr || slot->state != channel_state::open ||
+      slot->stage != channel_slot::stage::idle) {
+    return false;
+  }
+  const std::size_t method_size =
+      std::size_t{p[3]} << 24 | std::size_t{p[4]} << 16 | std::size_t{p[5]} << 8 | p[6];
+  command& c = fast_;
+  c.channel = d.channel;
+  c.class_id = 60;
+  c.method_id = 60;
+  c.args = in.substr(codec::frame_header_size + 4, method_size - 4);
+  c.has_content = true;
+  c.header = d.header;
+  c.body = d.body;
+  c.keep[0] = owner;  // all three parts are in `in`
+  c.deliver = &d.method;
+  consumed = used;
+  handler_.on_command(c);
+  // Whatever the handler did not take goes now, so that the buffer is not held until the next
+  // delivery.
+  c.keep[0].reset();
+  c.deliver = nullptr;
+  return true;
 }
 
 void connection_machine::deliver(channel_slot& slot) {

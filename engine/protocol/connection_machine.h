@@ -98,7 +98,13 @@ struct command {
   bool has_content = false;
   codec::content_header header;  // when has_content
   std::string_view body;         // when has_content
-  rx_ref keep[3];                // buffers holding the method, the header and the body
+  // The buffers holding the method, the header and the body, each buffer once: a part in the
+  // same buffer as an earlier part leaves its slot empty (one reference, not three, per
+  // delivery read in one piece).
+  rx_ref keep[3];
+  // A basic.deliver the machine has already decoded (its fast path), valid during on_command;
+  // nullptr otherwise, when decode() reads `args`.
+  const codec::basic_deliver* deliver = nullptr;
 
   std::uint32_t id() const noexcept { return (std::uint32_t{class_id} << 16) | method_id; }
   template <class M>
@@ -248,6 +254,11 @@ class connection_machine {
   void handle_channel_method(channel_slot& slot, std::uint16_t channel, std::string_view payload,
                              const rx_ref& owner);
   void deliver(channel_slot& slot);
+  // basic.deliver, its header and a body in at most one frame, contiguous at the start of `in`
+  // on an open channel awaiting a method: decoded in one pass and handed out. False (nothing
+  // consumed, nothing changed) for anything else, which the frame-by-frame path then handles,
+  // errors included.
+  bool fast_delivery(std::string_view in, const rx_ref& owner, std::size_t& consumed);
   void on_start(const codec::connection_start& m);
   void on_tune(const codec::connection_tune& m);
   void mark_closed(close_reason why);
@@ -259,6 +270,8 @@ class connection_machine {
 
   connection_config config_;
   connection_handler& handler_;
+  codec::delivery_view fast_view_;  // fast_delivery's decode target, reused
+  command fast_;                    // fast_delivery's command, reused
   connection_state state_ = connection_state::initial;
   bool parse_stopped_ = false;  // framing lost: discard all further input
   bool closed_emitted_ = false;

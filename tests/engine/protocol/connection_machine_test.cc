@@ -932,8 +932,41 @@ TEST_F(connection_machine_test, single_frame_body_is_a_view_into_the_fed_buffer)
   const command& c = log.commands[0];
   EXPECT_EQ(c.body, "zero copy please");
   EXPECT_TRUE(points_into(c.body, last_buffer));
-  EXPECT_EQ(c.keep[2].get(), last_buffer.get());
+  // One reference for the three parts that share the buffer.
   EXPECT_EQ(c.keep[0].get(), last_buffer.get());
+  EXPECT_EQ(c.keep[1].get(), nullptr);
+  EXPECT_EQ(c.keep[2].get(), nullptr);
+}
+
+// A delivery read whole takes the one-pass path; fed an octet at a time, the frame-by-frame
+// one. Both must hand out the same command, each buffer referenced once.
+TEST_F(connection_machine_test, delivery_read_whole_or_in_pieces_gives_the_same_command) {
+  open();
+  open_channel(1);
+  codec::basic_properties props;
+  props.set_content_type("text/plain");
+  props.set_delivery_mode(2);
+  const std::string bytes = peer.deliver(1, 7, "same either way", 1, props).take();
+  feed(bytes);
+  for (char octet : bytes) feed(std::string_view(&octet, 1));
+  ASSERT_EQ(log.commands.size(), 2u);
+  const command& whole = log.commands[0];
+  const command& pieces = log.commands[1];
+  EXPECT_EQ(whole.channel, pieces.channel);
+  EXPECT_EQ(whole.id(), codec::basic_deliver::id);
+  EXPECT_EQ(pieces.id(), codec::basic_deliver::id);
+  EXPECT_EQ(whole.args, pieces.args);
+  EXPECT_TRUE(whole.has_content && pieces.has_content);
+  EXPECT_EQ(whole.header, pieces.header);
+  EXPECT_EQ(whole.body, "same either way");
+  EXPECT_EQ(pieces.body, "same either way");
+  codec::basic_deliver d;
+  ASSERT_EQ(whole.decode(d), codec::errc::ok);
+  EXPECT_EQ(d.delivery_tag, 7u);
+  EXPECT_EQ(whole.keep[1].get(), nullptr);   // one buffer: one reference
+  EXPECT_NE(pieces.keep[1].get(), nullptr);  // method, header and body in separate feeds
+  EXPECT_NE(pieces.keep[2].get(), nullptr);
+  EXPECT_TRUE(log.closes.empty());
 }
 
 TEST_F(connection_machine_test, empty_body_is_delivered_on_the_header) {
@@ -980,6 +1013,17 @@ TEST_F(connection_machine_test, body_size_above_limit_is_refused_at_the_header) 
   feed(peer.deliver_method(1, 2).header(1, ~std::uint64_t{0}).body(1, "0123456789abcdef"));
   expect_closed_with(506);
   EXPECT_EQ(log.commands.size(), 1u);
+}
+
+// The same limit when the whole oversized delivery is read at once (the one-pass path).
+TEST_F(connection_machine_test, body_above_limit_read_whole_is_refused) {
+  connection_config c = plain_config();
+  c.max_body_size = 1000;
+  open(std::move(c));
+  open_channel(1);
+  feed(peer.deliver(1, 1, std::string(1001, 'x'), 1));
+  expect_closed_with(506);
+  EXPECT_TRUE(log.commands.empty());
 }
 
 TEST_F(connection_machine_test, method_while_content_expected_is_505) {
