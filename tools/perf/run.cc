@@ -72,7 +72,6 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
   const topology_plan plan = make_plan(o, random_routing_key());
   run_stats stats(o.producers + o.consumers);
   std::unique_ptr<workload> w;
-  const double cpu0 = cpu_seconds();
   try {
     declare_topology(o, plan);
     w = make_workload(o, plan, stats);
@@ -81,6 +80,10 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
     err << "perf: " << one_line(e.what()) << "\n";
     return 1;
   }
+  // CPU is counted over the same span as the rates (from here to the end of stop()): the
+  // engine's start-up, connects and declares are left out, as the peers' drivers leave out
+  // theirs.
+  const double cpu0 = cpu_seconds();
   const clock::time_point t0 = clock::now();
   const bool latency = o.timestamps() && o.consumers > 0;
   std::optional<clock::time_point> end_at;
