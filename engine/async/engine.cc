@@ -1255,8 +1255,8 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
   switch (cmd.id()) {
     case codec::basic_deliver::id: {
       codec::basic_deliver m;
-      if (cmd.deliver != nullptr) {
-        m = *cmd.deliver;
+      if (cmd.has_deliver) {
+        m = cmd.deliver;
       } else if (cmd.decode(m) != codec::errc::ok) {
         return;
       }

@@ -625,13 +625,13 @@ bool connection_machine::fast_delivery(std::string_view in, const rx_ref& owner,
   c.header = d.header;
   c.body = d.body;
   c.keep[0] = owner;  // all three parts are in `in`
-  c.deliver = &d.method;
+  c.has_deliver = true;
+  c.deliver = d.method;
   consumed = used;
   handler_.on_command(c);
   // Whatever the handler did not take goes now, so that the buffer is not held until the next
   // delivery.
   c.keep[0].reset();
-  c.deliver = nullptr;
   return true;
 }
 

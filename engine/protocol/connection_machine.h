@@ -102,9 +102,10 @@ struct command {
   // same buffer as an earlier part leaves its slot empty (one reference, not three, per
   // delivery read in one piece).
   rx_ref keep[3];
-  // A basic.deliver the machine has already decoded (its fast path), valid during on_command;
-  // nullptr otherwise, when decode() reads `args`.
-  const codec::basic_deliver* deliver = nullptr;
+  // A basic.deliver the machine has already decoded (its one-pass path), when has_deliver;
+  // otherwise decode() reads `args`. Its views are into keep[0]'s buffer, like args.
+  bool has_deliver = false;
+  codec::basic_deliver deliver;
 
   std::uint32_t id() const noexcept { return (std::uint32_t{class_id} << 16) | method_id; }
   template <class M>
