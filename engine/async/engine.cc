@@ -146,7 +146,7 @@ struct consumer_impl {
   std::atomic<std::int64_t> refs{1};
   std::shared_ptr<channel_impl> ch;
   bool no_ack = false;
-  void handled() noexcept;
+  void handled(std::size_t n) noexcept;  // a worker handled n of this consumer's deliveries
 };
 
 struct consumer_entry {
@@ -369,7 +369,7 @@ class connection_impl : public protocol::connection_handler,
   void close();
   void drain_retired();
   void retire(std::unique_ptr<consumer_entry> e) { to_retire_.push_back(std::move(e)); }
-  void delivery_handled() noexcept;
+  void delivery_handled(std::size_t n) noexcept;
 
   engine_impl& eng;
   io_thread& io;
@@ -478,8 +478,9 @@ consumer_ref::~consumer_ref() {
   if (p_ != nullptr && p_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete p_;
 }
 
-void consumer_impl::handled() noexcept {
-  if (ch->pending.fetch_sub(1, std::memory_order_acq_rel) == 1 && !no_ack) {
+void consumer_impl::handled(std::size_t n) noexcept {
+  const auto count = static_cast<std::int64_t>(n);
+  if (ch->pending.fetch_sub(count, std::memory_order_acq_rel) == count && !no_ack) {
     // Nothing left to handle on this channel: no more acks are coming soon, so the coalesced
     // ones go now instead of waiting for max_delay.
     ack_request r;
@@ -487,11 +488,12 @@ void consumer_impl::handled() noexcept {
     r.what = ack_request::kind::idle;
     ch->conn->io.post_ack(std::move(r));
   }
-  ch->conn->delivery_handled();
+  ch->conn->delivery_handled(n);
 }
 
-void connection_impl::delivery_handled() noexcept {
-  const std::int64_t left = pending_deliveries.fetch_sub(1, std::memory_order_acq_rel) - 1;
+void connection_impl::delivery_handled(std::size_t n) noexcept {
+  const auto count = static_cast<std::int64_t>(n);
+  const std::int64_t left = pending_deliveries.fetch_sub(count, std::memory_order_acq_rel) - count;
   if (paused.load(std::memory_order_acquire) && left <= max_pending / 2 &&
       !resume_posted.exchange(true, std::memory_order_acq_rel)) {
     io.post([self = shared_from_this()] {
@@ -2223,18 +2225,17 @@ std::string channel::basic_consume(std::string_view queue, delivery_handler hand
   detail::consumer_ref route = entry->route;
   entry->box = std::make_unique<workers::mailbox<delivery>>(
       impl_->conn->eng.pool,
-      [route, h = std::move(handler)](delivery& d) {
+      [h = std::move(handler)](delivery& d) {
         struct guard {
-          detail::consumer_impl* r;
-          ~guard() {
-            --detail::in_handler;
-            r->handled();
-          }
-        } g{route.get()};
+          ~guard() { --detail::in_handler; }
+        } g;
         ++detail::in_handler;
         h(d);
       },
-      std::max(1u, o.concurrency));
+      std::max(1u, o.concurrency), workers::mailbox<delivery>::error_handler{},
+      // The pending counts go down once per run of deliveries a worker handled, not per
+      // delivery: two atomic operations on lines the I/O thread also writes.
+      [route](std::size_t n) { route->handled(n); });
   // The coalescer is per channel: the first consumer's settings apply (I/O thread).
   {
     auto self = impl_;

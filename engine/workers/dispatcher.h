@@ -150,16 +150,20 @@ class mailbox_core : public std::enable_shared_from_this<mailbox_core> {
 // T must be move-constructible (a mailbox of a type without a default constructor is fine). The
 // handler runs on a worker thread; an exception from it goes to on_error (on a worker, with no
 // lock held), or, without on_error, is dropped and counted in failures(). on_error must not
-// throw (what it throws is dropped and counted).
+// throw (what it throws is dropped and counted). after_batch(n), when given, runs on the worker
+// after each run of n >= 1 items it handled (thrown ones included), before drain() can see
+// them handled: per-item bookkeeping done once per run. It must not throw.
 template <class T>
 class mailbox {
  public:
   using handler = std::function<void(T&)>;
   using error_handler = std::function<void(std::exception_ptr)>;
+  using batch_handler = std::function<void(std::size_t)>;
 
-  mailbox(worker_pool& pool, handler handle, unsigned concurrency = 1, error_handler on_error = {})
+  mailbox(worker_pool& pool, handler handle, unsigned concurrency = 1, error_handler on_error = {},
+          batch_handler after_batch = {})
       : state_(std::make_shared<state>(pool, std::move(handle), concurrency ? concurrency : 1,
-                                       std::move(on_error))) {}
+                                       std::move(on_error), std::move(after_batch))) {}
   mailbox(const mailbox&) = delete;
   mailbox& operator=(const mailbox&) = delete;
 
@@ -191,13 +195,16 @@ class mailbox {
     state_->drain();
     state_->close();
     state_->handle = nullptr;
+    state_->after_batch = nullptr;
   }
 
  private:
   struct state final : detail::mailbox_core {
-    state(worker_pool& pool, handler h, unsigned concurrency, error_handler on_error)
+    state(worker_pool& pool, handler h, unsigned concurrency, error_handler on_error,
+          batch_handler b)
         : mailbox_core(pool, concurrency, std::move(on_error)),
           handle(std::move(h)),
+          after_batch(std::move(b)),
           producer(queue) {}
 
     std::size_t handle_some(std::size_t max) noexcept override {
@@ -215,6 +222,7 @@ class mailbox {
         }
         item.reset();  // what the item holds (a receive buffer, say) goes now
       }
+      if (n != 0 && after_batch) after_batch(n);
       return n;
     }
 
@@ -242,6 +250,7 @@ class mailbox {
 #endif
 
     handler handle;
+    batch_handler after_batch;
     moodycamel::ConcurrentQueue<T> queue;
     moodycamel::ProducerToken producer;
   };

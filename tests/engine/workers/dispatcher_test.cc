@@ -257,6 +257,40 @@ TEST_P(mailbox_test, handler_exceptions_go_to_on_error_and_handling_continues) {
   EXPECT_EQ(box.failures(), 0u);
 }
 
+TEST_P(mailbox_test, after_batch_counts_every_handled_item_before_drain_returns) {
+  for (unsigned concurrency : {1u, 3u}) {
+    worker_pool pool(2, where());
+    std::atomic<int> handled{0};
+    std::atomic<std::uint64_t> batched{0}, runs{0}, empty_runs{0};
+    mailbox<int> box(
+        pool,
+        [&](int& item) {
+          handled.fetch_add(1);
+          if (item % 7 == 0) throw std::runtime_error("counted all the same");
+        },
+        concurrency, [](std::exception_ptr) {},
+        [&](std::size_t n) {
+          if (n == 0) empty_runs.fetch_add(1);
+          batched.fetch_add(n);
+          runs.fetch_add(1);
+        });
+    for (int round = 0; round < 20; ++round) {
+      std::vector<int> items(500);
+      for (int i = 0; i < 500; ++i) items[std::size_t(i)] = round * 500 + i;
+      box.post_bulk(items.begin(), items.size());
+      if (round % 4 == 0) box.post(7);
+      // drain() returns only after the runs that handled these items were counted.
+      box.drain();
+      const std::uint64_t posted = std::uint64_t(round + 1) * 500 + std::uint64_t(round / 4 + 1);
+      EXPECT_EQ(batched.load(), posted) << "concurrency " << concurrency << " round " << round;
+    }
+    EXPECT_EQ(std::uint64_t(handled.load()), batched.load());
+    EXPECT_EQ(empty_runs.load(), 0u);
+    EXPECT_GE(runs.load(), 20u);
+    EXPECT_LT(runs.load(), batched.load());  // runs, not items
+  }
+}
+
 TEST_P(mailbox_test, exceptions_without_on_error_and_from_on_error_are_counted) {
   worker_pool pool(2, where());
   mailbox<int> quiet(
