@@ -1244,13 +1244,18 @@ void channel_impl::complete_confirms() {
       }
     }
   }
+  bool room = true;
   {
     std::lock_guard lock(conn->pub_mu);
     undelivered -= run.size();
+    // A publisher waiting for the window is woken once a quarter of it is free, not at every
+    // ack the broker sends: one wake-up per window/4 publishes instead of one per ack frame (a
+    // futex round trip each). wait_for_confirms waits for none outstanding, below the mark.
+    if (tracker) room = tracker->outstanding() <= tracker->window() - tracker->window() / 4;
   }
   run.clear();
   if (done.empty()) done.swap(run);  // keep the capacity
-  conn->notify_waiters();
+  if (room) conn->notify_waiters();
 }
 
 void channel_impl::on_command(protocol::command& cmd, time_point now) {

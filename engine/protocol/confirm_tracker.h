@@ -77,6 +77,7 @@ class confirm_tracker {
 
   // The window is full: on_publish would return 0.
   bool full() const noexcept { return next_ - base_ >= window_; }
+  std::size_t window() const noexcept { return window_; }
   // Publishes registered and not yet ended (timed-out ones are ended, though they keep a slot).
   std::size_t outstanding() const noexcept { return outstanding_; }
   // The sequence the next on_publish will return (when the window is not full).
