@@ -53,13 +53,22 @@ interval_report interval_meter::extend_last(const totals& now, double elapsed_s)
   return next(now, elapsed_s);
 }
 
+namespace {
+// A producer counts a publish before making it and takes it back when the publish is refused
+// (at stop, say), so a total can go down by what an earlier interval already counted: such an
+// interval shows 0, not an unsigned wrap-around (a rate of 1e19 msg/s).
+std::uint64_t since(std::uint64_t now, std::uint64_t before) noexcept {
+  return now >= before ? now - before : 0;
+}
+}  // namespace
+
 interval_report interval_meter::next(const totals& now, double elapsed_s) {
   totals d;
-  d.published = now.published - prev_.published;
-  d.confirmed = now.confirmed - prev_.confirmed;
-  d.nacked = now.nacked - prev_.nacked;
-  d.returned = now.returned - prev_.returned;
-  d.received = now.received - prev_.received;
+  d.published = since(now.published, prev_.published);
+  d.confirmed = since(now.confirmed, prev_.confirmed);
+  d.nacked = since(now.nacked, prev_.nacked);
+  d.returned = since(now.returned, prev_.returned);
+  d.received = since(now.received, prev_.received);
   histogram h = now.latency;
   h.subtract(prev_.latency);
   // Bucket bounds can overshoot the exact extremes of the whole run by the bucket error.

@@ -53,6 +53,20 @@ TEST(interval_meter, intervals_are_differences_and_rates_divide_by_their_length)
   EXPECT_NEAR(second.latency.p50, 2000, 2000.0 / 256);
 }
 
+// Seen in a run: the last interval of a publish run said 10797042415754702848 msg/s, because
+// the producer took back the count of a publish refused at stop.
+TEST(interval_meter, a_count_taken_back_gives_an_empty_interval_not_a_wrapped_one) {
+  run_stats s(1);
+  interval_meter m;
+  stats_slot::add(s.slot(0).published, 100);
+  m.next(s.snapshot(), 1.0);
+  stats_slot::add(s.slot(0).published, -1);
+  const interval_report last = m.next(s.snapshot(), 2.0);
+  EXPECT_EQ(last.published, 0u);
+  EXPECT_DOUBLE_EQ(last.publish_rate, 0);
+  EXPECT_EQ(whole_run(s.snapshot(), 2.0).published, 99u);
+}
+
 TEST(interval_meter, extend_last_folds_a_tail_into_the_last_interval) {
   run_stats s(1);
   interval_meter m;
