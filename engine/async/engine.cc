@@ -1261,12 +1261,12 @@ void channel_impl::complete_confirms() {
 void channel_impl::on_command(protocol::command& cmd, time_point now) {
   switch (cmd.id()) {
     case codec::basic_deliver::id: {
-      codec::basic_deliver m;
-      if (cmd.has_deliver) {
-        m = cmd.deliver;
-      } else if (cmd.decode(m) != codec::errc::ok) {
-        return;
+      // Decoded by the machine's one-pass path, or here (into the command, not a copy).
+      if (!cmd.has_deliver) {
+        if (cmd.decode(cmd.deliver) != codec::errc::ok) return;
+        cmd.has_deliver = true;
       }
+      const codec::basic_deliver& m = cmd.deliver;
       consumer_entry* found = last_consumer;
       if (found == nullptr || found->tag != m.consumer_tag) {
         auto it = consumers.find(m.consumer_tag);

@@ -28,7 +28,18 @@ using test::broker_options;
 using test::unique_name;
 using test::wait_until;
 
-void fill_queue(channel& ch, const std::string& q, int total);
+// Fills `q` with `total` messages whose bodies are their indexes, and waits until the broker
+// counts them ready.
+void fill_queue(channel& ch, const std::string& q, int total) {
+  codec::basic_properties props;
+  for (int i = 0; i < total; ++i) {
+    ASSERT_EQ(ch.publish("", q, props, std::to_string(i), clock_type::now() + 10s),
+              publish_status::ok);
+  }
+  ASSERT_TRUE(wait_until([&] {
+    return ch.queue_declare(q, {.passive = true}).message_count == std::uint32_t(total);
+  }));
+}
 
 class engine_broker_test : public test::broker_test {
  protected:
@@ -356,16 +367,8 @@ TEST_F(engine_broker_test, reading_pauses_while_handlers_hold_too_many_deliverie
   auto c = engine_->connect(broker_options());
   auto ch = c->open_channel();
   const std::string q = declare_queue(*ch);
-  codec::basic_properties props;
   constexpr int total = 3000;
-  for (int i = 0; i < total; ++i) {
-    ASSERT_EQ(ch->publish("", q, props, "p", clock_type::now() + 10s), publish_status::ok);
-  }
-  ASSERT_TRUE(wait_until([&] {
-    warren::queue_declare_options passive;
-    passive.passive = true;
-    return ch->queue_declare(q, passive).message_count == total;
-  }));
+  fill_queue(*ch, q, total);
   std::atomic<int> handled{0};
   std::atomic<std::size_t> max_pending{0};
   consumer_options co;
@@ -386,19 +389,6 @@ TEST_F(engine_broker_test, reading_pauses_while_handlers_hold_too_many_deliverie
   // One read's worth (16 KiB of ~40-octet deliveries) may land after the bound is crossed.
   EXPECT_LE(max_pending.load(), eo.max_pending_deliveries + 16 * 1024 / 40);
   EXPECT_GT(max_pending.load(), 0u);
-}
-
-// Fills `q` with `total` messages whose bodies are their indexes, and waits until the broker
-// counts them ready.
-void fill_queue(channel& ch, const std::string& q, int total) {
-  codec::basic_properties props;
-  for (int i = 0; i < total; ++i) {
-    ASSERT_EQ(ch.publish("", q, props, std::to_string(i), clock_type::now() + 10s),
-              publish_status::ok);
-  }
-  ASSERT_TRUE(wait_until([&] {
-    return ch.queue_declare(q, {.passive = true}).message_count == std::uint32_t(total);
-  }));
 }
 
 TEST_F(engine_broker_test, receive_batching_reads_a_stream_whole_and_an_idle_socket_at_once) {

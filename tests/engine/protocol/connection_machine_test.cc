@@ -171,6 +171,13 @@ class connection_machine_test : public ::testing::Test, protected harness {
     log.commands.clear();
     log.trace.clear();
   }
+  // Open, with channel 1 open, refusing bodies above `limit` octets.
+  void open_with_body_limit(std::uint64_t limit) {
+    connection_config c = plain_config();
+    c.max_body_size = limit;
+    open(std::move(c));
+    open_channel(1);
+  }
   // The start-ok the client answered `start` with (mechanisms offered by the broker).
   std::string start_ok_for(connection_config c, std::string_view mechanisms,
                            const codec::field_table& caps = {}) {
@@ -1004,10 +1011,7 @@ TEST_F(connection_machine_test, body_longer_than_body_size_fails) {
 // allocate that much at the first body frame (overflowing the allocation size: a heap
 // overflow) instead of refusing it.
 TEST_F(connection_machine_test, body_size_above_limit_is_refused_at_the_header) {
-  connection_config c = plain_config();
-  c.max_body_size = 1000;
-  open(std::move(c));
-  open_channel(1);
+  open_with_body_limit(1000);
   feed(peer.deliver(1, 1, std::string(1000, 'x'), 3));
   ASSERT_EQ(log.commands.size(), 1u);
   feed(peer.deliver_method(1, 2).header(1, ~std::uint64_t{0}).body(1, "0123456789abcdef"));
@@ -1017,10 +1021,7 @@ TEST_F(connection_machine_test, body_size_above_limit_is_refused_at_the_header) 
 
 // The same limit when the whole oversized delivery is read at once (the one-pass path).
 TEST_F(connection_machine_test, body_above_limit_read_whole_is_refused) {
-  connection_config c = plain_config();
-  c.max_body_size = 1000;
-  open(std::move(c));
-  open_channel(1);
+  open_with_body_limit(1000);
   feed(peer.deliver(1, 1, std::string(1001, 'x'), 1));
   expect_closed_with(506);
   EXPECT_TRUE(log.commands.empty());
