@@ -24,10 +24,17 @@ using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 using test::wait_until;
 
-std::shared_ptr<connection> connect_peer(engine& e, test::scripted_peer& peer) {
+// `send_buffer` > 0 shrinks the client's socket send buffer (SO_SNDBUF), so that a peer that
+// stops reading leaves frames unwritten however fast the I/O thread drains the staging buffer.
+std::shared_ptr<connection> connect_peer(engine& e, test::scripted_peer& peer,
+                                         int send_buffer = 0) {
   warren::connection_options o;
   o.host = "peer";
-  return e.adopt(peer.start(), o);
+  io::unique_fd fd = peer.start();
+  if (send_buffer > 0) {
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer);
+  }
+  return e.adopt(std::move(fd), o);
 }
 
 TEST(engine_test, publishes_reach_the_peer_and_every_confirm_completes_once) {
@@ -109,7 +116,10 @@ TEST(engine_test, close_to_a_peer_that_stopped_reading_reports_the_frames_never_
   eo.max_outgoing_bytes = 64 * 1024;
   engine e(eo);
   test::scripted_peer peer;
-  auto c = connect_peer(e, peer);
+  // A publish that times out below shows only that the I/O thread had not drained the buffer
+  // within 200 ms; on a loaded machine a default-sized socket buffer could still take it all
+  // afterwards, leaving nothing unwritten to report. 4 KiB cannot take 64 KiB.
+  auto c = connect_peer(e, peer, 4096);
   auto ch = c->open_channel();  // no confirm mode: nothing per message would report the loss
   peer.reading.store(false);
   const std::string body(1000, 'x');
