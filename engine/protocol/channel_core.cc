@@ -76,6 +76,7 @@ bool channel_core::open(std::shared_ptr<reply_waiter> waiter) {
   effect e;
   e.what = effect::kind::open;
   expected_.push(codec::channel_open_ok::id, std::move(waiter), std::move(e));
+  sync_waiting();
   return true;
 }
 
@@ -85,6 +86,7 @@ bool channel_core::close(std::uint16_t reply_code, std::string_view reply_text,
   const channel_state s = state();
   if (s == channel_state::closed) return false;
   if (waiter) close_waiters_.push_back(std::move(waiter));
+  sync_waiting();
   if (s == channel_state::closing) return true;
   flush_acks();
   state_.store(channel_state::closing, std::memory_order_release);
@@ -97,6 +99,7 @@ bool channel_core::close(std::uint16_t reply_code, std::string_view reply_text,
 void channel_core::expect(std::uint32_t reply_id, std::shared_ptr<reply_waiter> waiter,
                           std::uint32_t alt_reply_id) {
   expected_.push(reply_id, std::move(waiter), effect{}, alt_reply_id);
+  sync_waiting();
 }
 
 void channel_core::consume_sent(std::unique_ptr<consumer> c, std::shared_ptr<reply_waiter> waiter) {
@@ -112,6 +115,7 @@ void channel_core::consume_sent(std::unique_ptr<consumer> c, std::shared_ptr<rep
   e.what = effect::kind::consume;
   e.subscriber = std::move(c);
   expected_.push(codec::basic_consume_ok::id, std::move(waiter), std::move(e));
+  sync_waiting();
 }
 
 void channel_core::cancel_sent(std::string_view consumer_tag,
@@ -125,6 +129,7 @@ void channel_core::cancel_sent(std::string_view consumer_tag,
   effect e;
   e.what = effect::kind::cancel;
   expected_.push(codec::basic_cancel_ok::id, std::move(waiter), std::move(e));
+  sync_waiting();
 }
 
 void channel_core::get_sent(bool no_ack, std::shared_ptr<reply_waiter> waiter) {
@@ -133,6 +138,7 @@ void channel_core::get_sent(bool no_ack, std::shared_ptr<reply_waiter> waiter) {
   e.no_ack = no_ack;
   expected_.push(codec::basic_get_ok::id, std::move(waiter), std::move(e),
                  codec::basic_get_empty::id);
+  sync_waiting();
 }
 
 void channel_core::recover_sent(std::shared_ptr<reply_waiter> waiter) {
@@ -144,6 +150,7 @@ void channel_core::recover_sent(std::shared_ptr<reply_waiter> waiter) {
   effect e;
   e.what = effect::kind::recover;
   expected_.push(codec::basic_recover_ok::id, std::move(waiter), std::move(e));
+  sync_waiting();
 }
 
 void channel_core::qos_sent(qos_settings q, std::shared_ptr<reply_waiter> waiter) {
@@ -151,6 +158,7 @@ void channel_core::qos_sent(qos_settings q, std::shared_ptr<reply_waiter> waiter
   e.what = effect::kind::qos;
   e.qos = q;
   expected_.push(codec::basic_qos_ok::id, std::move(waiter), std::move(e));
+  sync_waiting();
 }
 
 void channel_core::confirm_select_sent(confirm_tracker_options o,
@@ -163,22 +171,43 @@ void channel_core::confirm_select_sent(confirm_tracker_options o,
   e.what = effect::kind::confirm_select;
   e.confirms = o;
   expected_.push(codec::confirm_select_ok::id, std::move(waiter), std::move(e));
+  sync_waiting();
 }
 
 void channel_core::tx_select_sent(std::shared_ptr<reply_waiter> waiter) {
   effect e;
   e.what = effect::kind::tx_select;
   expected_.push(codec::tx_select_ok::id, std::move(waiter), std::move(e));
+  sync_waiting();
 }
 
 void channel_core::flow_sent(std::shared_ptr<reply_waiter> waiter) {
   effect e;
   e.what = effect::kind::flow;
   expected_.push(codec::channel_flow_ok::id, std::move(waiter), std::move(e));
+  sync_waiting();
 }
 
 bool channel_core::abandon(const reply_waiter* waiter) {
-  return expected_.abandon(waiter);
+  bool found = expected_.abandon(waiter);
+  if (!found) {
+    const auto it = std::find_if(close_waiters_.begin(), close_waiters_.end(),
+                                 [&](const auto& w) { return w.get() == waiter; });
+    if (it != close_waiters_.end()) {
+      close_waiters_.erase(it);
+      found = true;
+    }
+  }
+  sync_waiting();
+  return found;
+}
+
+void channel_core::sync_waiting() {
+  const std::size_t now_waiting = expected_.waiting() + close_waiters_.size();
+  if (now_waiting == waiting_) return;
+  const int delta = static_cast<int>(now_waiting) - static_cast<int>(waiting_);
+  waiting_ = now_waiting;
+  handler_.on_waiting(delta);
 }
 
 bool channel_core::cancel_now(std::string_view consumer_tag) {
@@ -409,6 +438,7 @@ void channel_core::on_close_ok(command& cmd) {
   why.reply_code = 200;
   why.reply_text = "channel closed by client";
   end(end_cause::closed_by_client, why);
+  sync_waiting();
   for (auto& w : waiters) w->on_reply(cmd);
 }
 
@@ -421,6 +451,7 @@ void channel_core::on_reply(command& cmd, time_point now) {
       apply(e.effect, cmd, true, now);
       return;
     case expectations::match::answered:
+      sync_waiting();
       apply(e.effect, cmd, false, now);
       if (e.waiter) e.waiter->on_reply(cmd);
       return;
@@ -546,6 +577,7 @@ void channel_core::end(end_cause cause, const close_reason& why) {
   });
   std::vector<std::shared_ptr<reply_waiter>> closing;
   closing.swap(close_waiters_);
+  sync_waiting();
   for (auto& w : closing) w->on_failed(cause, why);
   handler_.on_ended(cause, why);
 }

@@ -121,6 +121,12 @@ class channel_handler {
   // handler off this thread).
   virtual void on_consumer_removed(std::unique_ptr<consumer> c) = 0;
 
+  // The number of calls on this channel waiting for a reply changed by `delta` (a call's
+  // expectation or a close waiting for close-ok: counted from the call's send to its reply, its
+  // failure, or its caller giving up). A face that must never hold a reply back (receive
+  // batching) keeps the sum over its channels.
+  virtual void on_waiting(int /*delta*/) {}
+
   // channel.open-ok: the life began.
   virtual void on_open() {}
   // The life ended (exactly once per life): waits failed, confirms ended, consumers removed.
@@ -226,9 +232,11 @@ class channel_core {
   void tx_select_sent(std::shared_ptr<reply_waiter> waiter);
   // channel.flow from this client: settings().client_flow records the broker's flow-ok answer.
   void flow_sent(std::shared_ptr<reply_waiter> waiter);
-  // The call of `waiter` gives up (see reply_expectations). False when it was already answered
-  // or failed.
+  // The call of `waiter` gives up (see reply_expectations; a close's waiter is simply dropped,
+  // and the close-ok still ends the life). False when it was already answered or failed.
   bool abandon(const reply_waiter* waiter);
+  // Calls waiting for a reply now (see channel_handler::on_waiting).
+  std::size_t calls_waiting() const noexcept { return waiting_; }
   // Stops a consumer without waiting: basic.cancel nowait goes out and the consumer leaves
   // (on_consumer_removed). False when no consumer has `consumer_tag`.
   bool cancel_now(std::string_view consumer_tag);
@@ -307,6 +315,8 @@ class channel_core {
   void end(end_cause cause, const close_reason& why);
   bool decide(std::uint32_t life, ack_action a, time_point now);
   void send_actions();
+  // Recounts the calls waiting and reports a change (on_waiting).
+  void sync_waiting();
 
   const std::uint16_t id_;
   channel_wire& wire_;
@@ -317,6 +327,7 @@ class channel_core {
   std::uint32_t life_ = 0;
   expectations expected_;
   std::vector<std::shared_ptr<reply_waiter>> close_waiters_;
+  std::size_t waiting_ = 0;  // as last reported through on_waiting
   consumer_table consumers_;
   ack_coalescer coalescer_;
   std::vector<ack_action> actions_;  // the coalescer's output, reused

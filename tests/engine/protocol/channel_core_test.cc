@@ -150,6 +150,35 @@ TEST_F(channel_core_test, a_call_that_gave_up_keeps_its_place_and_its_late_reply
   EXPECT_EQ(core->calls_pending(), 0u);
 }
 
+TEST_F(channel_core_test, calls_waiting_count_from_the_send_to_the_reply_or_giving_up) {
+  core = std::make_unique<channel_core>(1, *this, events);
+  table.take(1);
+  table.attach(*core);
+  core->open(std::make_shared<test_waiter>());
+  EXPECT_EQ(events.waiting, 1) << "the open waits for open-ok";
+  feed(peer.channel_open_ok(1));
+  EXPECT_EQ(events.waiting, 0);
+  auto a = std::make_shared<test_waiter>(), b = std::make_shared<test_waiter>();
+  core->expect(codec::queue_declare_ok::id, a);
+  core->expect(codec::queue_declare_ok::id, b);
+  core->consume_sent(std::make_unique<test_consumer>("n", false, "nowait"), nullptr);
+  EXPECT_EQ(events.waiting, 2) << "a nowait call waits for nothing";
+  EXPECT_EQ(core->calls_waiting(), 2u);
+  core->abandon(a.get());
+  EXPECT_EQ(events.waiting, 1) << "nobody waits for the abandoned call's reply";
+  feed(peer.method(1, codec::queue_declare_ok{"q", 0, 0}));
+  EXPECT_EQ(events.waiting, 1) << "the late reply was the abandoned call's";
+  auto closing = std::make_shared<test_waiter>();
+  core->close(200, "bye", closing);
+  EXPECT_EQ(events.waiting, 2);
+  core->abandon(closing.get());
+  EXPECT_EQ(events.waiting, 1);
+  feed(peer.channel_close_ok(1));
+  EXPECT_EQ(events.waiting, 0) << "the close ended b's wait too";
+  EXPECT_EQ(b->failed, end_cause::closed_by_client);
+  EXPECT_EQ(closing->calls, 0);
+}
+
 TEST_F(channel_core_test, a_reply_that_answers_no_call_is_ignored) {
   open_core();
   auto w = std::make_shared<test_waiter>();

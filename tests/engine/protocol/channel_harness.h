@@ -72,6 +72,7 @@ struct recording_handler : channel_handler {
   std::vector<std::unique_ptr<consumer>> cancelled;  // by the broker
   std::vector<std::unique_ptr<consumer>> removed;
   int opened = 0;
+  int waiting = 0;  // the sum of on_waiting deltas
   std::vector<std::pair<end_cause, close_reason>> ended;
   int locks = 0;    // lock_publish calls
   int holding = 0;  // the publish lock is held now
@@ -107,6 +108,7 @@ struct recording_handler : channel_handler {
   void on_consumer_removed(std::unique_ptr<consumer> c) override {
     removed.push_back(std::move(c));
   }
+  void on_waiting(int delta) override { waiting += delta; }
   void on_open() override { ++opened; }
   void on_ended(end_cause cause, const close_reason& why) override {
     ended.emplace_back(cause, why);
