@@ -163,14 +163,9 @@ void channel_core::qos_sent(qos_settings q, std::shared_ptr<reply_waiter> waiter
 
 void channel_core::confirm_select_sent(confirm_tracker_options o,
                                        std::shared_ptr<reply_waiter> waiter) {
-  if (!waiter) {
-    start_confirms(o);
-    return;
-  }
-  effect e;
-  e.what = effect::kind::confirm_select;
-  e.confirms = o;
-  expected_.push(codec::confirm_select_ok::id, std::move(waiter), std::move(e));
+  start_confirms(o);
+  if (!waiter) return;
+  expected_.push(codec::confirm_select_ok::id, std::move(waiter));
   sync_waiting();
 }
 
@@ -219,10 +214,7 @@ bool channel_core::cancel_now(std::string_view consumer_tag) {
 }
 
 void channel_core::start_confirms(const confirm_tracker_options& o) {
-  {
-    publish_guard lock(handler_);
-    tracker_.emplace(o);
-  }
+  tracker_.emplace(o);
   confirm_timeouts_ = o.timeout.count() > 0;
   settings_.confirms = o;
 }
@@ -279,13 +271,18 @@ bool channel_core::configure_acks(const ack_coalescer_options& o) {
 
 // Timers ----------------------------------------------------------------------------------------
 
-void channel_core::on_timer(time_point now) {
-  if (state() == channel_state::open && coalescer_.held() != 0 &&
-      now >= coalescer_.next_deadline()) {
-    actions_.clear();
-    coalescer_.poll(now, actions_);
-    send_actions();
+void channel_core::poll_acks(time_point now) {
+  if (state() != channel_state::open || coalescer_.held() == 0 ||
+      now < coalescer_.next_deadline()) {
+    return;
   }
+  actions_.clear();
+  coalescer_.poll(now, actions_);
+  send_actions();
+}
+
+void channel_core::on_timer(time_point now) {
+  poll_acks(now);
   if (!confirm_timeouts_) return;
   bool ended = false;
   {
@@ -524,9 +521,6 @@ void channel_core::apply(effect& e, command& reply, bool late, time_point now) {
       return;
     case effect::kind::qos:
       (e.qos.global ? settings_.qos_global : settings_.qos_per_consumer) = e.qos;
-      return;
-    case effect::kind::confirm_select:
-      start_confirms(e.confirms);
       return;
     case effect::kind::tx_select:
       settings_.tx = true;

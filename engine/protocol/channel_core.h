@@ -42,7 +42,7 @@
 // tracker's on_publish under the face's lock. No allocation and no std::function per message.
 //
 // Designed for recovery (the next step, not implemented here): a new life restarts confirm
-// sequence numbers (the tracker is rebuilt at confirm.select-ok) and refuses decisions on the old
+// sequence numbers (the tracker is rebuilt at each confirm.select) and refuses decisions on the old
 // life's deliveries; settings() is what a recovered channel replays (qos, confirm mode, tx, flow);
 // the end of a life ends every unconfirmed publish through confirm_tracker::fail_all with the
 // outcome of end_cause, which is where a recovering face will instead keep (and republish) them or
@@ -226,8 +226,13 @@ class channel_core {
   // owed nothing.
   void recover_sent(std::shared_ptr<reply_waiter> waiter);
   void qos_sent(qos_settings q, std::shared_ptr<reply_waiter> waiter);
-  // confirm.select: confirm mode (a fresh tracker, sequences from 1) from select-ok on; null
-  // waiter (nowait): from now.
+  // confirm.select: confirm mode (a fresh tracker, sequences from 1) from now on, since the
+  // broker numbers every publish that follows the method on the wire; the waiter (null: nowait)
+  // is answered by select-ok, and a refusal (406, the channel closes) ends the publishes tracked
+  // meanwhile with channel_closed. Call it with the publish lock held, in the same critical
+  // section that queues the method ahead of any later publish (the core does not take the lock
+  // here): a publish queued between the method and the tracker would be numbered by the broker
+  // and not by the tracker.
   void confirm_select_sent(confirm_tracker_options o, std::shared_ptr<reply_waiter> waiter);
   void tx_select_sent(std::shared_ptr<reply_waiter> waiter);
   // channel.flow from this client: settings().client_flow records the broker's flow-ok answer.
@@ -250,6 +255,8 @@ class channel_core {
   bool reject(std::uint32_t life, std::uint64_t tag, bool requeue, time_point now);
   // Sends every held decision now.
   void flush_acks();
+  // Sends the held decisions due at `now` (max_count reached or max_delay passed).
+  void poll_acks(time_point now);
   // Replaces the coalescer's settings while nothing is owed and no consumer is registered
   // (false otherwise: the settings stay).
   bool configure_acks(const ack_coalescer_options& o);
@@ -290,14 +297,12 @@ class channel_core {
       get,
       recover,
       qos,
-      confirm_select,
       tx_select,
       flow,
     } what = kind::none;
     std::unique_ptr<protocol::consumer> subscriber;  // consume
     bool no_ack = false;                             // get
     qos_settings qos;                                // qos
-    confirm_tracker_options confirms;                // confirm_select
   };
   using expectations = reply_expectations<effect>;
 
@@ -311,7 +316,7 @@ class channel_core {
   void on_reply(command& cmd, time_point now);
   // Applies a reply's effect (`late`: its call gave up).
   void apply(effect& e, command& reply, bool late, time_point now);
-  void start_confirms(const confirm_tracker_options& o);
+  void start_confirms(const confirm_tracker_options& o);  // publish lock held
   void end(end_cause cause, const close_reason& why);
   bool decide(std::uint32_t life, ack_action a, time_point now);
   void send_actions();

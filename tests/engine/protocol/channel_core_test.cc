@@ -58,7 +58,9 @@ class channel_core_test : public ::testing::Test, public test::connection_harnes
   // confirm.select answered: confirm mode with `window` and `timeout`.
   void select_confirms(std::size_t window = 8, std::chrono::nanoseconds timeout = {}) {
     auto w = std::make_shared<test_waiter>();
+    events.lock_publish();
     core->confirm_select_sent({window, timeout}, w);
+    events.unlock_publish();
     feed(peer.method(1, codec::confirm_select_ok{}));
     ASSERT_NE(core->confirms(), nullptr);
   }
@@ -469,17 +471,31 @@ TEST_F(channel_core_test, configure_acks_applies_only_while_nothing_is_owed) {
 
 // Publishing and confirms -----------------------------------------------------------------------
 
-TEST_F(channel_core_test, confirm_mode_begins_at_select_ok_with_sequences_from_one) {
+TEST_F(channel_core_test, confirm_mode_begins_as_confirm_select_is_sent_with_sequences_from_one) {
   open_core();
   auto w = std::make_shared<test_waiter>();
+  events.lock_publish();  // the face queues the method and starts tracking in one critical section
   core->confirm_select_sent({4, {}}, w);
-  EXPECT_EQ(core->confirms(), nullptr) << "not before select-ok";
-  feed(peer.method(1, codec::confirm_select_ok{}));
-  ASSERT_NE(core->confirms(), nullptr);
+  events.unlock_publish();
+  ASSERT_NE(core->confirms(), nullptr)
+      << "a publish right after the method is numbered by the broker";
   EXPECT_EQ(publish(), 1u);
+  feed(peer.method(1, codec::confirm_select_ok{}));
+  EXPECT_TRUE(w->reply.has_value());
   EXPECT_EQ(publish(), 2u);
   ASSERT_TRUE(core->settings().confirms.has_value());
   EXPECT_EQ(core->settings().confirms->window, 4u);
+}
+
+TEST_F(channel_core_test, a_refused_confirm_select_ends_the_publishes_tracked_meanwhile) {
+  open_core();
+  auto w = std::make_shared<test_waiter>();
+  core->confirm_select_sent({4, {}}, w);
+  publish();
+  feed(peer.channel_close(1, 406, "PRECONDITION_FAILED - cannot switch from tx to confirm mode"));
+  EXPECT_EQ(w->failed, end_cause::closed_by_peer);
+  ASSERT_EQ(events.confirms.size(), 1u);
+  EXPECT_EQ(events.confirms[0].outcome, confirm_outcome::channel_closed);
 }
 
 TEST_F(channel_core_test, broker_acks_and_nacks_settle_publishes_under_the_publish_lock) {
