@@ -1,5 +1,7 @@
-// The async engine's I/O loop and publish staging against a scripted peer on a socketpair:
-// confirms, back-pressure, a window, a peer that dies mid-frame, calls from the wrong thread.
+// The async engine's I/O loop and publish staging against a scripted peer on a socketpair (or a
+// loopback TCP connection where receive batching needs one): confirms, back-pressure, a window, a
+// peer that dies mid-frame, calls from the wrong thread, replies under receive batching,
+// consumers coming and going.
 #include "engine/async/engine.h"
 
 #include <gtest/gtest.h>
@@ -35,6 +37,13 @@ std::shared_ptr<connection> connect_peer(engine& e, test::scripted_peer& peer,
     ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer);
   }
   return e.adopt(std::move(fd), o);
+}
+
+// The same over loopback TCP: receive batching's SO_RCVLOWAT only holds bytes back there.
+std::shared_ptr<connection> connect_peer_tcp(engine& e, test::scripted_peer& peer) {
+  warren::connection_options o;
+  o.host = "peer";
+  return e.adopt(peer.start_tcp(), o);
 }
 
 TEST(engine_test, publishes_reach_the_peer_and_every_confirm_completes_once) {
@@ -429,6 +438,93 @@ TEST(engine_test, nowait_consume_needs_a_consumer_tag) {
   auto ch = c->open_channel();
   EXPECT_THROW(ch->basic_consume("q", [](delivery&) {}, {.nowait = true}), std::invalid_argument);
   EXPECT_TRUE(ch->is_open());
+}
+
+// Two reads within max_wait make a batching connection busy: its socket then wakes the I/O thread
+// only once min_bytes are queued, or when the max_wait timer reads it. A reply left to that timer
+// would take max_wait (4 s here); read as it arrives, it takes milliseconds. The handshake's
+// frames (start, tune, open-ok) come in separate reads; the peer answers each queue.declare after
+// two deliveries that the client reads one at a time, so the connection would turn busy while the
+// call waits.
+TEST(engine_test, receive_batching_reads_a_reply_at_once_after_deliveries_read_while_awaiting_it) {
+  const receive_batching rx{.min_bytes = 256 * 1024, .max_wait = 4s};
+  engine e({.workers = 1, .rx_batching = rx});
+  test::scripted_peer peer;
+  peer.answer_queue_declare.store(true);
+  peer.deliveries_before_declare_ok.store(2);
+  auto t0 = clock_type::now();
+  auto c = connect_peer_tcp(e, peer);
+  EXPECT_LT(clock_type::now() - t0, rx.max_wait / 2) << "connect";
+  auto ch = c->open_channel();
+  std::atomic<int> handled{0};
+  ch->basic_consume("q", [&](delivery&) { ++handled; },
+                    {.consumer_tag = "c1", .no_ack = true, .nowait = true});
+  for (int i = 0; i < 3; ++i) {
+    t0 = clock_type::now();
+    EXPECT_EQ(ch->queue_declare("q").queue, "q");
+    EXPECT_LT(clock_type::now() - t0, rx.max_wait / 2) << "call " << i;
+  }
+  EXPECT_TRUE(wait_until([&] { return handled.load() == 6; }));
+  t0 = clock_type::now();
+  c->close();
+  EXPECT_LT(clock_type::now() - t0, rx.max_wait / 2) << "close";
+}
+
+// A call stops waiting for its reply when the reply comes, when its caller gives up after
+// rpc_timeout, or when its channel or connection closes. Each way must end its count: one left
+// counted would keep receive batching off for the connection's life.
+TEST(engine_test, every_way_a_call_stops_waiting_for_its_reply_ends_its_count) {
+  constexpr auto timeout = 300ms;
+  engine e({.rpc_timeout = timeout});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  using detail::test_probe;
+  auto ch = c->open_channel();  // answered
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  peer.answer_queue_declare.store(true);
+  ch->queue_declare("q");  // answered
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  peer.answer_queue_declare.store(false);
+  EXPECT_THROW(ch->queue_declare("q"), amqp_timeout);  // abandoned; the channel closes
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  EXPECT_THROW(c->update_secret("s", "rotated"), amqp_timeout);
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  peer.answer_channel_open.store(false);
+  EXPECT_THROW(c->open_channel(), amqp_timeout);
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  peer.answer_channel_open.store(true);
+  c->open_channel()->close();  // close-ok
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  c->close();  // connection close-ok
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+}
+
+TEST(engine_test, calls_waiting_for_replies_when_the_connection_is_lost_end_their_count) {
+  engine e({.rpc_timeout = 30s});  // the loss, not the timeout, must end the calls
+  test::scripted_peer peer;
+  peer.die_after_publishes.store(1);
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  auto other = c->open_channel();
+  std::vector<std::thread> callers;
+  std::atomic<int> lost{0};
+  for (auto* on : {&ch, &ch, &other}) {
+    callers.emplace_back([&, on] {
+      try {
+        (*on)->queue_declare("q");  // never answered
+      } catch (const recoverable_connection_error&) {
+        ++lost;
+      }
+    });
+  }
+  // Not an ASSERT: the callers must be joined however this turns out.
+  EXPECT_TRUE(wait_until([&] { return detail::test_probe::replies_awaited(*c) == 3; }, 10s));
+  codec::basic_properties props;
+  ASSERT_EQ(other->try_publish("", "q", props, "m"), publish_status::ok);  // the peer dies
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(lost.load(), 3);
+  EXPECT_FALSE(c->is_open());
+  EXPECT_EQ(detail::test_probe::replies_awaited(*c), 0u);
 }
 
 }  // namespace
