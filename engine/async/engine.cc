@@ -264,6 +264,10 @@ class channel_impl : public std::enable_shared_from_this<channel_impl> {
   void complete_confirms();
   void register_consumer(std::unique_ptr<consumer_entry> e);
   void drop_consumer(std::string_view tag);  // cancelled by this client
+  // Cancelled no-ack consumers (see cancelled_no_ack): the tags whose late deliveries are owed
+  // no decision.
+  void remember_cancelled_no_ack(std::string_view tag);
+  bool cancelled_with_no_ack(std::string_view tag) const;
   // An RPC on this channel got no reply in time: the channel closes with `why` as its error.
   // `call`, whose caller gave up, no longer counts as waiting for a reply.
   void abandon(std::exception_ptr why, rpc_call& call);
@@ -301,7 +305,16 @@ class channel_impl : public std::enable_shared_from_this<channel_impl> {
   std::shared_ptr<rpc_call> close_call;
   protocol::ack_coalescer coalescer;
   std::map<std::string, std::unique_ptr<consumer_entry>, std::less<>> consumers;
-  std::vector<std::string> cancelled_no_ack;
+  // Tags of no-ack consumers cancelled on this channel, most recent last. A delivery still in
+  // flight for one is settled already: rejecting it would name a tag the broker no longer holds
+  // (406, a channel error). Only deliveries in flight at the cancel can name a cancelled
+  // consumer, so a short memory serves, as in the blocking client (engine/client/channel.cc):
+  // the oldest tag is forgotten beyond cancelled_no_ack_max, keeping a service that consumes and
+  // cancels for ever in constant memory. Nothing tells when the last of them has arrived (a
+  // nowait cancel has no cancel-ok), so entries are not dropped on an event, except that a
+  // consumer registered under a tag drops it: that tag's deliveries are then the new one's.
+  static constexpr std::size_t cancelled_no_ack_max = 64;
+  std::deque<std::string> cancelled_no_ack;
   consumer_entry* last_consumer = nullptr;  // deliveries come in runs for one consumer
   bool acks_touched = false;
   // basic.recover calls sent and not yet answered: the broker requeues every delivery that
@@ -1322,9 +1335,7 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
         last_consumer = found;
       }
       if (found == nullptr) {
-        const bool owed =
-            recovering == 0 && std::find(cancelled_no_ack.begin(), cancelled_no_ack.end(),
-                                         m.consumer_tag) == cancelled_no_ack.end();
+        const bool owed = recovering == 0 && !cancelled_with_no_ack(m.consumer_tag);
         // A delivery for a consumer cancelled since: the broker still holds it, give it back.
         coalescer.on_delivery(m.delivery_tag, owed);
         if (owed && coalescer.reject(m.delivery_tag, true, now)) send_acks(now, true);
@@ -1418,7 +1429,7 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
       std::unique_ptr<consumer_entry> e = std::move(it->second);
       consumers.erase(it);
       last_consumer = nullptr;
-      if (e->route->no_ack) cancelled_no_ack.push_back(e->tag);
+      if (e->route->no_ack) remember_cancelled_no_ack(e->tag);
       {
         std::lock_guard lock(conn->topo_mu);
         std::erase_if(conn->topo.consumers,
@@ -1484,6 +1495,9 @@ void channel_impl::on_command(protocol::command& cmd, time_point now) {
 }
 
 void channel_impl::register_consumer(std::unique_ptr<consumer_entry> e) {
+  // The tag is this consumer's now: a cancelled no-ack consumer's memory under it would make
+  // this one's late deliveries look settled once it is cancelled in turn.
+  std::erase(cancelled_no_ack, e->tag);
   auto& slot = consumers[e->tag];
   // A tag in use (a nowait consume repeating one): the broker fails the connection for it; the
   // entry it replaces drains off this thread like any other.
@@ -1495,10 +1509,19 @@ void channel_impl::register_consumer(std::unique_ptr<consumer_entry> e) {
 void channel_impl::drop_consumer(std::string_view tag) {
   auto it = consumers.find(tag);
   if (it == consumers.end()) return;
-  if (it->second->route->no_ack) cancelled_no_ack.push_back(it->second->tag);
+  if (it->second->route->no_ack) remember_cancelled_no_ack(it->second->tag);
   conn->retire(std::move(it->second));
   consumers.erase(it);
   last_consumer = nullptr;
+}
+
+void channel_impl::remember_cancelled_no_ack(std::string_view tag) {
+  if (cancelled_no_ack.size() >= cancelled_no_ack_max) cancelled_no_ack.pop_front();
+  cancelled_no_ack.emplace_back(tag);
+}
+
+bool channel_impl::cancelled_with_no_ack(std::string_view tag) const {
+  return std::find(cancelled_no_ack.begin(), cancelled_no_ack.end(), tag) != cancelled_no_ack.end();
 }
 
 void channel_impl::abandon(std::exception_ptr why, rpc_call& call) {
@@ -2420,6 +2443,13 @@ std::size_t detail::test_probe::replies_awaited(const connection& c) {
   detail::check_not_io("test_probe");
   std::size_t n = 0;
   c.impl_->io.run_and_wait([&] { n = c.impl_->replies_awaited(); });
+  return n;
+}
+
+std::size_t detail::test_probe::cancelled_no_ack_remembered(const channel& ch) {
+  detail::check_not_io("test_probe");
+  std::size_t n = 0;
+  ch.impl_->conn->io.run_and_wait([&] { n = ch.impl_->cancelled_no_ack.size(); });
   return n;
 }
 

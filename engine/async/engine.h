@@ -424,6 +424,9 @@ struct test_probe {
   // Calls on the connection waiting for the broker's reply (receive batching holds nothing back
   // while there is one); 0 once every wait has ended, whichever way.
   static std::size_t replies_awaited(const connection& c);
+  // Cancelled no-ack consumer tags the channel remembers (deliveries still in flight for them
+  // are dropped rather than rejected); bounded however many consumers come and go.
+  static std::size_t cancelled_no_ack_remembered(const channel& ch);
 };
 }  // namespace detail
 

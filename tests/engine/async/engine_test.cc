@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -525,6 +526,69 @@ TEST(engine_test, calls_waiting_for_replies_when_the_connection_is_lost_end_thei
   EXPECT_EQ(lost.load(), 3);
   EXPECT_FALSE(c->is_open());
   EXPECT_EQ(detail::test_probe::replies_awaited(*c), 0u);
+}
+
+// A delivery still in flight for a consumer cancelled with no_ack is owed nothing (rejecting it
+// would name a tag the broker considers settled: a channel error), so the channel remembers such
+// consumers; a long-running service that consumes and cancels must not grow that memory.
+TEST(engine_test, cancelled_no_ack_consumers_are_remembered_within_a_bound) {
+  engine e({.workers = 1});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  auto cycle = [&](int i) {
+    const std::string tag = "c" + std::to_string(i);
+    ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = tag, .no_ack = true, .nowait = true});
+    ch->basic_cancel(tag, /*nowait=*/true);
+  };
+  constexpr int cycles = 100'000, first = 1'000;
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < first; ++i) cycle(i);
+  const std::size_t after_first = detail::test_probe::cancelled_no_ack_remembered(*ch);
+  // Four threads share the rest: each call waits for the I/O thread to queue its frame, and the
+  // others keep it busy meanwhile (one thread alone takes twice as long).
+  constexpr int threads = 4;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = first + t; i < cycles - 1; i += threads) cycle(i);
+    });
+  }
+  for (auto& t : ts) t.join();
+  cycle(cycles - 1);  // the last one cancelled, for the check below
+  const std::size_t remembered = detail::test_probe::cancelled_no_ack_remembered(*ch);
+  std::cout << cycles << " consume/cancel cycles in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0).count()
+            << " ms; tags remembered after " << first << ": " << after_first << ", after " << cycles
+            << ": " << remembered << "\n";
+  EXPECT_LE(after_first, 64u);
+  EXPECT_EQ(remembered, after_first);  // flat
+  // The bound keeps the memory's purpose: a delivery in flight for the consumer cancelled last is
+  // dropped, one for a consumer that acks is handed back (rejected with requeue). Rejects go out
+  // in wire order, so once tag 2's is seen, one for tag 1 would have been seen before it.
+  ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = "acks", .nowait = true});
+  ch->basic_cancel("acks", /*nowait=*/true);
+  peer.deliver(1, "c" + std::to_string(cycles - 1), 1, "late");
+  peer.deliver(1, "acks", 2, "late");
+  EXPECT_TRUE(wait_until([&] { return !peer.rejected().empty(); }, 10s));
+  EXPECT_EQ(peer.rejected(), std::vector<std::uint64_t>{2});
+  EXPECT_TRUE(ch->is_open());
+}
+
+// A tag once used by a no-ack consumer and then by one that acks: a delivery in flight for the
+// second is owed a decision, and gets it (rejected with requeue, not left unacknowledged).
+TEST(engine_test, a_consumer_tag_reused_with_acks_is_not_taken_for_the_cancelled_no_ack_one) {
+  engine e({.workers = 1});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = "t", .no_ack = true, .nowait = true});
+  ch->basic_cancel("t", /*nowait=*/true);
+  ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = "t", .nowait = true});
+  ch->basic_cancel("t", /*nowait=*/true);
+  peer.deliver(1, "t", 1, "late");
+  EXPECT_TRUE(wait_until([&] { return !peer.rejected().empty(); }, 10s));
+  EXPECT_EQ(peer.rejected(), std::vector<std::uint64_t>{1});
 }
 
 }  // namespace
