@@ -1865,6 +1865,11 @@ void connection_impl::close() {
     std::unique_lock lock(state_mu);
     closed_cv.wait_for(lock, close_timeout + std::chrono::seconds(2), [&] { return closed; });
   }
+  // on_closed signals `closed` in the middle of the I/O thread's round; the consumers its
+  // channels retired reach `retired` only at the end of that round (after_feed). A task runs
+  // after it: drained before that, they would stay in `retired`, whose entries hold the channel
+  // and so this connection (a cycle: all of it leaked, LeakSanitizer saw it).
+  io.run_and_wait([] {});
   drain_retired();
   std::lock_guard lock(eng.conns_mu);
   std::erase_if(eng.conns, [this](const auto& c) { return c.get() == this; });
