@@ -2402,8 +2402,13 @@ void channel::close() {
       call->done.set_value(protocol::command{});
       return;
     }
-    self->send_acks(clock::now(), true);
-    self->conn->seal(clock::now());
+    // Decisions made before the close go first, as before any blocking call (start_rpc): the
+    // ones still queued for this thread, then every one the channel holds. Once it is closing,
+    // a queued one is dropped, and the broker would requeue a message that was handled.
+    const time_point now = clock::now();
+    self->conn->io.apply_acks(now);
+    self->send_acks(now, true);
+    self->conn->seal(now);
     self->st = channel_impl::state::closing;
     {
       std::lock_guard lock(self->conn->pub_mu);

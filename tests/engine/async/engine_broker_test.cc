@@ -479,8 +479,8 @@ TEST_F(engine_broker_test, receive_batching_keeps_acks_flowing_under_a_small_pre
   cch->basic_qos(0, 50, false);
   cch->basic_consume(q, [&](delivery& d) {
     if (d.body() != std::to_string(next.load())) ++out_of_order;
+    d.ack();  // before the count: the close below must come after the last ack
     ++next;
-    d.ack();
   });
   EXPECT_TRUE(wait_until([&] { return next.load() == total; }, 60s));
   EXPECT_EQ(out_of_order.load(), 0);

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -439,6 +440,47 @@ TEST(engine_test, nowait_consume_needs_a_consumer_tag) {
   auto ch = c->open_channel();
   EXPECT_THROW(ch->basic_consume("q", [](delivery&) {}, {.nowait = true}), std::invalid_argument);
   EXPECT_TRUE(ch->is_open());
+}
+
+// channel::close, like every blocking call on a channel, goes after the decisions made on its
+// deliveries before it. An ack made while the I/O thread is busy waits in that thread's queue;
+// the close must send it, not drop it (the broker would requeue a message that was handled).
+// Here the ack is made inside a confirm callback, which holds the I/O thread while the close is
+// queued behind it (the 200 ms only make that order likely; without it the test cannot fail,
+// never the other way round).
+TEST(engine_test, channel_close_sends_the_acks_made_before_it_first) {
+  engine e({.workers = 1});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto publisher = c->open_channel();
+  publisher->confirm_select(10);
+  auto consumer = c->open_channel();
+  std::mutex mu;
+  std::optional<delivery> held;
+  consumer->basic_consume("q",
+                          [&](delivery& d) {
+                            std::lock_guard lock(mu);
+                            held = d;
+                          },
+                          {.consumer_tag = "c", .nowait = true});
+  peer.deliver(consumer->id(), "c", 1, "m");
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard lock(mu);
+    return held.has_value();
+  }));
+  std::atomic<bool> acked{false};
+  codec::basic_properties props;
+  ASSERT_EQ(publisher->try_publish("", "q", props, "m", {},
+                                   [&](const confirm_result&) {
+                                     std::lock_guard lock(mu);
+                                     acked.store(held->ack());
+                                     std::this_thread::sleep_for(200ms);
+                                   }),
+            publish_status::ok);
+  ASSERT_TRUE(wait_until([&] { return acked.load(); }));
+  consumer->close();
+  // Sent before channel.close, so read by the peer before it answered close-ok.
+  EXPECT_EQ(peer.acked(), std::vector<std::uint64_t>{1});
 }
 
 // Two reads within max_wait make a batching connection busy: its socket then wakes the I/O thread
