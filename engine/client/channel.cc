@@ -41,7 +41,9 @@ void channel::ensure_open() {
   if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
   conn_.raise_pending();
   if (!is_open_ && !opening_) {
-    throw channel_not_open("CHANNEL_ERROR - channel " + std::to_string(id_) + " is closed");
+    // py-amqp: RecoverableConnectionError('connection already closed') from send_method, since
+    // its closed channel has no connection any more. Same class, same shape (no reply code).
+    throw recoverable_connection_error("channel " + std::to_string(id_) + " already closed");
   }
 }
 
@@ -421,6 +423,11 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   ensure_open();
   check_shortstr("exchange", exchange);
   check_shortstr("routing_key", routing_key);
+  // py-amqp's basic_publish_confirm selects confirms at the first publish. confirm_mode_ belongs
+  // to the channel's current life (a revival or a close clears it), so a revived or reopened
+  // channel selects again before it publishes: with confirm_publish every publish is confirmed.
+  // (py-amqp keeps its flag across a revival and then waits for an ack that never comes.)
+  if (conn_.options_.confirm_publish && !confirm_mode_) confirm_select();
   std::string headers;
   codec::basic_properties props = msg.props().to_wire(headers);
   codec::basic_publish m;
