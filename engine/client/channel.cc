@@ -428,6 +428,9 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   // channel selects again before it publishes: with confirm_publish every publish is confirmed.
   // (py-amqp keeps its flag across a revival and then waits for an ack that never comes.)
   if (conn_.options_.confirm_publish && !confirm_mode_) confirm_select();
+  // py-amqp's drain_events(timeout=0) before the write: connection.blocked reaches on_blocked
+  // even when nothing else reads, and an error already sent is raised before anything is written.
+  conn_.read_pending_before_publish();
   std::string headers;
   codec::basic_properties props = msg.props().to_wire(headers);
   codec::basic_publish m;

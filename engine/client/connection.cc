@@ -381,6 +381,17 @@ void connection::raise_pending() {
   }
 }
 
+void connection::read_pending_before_publish() {
+  if (!blocked_negotiated_) return;
+  const time_point now = clock::now();
+  if (now < next_pending_check_) return;
+  next_pending_check_ = now + pending_check_interval;
+  io::io_error err;
+  // A deadline of `now` makes pump() read at most once and never wait; a socket error goes to
+  // pump() too, which reports it.
+  if (transport_.wait_readable(std::chrono::milliseconds(0), err) || err) pump(now);
+}
+
 void connection::drain_events(std::optional<seconds_f> timeout) {
   std::unique_lock lock(mu_);
   throw_if_failed();
@@ -453,6 +464,12 @@ bool connection::is_alive() {
 void connection::on_open() {
   opened_ = true;
   ++events_handled_;
+  // py-amqp's test in basic_publish: the capability as claimed in start-ok.
+  const codec::field_value* caps = machine_.client_properties().find("capabilities");
+  const codec::field_table* t = caps != nullptr ? caps->as_table() : nullptr;
+  const codec::field_value* blocked = t != nullptr ? t->find("connection.blocked") : nullptr;
+  blocked_negotiated_ =
+      blocked != nullptr && blocked->as_boolean() != nullptr && *blocked->as_boolean();
 }
 
 void connection::on_tuned() {

@@ -231,6 +231,12 @@ class channel {
   // transactional), then waits for the broker's ack; message_nacked on a nack; amqp_timeout
   // when confirm_timeout (else timeout) passes; a basic.return for a mandatory publish is
   // reported to events().basic_return before the ack.
+  // When connection.blocked was negotiated, first reads what the broker has already sent, as
+  // py-amqp's drain_events(timeout=0) there, so that on_blocked runs for a publisher that never
+  // reads; to spare a system call per publish this happens at most once per millisecond (a
+  // publish-only loop hears connection.blocked within a millisecond of publishing). What that
+  // read raises (a channel or connection error, a callback's exception) comes from this call,
+  // before anything is written.
   void basic_publish(const message& msg, std::string_view exchange = "",
                      std::string_view routing_key = "", const publish_options& o = {});
   void basic_ack(std::uint64_t delivery_tag, bool multiple = false);
@@ -405,6 +411,10 @@ class connection : private protocol::connection_handler {
   void on_unblocked() override;
   void on_closed(const protocol::close_reason& why) override;
 
+  // basic_publish's read of what is pending (see channel::basic_publish): when
+  // connection.blocked was negotiated and the last check is pending_check_interval old, one
+  // zero-timeout poll, and when something is there one read and its dispatch.
+  void read_pending_before_publish();
   // Writes pending output, then reads once (waiting until `deadline`) and feeds the machine.
   // Returns false when the deadline passed with nothing read. Throws the connection error.
   bool pump(protocol::time_point deadline);
@@ -451,6 +461,12 @@ class connection : private protocol::connection_handler {
   bool opened_ = false;
   bool update_secret_ok_ = false;
   bool closing_by_user_ = false;
+  // We claimed connection.blocked in connection.start-ok (so the broker may send it).
+  bool blocked_negotiated_ = false;
+  // A publish-only loop polls the socket once per interval, not once per publish: a poll is a
+  // system call, about as costly as the publish's own write (bench/RESULTS.md).
+  static constexpr std::chrono::milliseconds pending_check_interval{1};
+  protocol::time_point next_pending_check_{};
   protocol::time_point last_heartbeat_sent_{};
   protocol::time_point last_heartbeat_received_{};
   std::uint64_t prev_sent_ = UINT64_MAX, prev_recv_ = UINT64_MAX;

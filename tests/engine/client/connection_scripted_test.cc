@@ -35,6 +35,93 @@ connection_options scripted_options(const scripted_broker& b) {
   return o;
 }
 
+codec::field_table blocked_capability() {
+  return scripted_peer::capabilities({"connection.blocked"});
+}
+
+bool readable_within(int fd, milliseconds timeout) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(timeout.count())) == 1;
+}
+
+// py-amqp's Channel._basic_publish reads what is pending (drain_events(timeout=0)) before it
+// writes when connection.blocked was negotiated. The client's first publish checks: the
+// notification, already in the socket, runs on_blocked inside that publish.
+TEST(connection_scripted_test, publish_reads_a_pending_connection_blocked_first) {
+  std::atomic<bool> blocked_sent{false};
+  scripted_broker b([&](broker_session& s) {
+    s.handshake("PLAIN AMQPLAIN", blocked_capability());
+    s.open_channel();
+    scripted_peer p;
+    s.send(p.method(0, codec::connection_blocked{"low on memory"}));
+    blocked_sent = true;
+    s.serve_close();
+  });
+  connection_options o = scripted_options(b);
+  std::vector<std::string> events;
+  bool in_publish = false, fired_in_publish = false;
+  o.on_blocked = [&](std::string_view reason) {
+    events.emplace_back(reason);
+    fired_in_publish = in_publish;
+  };
+  connection c(o);
+  c.connect();
+  channel& ch = c.channel();
+  ASSERT_TRUE(wait_until([&] { return blocked_sent.load(); }));
+  // The notification has reached the client's socket: nothing but the publish reads it.
+  ASSERT_TRUE(readable_within(c.sock(), milliseconds(10000)));
+  EXPECT_FALSE(c.blocked());
+  in_publish = true;
+  ch.basic_publish(message("m"), "", "q");
+  in_publish = false;
+  EXPECT_EQ(events, std::vector<std::string>{"low on memory"});
+  EXPECT_TRUE(fired_in_publish);
+  EXPECT_TRUE(c.blocked());
+}
+
+// A publish-only loop (nothing else reads the socket) hears connection.blocked while it can
+// still stop: the broker stops reading from a blocked publisher, so without the check the loop
+// would go on until its writes stall and a publish times out.
+TEST(connection_scripted_test, publish_only_loop_hears_connection_blocked_before_its_writes_stall) {
+  constexpr int before_blocked = 1000;
+  std::atomic<bool> blocked_sent{false}, release{false};
+  scripted_broker b([&](broker_session& s) {
+    s.handshake("PLAIN AMQPLAIN", blocked_capability());
+    s.open_channel();
+    for (int i = 0; i < before_blocked; ++i) s.skip_until<codec::basic_publish>();
+    scripted_peer p;
+    s.send(p.method(0, codec::connection_blocked{"low on memory"}));
+    blocked_sent = true;
+    // As RabbitMQ does with a blocked publisher: read nothing more until the test is done.
+    wait_until([&] { return release.load(); }, milliseconds(30000));
+    s.serve_close();
+  });
+  connection_options o = scripted_options(b);
+  int blocked_events = 0;
+  o.on_blocked = [&](std::string_view reason) {
+    EXPECT_EQ(reason, "low on memory");
+    ++blocked_events;
+  };
+  connection c(o);
+  c.connect();
+  channel& ch = c.channel();
+  long published = 0;
+  const auto deadline = steady_clock::now() + std::chrono::seconds(20);
+  try {
+    while (!c.blocked() && steady_clock::now() < deadline) {
+      ch.basic_publish(message("m"), "", "q", {.timeout = seconds_f(5)});
+      ++published;
+    }
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "publish " << published << " failed before on_blocked ran: " << e.what();
+  }
+  release = true;
+  EXPECT_TRUE(blocked_sent.load());
+  EXPECT_EQ(blocked_events, 1);
+  EXPECT_TRUE(c.blocked());
+  EXPECT_GE(published, before_blocked);
+}
+
 TEST(connection_scripted_test, no_common_sasl_mechanism_is_a_connection_error_as_in_py_amqp) {
   scripted_broker b([&](broker_session& s) {
     scripted_peer p;
