@@ -229,8 +229,8 @@ class channel {
   // passes first). With the connection's confirm_publish: first puts the channel in confirm
   // mode if it is not (confirm.select and its -ok; precondition_failed when the channel is
   // transactional), then waits for the broker's ack; message_nacked on a nack; amqp_timeout
-  // when confirm_timeout (else timeout) passes; a basic.return for a mandatory publish is
-  // reported to events().basic_return before the ack.
+  // when confirm_timeout (else timeout) passes, the confirm.select included; a basic.return for
+  // a mandatory publish is reported to events().basic_return before the ack.
   // When connection.blocked was negotiated, first reads what the broker has already sent, as
   // py-amqp's drain_events(timeout=0) there, so that on_blocked runs for a publisher that never
   // reads; to spare a system call per publish this happens at most once per millisecond (a
@@ -283,6 +283,8 @@ class channel {
                                   std::optional<seconds_f> timeout = std::nullopt);
   protocol::command wait_for(std::initializer_list<std::uint32_t> replies,
                              std::optional<seconds_f> timeout);
+  protocol::command wait_for(std::initializer_list<std::uint32_t> replies,
+                             protocol::time_point deadline);
   // From the machine, inside feed(): takes what needs no user code (replies, open-ok, flow,
   // confirm bookkeeping) and returns true; false means dispatch(cmd) must run later.
   bool on_command_received(protocol::command& cmd);
