@@ -432,7 +432,8 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   // confirm.select below and the wait for the ack.
   const std::optional<seconds_f> wait =
       o.confirm_timeout && o.confirm_timeout->count() > 0 ? o.confirm_timeout : o.timeout;
-  const time_point confirm_deadline = conn_.deadline_after(wait);
+  const time_point confirm_deadline =
+      conn_.options_.confirm_publish ? conn_.deadline_after(wait) : time_point::max();
   const char* const bound = wait == o.confirm_timeout ? " within confirm_timeout"
                                                       : " within timeout (no confirm_timeout)";
   // py-amqp's basic_publish_confirm selects confirms at the first publish. confirm_mode_ belongs
