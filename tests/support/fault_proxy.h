@@ -82,7 +82,9 @@ class fault_proxy {
   // Where connections accepted from now on go (open ones keep their target).
   void set_target(const std::string& host, std::uint16_t port);
 
-  // Bytes written to the receiving side in that direction, over all connections so far.
+  // Bytes written to the receiving side in that direction, over all connections so far. Exact
+  // once a control has returned; while bytes flow it is updated just after each write, so it may
+  // trail, for an instant, what the receiving peer has already read.
   std::uint64_t bytes_forwarded(flow direction) const;
   // Connections accepted so far, and those open now (cut by `silence` counts as open).
   std::uint64_t accepted() const { return accepted_.load(); }
