@@ -1,5 +1,6 @@
 #include "tests/support/rabbit_node.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -75,17 +77,14 @@ std::map<std::string, std::string> parse_info(const std::string& out) {
   return kv;
 }
 
-// Node names the script printed ("warren-<pid>-<n>@localhost" lines), in order.
+// Node names the script printed ("warren-<pid>-<n>@<host>" lines), in order.
 std::vector<std::string> node_names(const std::string& out) {
+  static const std::regex name(R"(warren-[0-9]+-[0-9]+@[A-Za-z0-9.-]+)");
   std::vector<std::string> names;
   std::istringstream in(out);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("warren-", 0) == 0 && line.size() > 17 &&
-        line.compare(line.size() - 10, 10, "@localhost") == 0 &&
-        line.find(' ') == std::string::npos) {
-      names.push_back(line);
-    }
+    if (std::regex_match(line, name)) names.push_back(line);
   }
   return names;
 }
@@ -98,17 +97,29 @@ std::vector<std::string> start_args(const rabbit_node_options& o) {
     a.push_back("--cookie");
     a.push_back(o.cookie);
   }
+  if (o.net_ticktime > 0) {
+    a.push_back("--net-ticktime");
+    a.push_back(std::to_string(o.net_ticktime));
+  }
+  for (const auto& line : o.config) {
+    a.push_back("--config");
+    a.push_back(line);
+  }
+  if (o.netns) a.push_back("--netns");
   return a;
 }
 
 // One attempt: "" on success, else what went wrong.
-std::string amqp_probe(std::uint16_t port, int timeout_ms) {
+std::string amqp_probe(const std::string& address, std::uint16_t port, int timeout_ms) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return std::string("socket: ") + std::strerror(errno);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, address.c_str(), &addr.sin_addr) != 1) {
+    ::close(fd);
+    return "not an IPv4 address: " + address;
+  }
   std::string problem;
   pollfd p{fd, POLLOUT, 0};
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 &&
@@ -223,15 +234,18 @@ void rabbit_node::load_info() {
   const auto kv = parse_info(run_rabbit_node_script({"info", name_}));
   const auto port = kv.find("amqp_port");
   const auto log = kv.find("log");
-  if (port == kv.end() || log == kv.end()) {
-    throw rabbit_node_error("tools/rabbit_node.sh info " + name_ + ": no amqp_port or log");
+  const auto address = kv.find("address");
+  if (port == kv.end() || log == kv.end() || address == kv.end()) {
+    throw rabbit_node_error("tools/rabbit_node.sh info " + name_ +
+                            ": no amqp_port, address or log");
   }
   amqp_port_ = static_cast<std::uint16_t>(std::stoul(port->second));
+  address_ = address->second;
   log_ = log->second;
 }
 
 std::string rabbit_node::host() const {
-  return "127.0.0.1:" + std::to_string(amqp_port_);
+  return address_ + ":" + std::to_string(amqp_port_);
 }
 
 int rabbit_node::pid() const {
@@ -274,6 +288,18 @@ void rabbit_node::raise_memory_alarm() {
 
 void rabbit_node::clear_memory_alarm() {
   run_rabbit_node_script({"alarm", name_, "off"});
+}
+
+void rabbit_node::sync_metadata() {
+  run_rabbit_node_script({"sync", name_});
+}
+
+void rabbit_node::partition() {
+  run_rabbit_node_script({"partition", name_});
+}
+
+void rabbit_node::heal() {
+  run_rabbit_node_script({"heal", name_});
 }
 
 std::string rabbit_node::rabbitmqctl(const std::vector<std::string>& args) {
@@ -320,19 +346,25 @@ std::vector<std::string> rabbit_cluster::hosts() const {
 }
 
 ::testing::AssertionResult wait_for_amqp(std::uint16_t port, std::chrono::milliseconds timeout) {
+  return wait_for_amqp("127.0.0.1", port, timeout);
+}
+
+::testing::AssertionResult wait_for_amqp(const std::string& address, std::uint16_t port,
+                                         std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string problem;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     problem = amqp_probe(
-        port, int(std::max<std::int64_t>(1, std::min<std::int64_t>(left.count(), 2000))));
+        address, port, int(std::max<std::int64_t>(1, std::min<std::int64_t>(left.count(), 2000))));
     if (problem.empty()) return ::testing::AssertionSuccess();
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return ::testing::AssertionFailure() << "no AMQP broker on 127.0.0.1:" << port << " within "
-                                       << timeout.count() << " ms (" << problem << ")";
+  return ::testing::AssertionFailure()
+         << "no AMQP broker on " << address << ":" << port << " within " << timeout.count()
+         << " ms (" << problem << ")";
 }
 
 }  // namespace warren::test
