@@ -91,7 +91,7 @@ constexpr int down = static_cast<int>(flow::to_client);
 
 fault_proxy::fault_proxy(const std::string& target_host, std::uint16_t target_port,
                          const fault_proxy_options& options)
-    : options_(options), state_(new state) {
+    : options_(options), state_(std::make_unique<state>()) {
   state_->target = resolve(target_host, target_port);
   if (options_.buffer_bytes == 0) options_.buffer_bytes = 1;
   try {
@@ -127,7 +127,6 @@ fault_proxy::fault_proxy(const std::string& target_host, std::uint16_t target_po
   } catch (...) {
     if (listen_fd_ >= 0) ::close(listen_fd_);
     if (wake_fd_ >= 0) ::close(wake_fd_);
-    delete state_;
     throw;
   }
 }
@@ -141,7 +140,6 @@ fault_proxy::~fault_proxy() {
   }
   ::close(listen_fd_);
   ::close(wake_fd_);
-  delete state_;
 }
 
 std::string fault_proxy::address() const {
@@ -225,6 +223,15 @@ void fault_proxy::refuse_new(bool refuse) {
 void fault_proxy::set_target(const std::string& host, std::uint16_t port) {
   const sockaddr_in a = resolve(host, port);
   apply([a](state& s) { s.target = a; });
+}
+
+fault_proxy_stats fault_proxy::stats() {
+  fault_proxy_stats out;
+  apply([&](state&) {
+    out = {accepted_.load(), open_.load(), cut_.load(), forwarded_[up].load(),
+           forwarded_[down].load()};
+  });
+  return out;
 }
 
 std::uint64_t fault_proxy::bytes_forwarded(flow direction) const {

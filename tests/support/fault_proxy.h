@@ -38,6 +38,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -52,6 +53,14 @@ enum class flow {
 enum class cut_mode {
   silence,  // the connection stops for good, sockets kept open: the peers see nothing
   reset,    // both peers get a RST
+};
+
+// Counters of a fault_proxy at one instant.
+struct fault_proxy_stats {
+  std::uint64_t accepted = 0;                  // connections accepted so far
+  std::size_t open = 0;                        // open now (a connection cut by `silence` is open)
+  std::uint64_t cut = 0;                       // cut by the drop_after rule so far
+  std::uint64_t to_target = 0, to_client = 0;  // bytes written to the receiving side so far
 };
 
 struct fault_proxy_options {
@@ -82,15 +91,18 @@ class fault_proxy {
   // Where connections accepted from now on go (open ones keep their target).
   void set_target(const std::string& host, std::uint16_t port);
 
-  // Bytes written to the receiving side in that direction, over all connections so far. Exact
-  // once a control has returned; while bytes flow it is updated just after each write, so it may
-  // trail, for an instant, what the receiving peer has already read.
+  // Bytes written to the receiving side in that direction, over all connections so far. Updated
+  // just after each write, so it may trail, for an instant, what the receiving peer has already
+  // read; stats() does not.
   std::uint64_t bytes_forwarded(flow direction) const;
   // Connections accepted so far, and those open now (cut by `silence` counts as open).
   std::uint64_t accepted() const { return accepted_.load(); }
   std::size_t open_connections() const { return open_.load(); }
   // Connections cut by the drop_after rule so far.
   std::uint64_t cut() const { return cut_.load(); }
+  // All counters, read on the proxy's thread (like a control): consistent with each other, and
+  // every byte a peer has received before the call is counted.
+  fault_proxy_stats stats();
 
  private:
   struct state;
@@ -112,7 +124,7 @@ class fault_proxy {
   std::atomic<std::uint64_t> accepted_{0}, cut_{0};
   std::atomic<std::size_t> open_{0};
 
-  state* state_ = nullptr;  // the proxy thread's alone (created before it starts)
+  std::unique_ptr<state> state_;  // the proxy thread's alone (created before it starts)
   std::thread thread_;
 };
 

@@ -175,7 +175,14 @@ TEST(fault_proxy_test, forwards_both_ways_and_counts_the_bytes) {
   send_all(server.get(), "reply");
   EXPECT_EQ(read_exactly(client.get(), 5), "reply");
 
-  // The counters are updated just after each write: they may trail what a peer has read.
+  // stats() counts every byte a peer has read; the plain accessors may trail by the write the
+  // proxy thread has just made.
+  const fault_proxy_stats st = proxy.stats();
+  EXPECT_EQ(st.to_client, 5u);
+  EXPECT_EQ(st.to_target, big.size());
+  EXPECT_EQ(st.accepted, 1u);
+  EXPECT_EQ(st.open, 1u);
+  EXPECT_EQ(st.cut, 0u);
   EXPECT_TRUE(eventually([&] { return proxy.bytes_forwarded(flow::to_client) == 5u; }));
   EXPECT_EQ(proxy.bytes_forwarded(flow::to_target), big.size());
   EXPECT_EQ(proxy.accepted(), 1u);

@@ -9,13 +9,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <sstream>
+#include <string_view>
 #include <thread>
 
 extern char** environ;
@@ -77,14 +79,31 @@ std::map<std::string, std::string> parse_info(const std::string& out) {
   return kv;
 }
 
-// Node names the script printed ("warren-<pid>-<n>@<host>" lines), in order.
+bool digits(std::string_view s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// A line "warren-<pid>-<n>@<host>" (std::regex would do, but GCC 12 warns inside it under ASan).
+bool is_node_name(std::string_view line) {
+  const auto at = line.find('@');
+  if (line.rfind("warren-", 0) != 0 || at == std::string_view::npos) return false;
+  const std::string_view numbers = line.substr(7, at - 7);  // "<pid>-<n>"
+  const auto dash = numbers.find('-');
+  const std::string_view host = line.substr(at + 1);
+  return dash != std::string_view::npos && digits(numbers.substr(0, dash)) &&
+         digits(numbers.substr(dash + 1)) && !host.empty() &&
+         std::all_of(host.begin(), host.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+         });
+}
+
+// Node names the script printed, in order.
 std::vector<std::string> node_names(const std::string& out) {
-  static const std::regex name(R"(warren-[0-9]+-[0-9]+@[A-Za-z0-9.-]+)");
   std::vector<std::string> names;
   std::istringstream in(out);
   std::string line;
   while (std::getline(in, line)) {
-    if (std::regex_match(line, name)) names.push_back(line);
+    if (is_node_name(line)) names.push_back(line);
   }
   return names;
 }
