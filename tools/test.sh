@@ -222,6 +222,10 @@ run_phase setup bash tools/setup.sh || {
   exit 1
 }
 
+# RabbitMQ nodes that fault tests of earlier runs started and could not clean up (their process
+# died): tools/rabbit_node.sh kills and deletes those whose owner process has exited.
+bash tools/rabbit_node.sh sweep
+
 if ! run_phase build bazel build --keep_going //...; then
   failed=$((failed + 1))
   echo "build: bazel build //... failed, counted as 1 failed"
