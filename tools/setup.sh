@@ -14,6 +14,7 @@ WARREN_PACKAGES=(
   clang libclang-rt-14-dev llvm lld
   openssl curl ca-certificates
   gdb
+  g++ cmake make pkgconf
 )
 
 CERT_DIR=/var/lib/warren/certs
