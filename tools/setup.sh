@@ -15,6 +15,7 @@ WARREN_PACKAGES=(
   openssl curl ca-certificates
   gdb
   nftables
+  g++ cmake make pkgconf
 )
 
 CERT_DIR=/var/lib/warren/certs
