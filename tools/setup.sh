@@ -14,6 +14,7 @@ WARREN_PACKAGES=(
   clang libclang-rt-14-dev llvm lld
   openssl curl ca-certificates
   gdb
+  python3-prometheus-client prometheus
 )
 
 CERT_DIR=/var/lib/warren/certs
@@ -60,6 +61,12 @@ install_packages() {
   if [[ " ${missing[*]} " == *" rabbitmq-server "* ]] && command -v systemctl >/dev/null &&
     systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
     systemctl stop rabbitmq-server
+  fi
+  # Likewise Debian's prometheus (all interfaces, port 9090): the tests start their own, on
+  # loopback and a free port, with a temporary configuration.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus
   fi
 }
 
