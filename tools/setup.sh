@@ -16,6 +16,7 @@ WARREN_PACKAGES=(
   gdb
   nftables
   g++ cmake make pkgconf
+  python3-prometheus-client prometheus
 )
 
 CERT_DIR=/var/lib/warren/certs
@@ -64,6 +65,12 @@ install_packages() {
   if [[ " ${missing[*]} " == *" rabbitmq-server "* ]] && command -v systemctl >/dev/null &&
     systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
     systemctl stop rabbitmq-server
+  fi
+  # Likewise Debian's prometheus (all interfaces, port 9090): the tests start their own, on
+  # loopback and a free port, with a temporary configuration.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus
   fi
 }
 
