@@ -14,12 +14,17 @@ WARREN_PACKAGES=(
   clang libclang-rt-14-dev llvm lld
   openssl curl ca-certificates
   gdb
+  nftables
+  g++ cmake make pkgconf
+  python3-prometheus-client prometheus
 )
 
 CERT_DIR=/var/lib/warren/certs
 RABBIT_ETC=/etc/rabbitmq
 RABBIT_LOG=/var/log/rabbitmq
 RABBIT_PIDFILE=/var/lib/rabbitmq/mnesia/rabbit@localhost.pid
+# Open-files limit of the broker: a load generator's broker must take thousands of connections.
+BROKER_NOFILE=65536
 CLIENT_CN=warren-client
 TEST_VHOST=warren-test
 
@@ -60,6 +65,12 @@ install_packages() {
   if [[ " ${missing[*]} " == *" rabbitmq-server "* ]] && command -v systemctl >/dev/null &&
     systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
     systemctl stop rabbitmq-server
+  fi
+  # Likewise Debian's prometheus (all interfaces, port 9090): the tests start their own, on
+  # loopback and a free port, with a temporary configuration.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus
   fi
 }
 
@@ -135,10 +146,17 @@ management.tcp.port = 15672"
 }
 
 start_broker() {
-  log "starting RabbitMQ"
+  log "starting RabbitMQ (open-files limit $BROKER_NOFILE, or the hard limit when lower)"
   # A pid file left by a node that died would make 'rabbitmqctl wait' watch a dead process.
   rm -f "$RABBIT_PIDFILE"
-  rabbitmq-server -detached || die "rabbitmq-server -detached failed"
+  # The node's open-files limit is the soft limit of the shell that starts it. The Debian wrapper
+  # (/usr/sbin/rabbitmq-server) switches to the rabbitmq user with su, whose pam_limits puts the
+  # soft limit back to 1024: at ~1,000 connections the node runs out of descriptors ("Ranch
+  # acceptor reducing accept rate: out of file descriptors"). So the limit is raised inside the
+  # su, just before the wrapper (which, run as rabbitmq, starts the node directly).
+  ulimit -n "$BROKER_NOFILE" 2>/dev/null || true
+  su rabbitmq -s /bin/sh -c "ulimit -n $BROKER_NOFILE 2>/dev/null || ulimit -n \$(ulimit -Hn)
+    exec /usr/sbin/rabbitmq-server -detached" || die "rabbitmq-server -detached failed"
   rabbitmqctl wait --timeout 120 "$RABBIT_PIDFILE" >/dev/null || die "RabbitMQ did not start"
 }
 
@@ -175,6 +193,11 @@ if port_open 5672; then
     start_broker
   else
     log "a broker already answers on 127.0.0.1:5672; leaving its configuration alone"
+    nofile=$(awk '/^Max open files/ {print $4}' "/proc/$(cat "$RABBIT_PIDFILE" 2>/dev/null)/limits" 2>/dev/null)
+    if [[ -n $nofile && $nofile != unlimited ]] && ((nofile < 4096)); then
+      log "WARNING: the running broker's open-files limit is $nofile (it runs out near that many" \
+        "connections); restart it to apply $BROKER_NOFILE: bash tools/broker.sh stop && bash tools/setup.sh"
+    fi
   fi
 else
   configure_broker

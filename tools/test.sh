@@ -2,12 +2,15 @@
 # shellcheck disable=SC2317  # phase functions are called through run_phase
 # THE test command (README and .ci/run), as root: bash tools/test.sh [--quick]
 #
-# Phases: setup (packages + broker), bazel build //..., bazel test //..., fuzz build (clang 14 +
-# libFuzzer, own output base), fuzz run (each fuzzer 20 s from a temp copy of its seed corpus),
+# Phases: setup (packages + broker), bazel build //..., bazel test //..., install (tests/install/
+# run.sh: tools/install.sh into a temp prefix, then CMake and makefile consumers outside the
+# workspace), fuzz build (clang 14 + libFuzzer, own output base), fuzz run (each fuzzer 20 s from
+# a temp copy of its seed corpus),
 # then the sanitizers: bazel test --config=asan //..., --config=ubsan //..., and --config=tsan on
 # every test tagged "threaded". --quick skips the sanitizer phases (for local iteration only).
 # Counts every gtest case from the test.xml files (Bazel writes one for non-gtest tests too), every
-# target that failed to build as one failed case, and every fuzzer run as one case. The LAST line
+# target that failed to build as one failed case, every fuzzer run as one case, and each install
+# check (headers, CMake consumer, makefile consumer) as one case. The LAST line
 # is "N passed, M failed"; the exit status is non-zero on any failure or if nothing ran.
 set -uo pipefail
 
@@ -21,7 +24,7 @@ for arg in "$@"; do
     --sanitizers) SANITIZERS=1 ;;  # the default; kept so older invocations still work
     --quick) SANITIZERS=0 ;;
     -h | --help)
-      sed -n '2,10p' "$0"
+      sed -n '3,14p' "$0"
       exit 0
       ;;
     *)
@@ -222,6 +225,10 @@ run_phase setup bash tools/setup.sh || {
   exit 1
 }
 
+# RabbitMQ nodes that fault tests of earlier runs started and could not clean up (their process
+# died): tools/rabbit_node.sh kills and deletes those whose owner process has exited.
+bash tools/rabbit_node.sh sweep
+
 if ! run_phase build bazel build --keep_going //...; then
   failed=$((failed + 1))
   echo "build: bazel build //... failed, counted as 1 failed"
@@ -229,6 +236,12 @@ fi
 
 run_phase test bazel_test_counted gcc
 add_counts "$(cat "$WORK/gcc.count" 2>/dev/null || echo "0 1")" "bazel test //... (gcc)"
+
+# Installed as a user installs it, and used from a CMake and a makefile project outside the
+# workspace against the broker (tests/install/run.sh): one case per check.
+run_phase install bash tests/install/run.sh "$WORK/install"
+add_counts "$(cat "$WORK/install/count" 2>/dev/null || echo "0 1")" \
+  "install (tools/install.sh; headers, CMake and pkg-config consumers)"
 
 if run_phase fuzz-build fuzz_build; then
   run_phase fuzz-run fuzz_run

@@ -60,6 +60,7 @@ class io_thread;
 class connection_impl;
 class channel_impl;
 struct consumer_impl;
+struct test_probe;
 
 // A counted reference to a consumer's ack route. Intrusive rather than a shared_ptr so that the
 // I/O thread counts a whole batch of deliveries with one atomic add.
@@ -98,8 +99,9 @@ class consumer_ref {
 // (SO_RCVLOWAT), and the thread reads whatever is there max_wait after its previous read. A busy
 // connection's bytes may so wait up to max_wait longer; a connection read less often than that
 // (requests and replies, a trickle of messages, heartbeats) is read at once, as without batching.
-// A read that finds nothing makes the connection idle again, and so does a call that waits for
-// a reply (RPCs, open_channel, close, update_secret): replies are never held back. Publisher
+// A read that finds nothing makes the connection idle again. While any call on the connection
+// waits for a reply (connect's handshake, RPCs, open_channel, close, update_secret), it is idle
+// and stays idle, whatever arrives before the reply: replies are never held back. Publisher
 // confirms are not replies in this sense: on a busy connection they may wait up to max_wait.
 // Heartbeats, flow control and reading paused by max_pending_deliveries are unaffected.
 struct receive_batching {
@@ -249,6 +251,7 @@ class connection {
   explicit connection(std::shared_ptr<detail::connection_impl> impl);
 
  private:
+  friend struct detail::test_probe;
   std::shared_ptr<detail::connection_impl> impl_;
 };
 
@@ -409,8 +412,23 @@ class channel {
   explicit channel(std::shared_ptr<detail::channel_impl> impl);
 
  private:
+  friend struct detail::test_probe;
   std::shared_ptr<detail::channel_impl> impl_;
 };
+
+namespace detail {
+// For the engine's own tests (tests/engine/async) only: state that lives on a connection's I/O
+// thread, read there. Blocking: waits for that thread, so never on an I/O thread
+// (std::logic_error there).
+struct test_probe {
+  // Calls on the connection waiting for the broker's reply (receive batching holds nothing back
+  // while there is one); 0 once every wait has ended, whichever way.
+  static std::size_t replies_awaited(const connection& c);
+  // Cancelled no-ack consumer tags the channel remembers (deliveries still in flight for them
+  // are dropped rather than rejected); bounded however many consumers come and go.
+  static std::size_t cancelled_no_ack_remembered(const channel& ch);
+};
+}  // namespace detail
 
 // Thrown through publish_confirmed's future when the publish was not accepted.
 class publish_rejected : public std::runtime_error {

@@ -41,13 +41,19 @@ void channel::ensure_open() {
   if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
   conn_.raise_pending();
   if (!is_open_ && !opening_) {
-    throw channel_not_open("CHANNEL_ERROR - channel " + std::to_string(id_) + " is closed");
+    // py-amqp: RecoverableConnectionError('connection already closed') from send_method, since
+    // its closed channel has no connection any more. Same class, same shape (no reply code).
+    throw recoverable_connection_error("channel " + std::to_string(id_) + " already closed");
   }
 }
 
 protocol::command channel::wait_for(std::initializer_list<std::uint32_t> replies,
                                     std::optional<seconds_f> timeout) {
-  const time_point deadline = conn_.deadline_after(timeout);
+  return wait_for(replies, conn_.deadline_after(timeout));
+}
+
+protocol::command channel::wait_for(std::initializer_list<std::uint32_t> replies,
+                                    time_point deadline) {
   const std::uint32_t generation = generation_;
   auto take_reply = [&]() -> std::optional<protocol::command> {
     for (auto it = replies_.begin(); it != replies_.end(); ++it) {
@@ -421,6 +427,33 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   ensure_open();
   check_shortstr("exchange", exchange);
   check_shortstr("routing_key", routing_key);
+  // py-amqp waits `confirm_timeout or timeout`: a missing (or zero) confirm_timeout falls back
+  // to the publish timeout, and with neither the wait is unbounded. One deadline covers the
+  // confirm.select below and the wait for the ack.
+  const std::optional<seconds_f> wait =
+      o.confirm_timeout && o.confirm_timeout->count() > 0 ? o.confirm_timeout : o.timeout;
+  const time_point confirm_deadline =
+      conn_.options_.confirm_publish ? conn_.deadline_after(wait) : time_point::max();
+  const char* const bound = wait == o.confirm_timeout ? " within confirm_timeout"
+                                                      : " within timeout (no confirm_timeout)";
+  // py-amqp's basic_publish_confirm selects confirms at the first publish. confirm_mode_ belongs
+  // to the channel's current life (a revival or a close clears it), so a revived or reopened
+  // channel selects again before it publishes: with confirm_publish every publish is confirmed.
+  // (py-amqp keeps its flag across a revival and then waits for an ack that never comes.)
+  if (conn_.options_.confirm_publish && !confirm_mode_) {
+    send(codec::confirm_select{});
+    try {
+      wait_for({codec::confirm_select_ok::id}, confirm_deadline);
+    } catch (const amqp_timeout&) {
+      throw amqp_timeout("no confirm.select-ok on channel " + std::to_string(id_) + bound +
+                         " (confirm_publish selects confirms at a channel's first publish)");
+    }
+    confirm_mode_ = true;
+    next_seq_ = 1;
+  }
+  // py-amqp's drain_events(timeout=0) before the write: connection.blocked reaches on_blocked
+  // even when nothing else reads, and an error already sent is raised before anything is written.
+  conn_.read_pending_before_publish();
   std::string headers;
   codec::basic_properties props = msg.props().to_wire(headers);
   codec::basic_publish m;
@@ -444,18 +477,11 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
         std::string(codec::basic_publish::name));
   }
   if (confirm_mode_ && conn_.options_.confirm_publish) {
-    // py-amqp waits `confirm_timeout or timeout`: a missing (or zero) confirm_timeout falls back
-    // to the publish timeout, and with neither the wait is unbounded.
-    const std::optional<seconds_f> wait =
-        o.confirm_timeout && o.confirm_timeout->count() > 0 ? o.confirm_timeout : o.timeout;
-    const time_point deadline = conn_.deadline_after(wait);
     while (outstanding_.count(seq) != 0) {
       if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
       conn_.throw_if_failed();
-      if (!conn_.pump(deadline)) {
-        throw amqp_timeout("no publisher confirm for delivery tag " + std::to_string(seq) +
-                           (wait == o.confirm_timeout ? " within confirm_timeout"
-                                                      : " within timeout (no confirm_timeout)"));
+      if (!conn_.pump(confirm_deadline)) {
+        throw amqp_timeout("no publisher confirm for delivery tag " + std::to_string(seq) + bound);
       }
     }
     auto nacked = std::find(nacked_.begin(), nacked_.end(), seq);

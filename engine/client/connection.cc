@@ -37,6 +37,19 @@ std::chrono::milliseconds ms_until(time_point deadline) {
   return std::max(left, std::chrono::milliseconds(0));
 }
 
+// connection_machine::on_start fails the connection with a local 403 (not by_peer) when the
+// broker offers none of the configured mechanisms, before it chooses one; no other local 403
+// comes before a mechanism is chosen.
+bool no_common_mechanism(const protocol::close_reason& why, const protocol::connection_machine& m) {
+  return !why.by_peer && why.reply_code == access_refused::code && m.chosen_mechanism().empty();
+}
+
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const std::string& w : words) out += (out.empty() ? "" : ", ") + w;
+  return out;
+}
+
 std::exception_ptr error_from(const protocol::close_reason& why) {
   std::string_view name = codec::method_name(why.class_id, why.method_id);
   return make_error(why.reply_code, why.reply_text, why.class_id, why.method_id, std::string(name));
@@ -55,6 +68,7 @@ protocol::connection_config connection_options::machine_config() const {
   c.channel_max = o.channel_max;
   c.frame_max = o.frame_max;
   c.heartbeat = o.heartbeat;
+  c.on_challenge = o.on_challenge;
   return c;
 }
 
@@ -188,8 +202,9 @@ warren::channel& connection::channel(std::uint16_t id) {
   auto ch = std::make_unique<warren::channel>(*this, id);
   warren::channel& ref = *ch;
   channels_.emplace(id, std::move(ch));
+  // With confirm_publish, confirms are selected at the channel's first publish (see
+  // channel::basic_publish), as py-amqp does, not here.
   ref.open();
-  if (options_.confirm_publish) ref.confirm_select();
   return ref;
 }
 
@@ -366,6 +381,17 @@ void connection::raise_pending() {
   }
 }
 
+void connection::read_pending_before_publish() {
+  if (!blocked_negotiated_) return;
+  const time_point now = clock::now();
+  if (now < next_pending_check_) return;
+  next_pending_check_ = now + pending_check_interval;
+  io::io_error err;
+  // A deadline of `now` makes pump() read at most once and never wait; a socket error goes to
+  // pump() too, which reports it.
+  if (transport_.wait_readable(std::chrono::milliseconds(0), err) || err) pump(now);
+}
+
 void connection::drain_events(std::optional<seconds_f> timeout) {
   std::unique_lock lock(mu_);
   throw_if_failed();
@@ -438,6 +464,12 @@ bool connection::is_alive() {
 void connection::on_open() {
   opened_ = true;
   ++events_handled_;
+  // py-amqp's test in basic_publish: the capability as claimed in start-ok.
+  const codec::field_value* caps = machine_.client_properties().find("capabilities");
+  const codec::field_table* t = caps != nullptr ? caps->as_table() : nullptr;
+  const codec::field_value* blocked = t != nullptr ? t->find("connection.blocked") : nullptr;
+  blocked_negotiated_ =
+      blocked != nullptr && blocked->as_boolean() != nullptr && *blocked->as_boolean();
 }
 
 void connection::on_tuned() {
@@ -481,6 +513,14 @@ void connection::on_closed(const protocol::close_reason& why) {
     if (closing_by_user_ && !why.by_peer) {
       connection_error_ = std::make_exception_ptr(
           recoverable_connection_error("connection already closed by the client"));
+    } else if (no_common_mechanism(why, machine_)) {
+      // py-amqp raises ConnectionError itself here (no reply code), with this text; the
+      // machine's 403 would make it the channel-class access_refused.
+      std::vector<std::string> offer;
+      for (const auto& c : build_authentication(options_)) offer.push_back(c.mechanism);
+      connection_error_ = std::make_exception_ptr(
+          connection_error("Couldn't find appropriate auth mechanism (can offer: " + join(offer) +
+                           "; available: " + join(machine_.mechanisms()) + ")"));
     } else {
       connection_error_ = error_from(why);
     }

@@ -54,6 +54,13 @@ struct connection_options {
   // login_method: EXTERNAL, AMQPLAIN, PLAIN (py-amqp's order, GSSAPI aside), the first the
   // broker offers wins.
   std::vector<protocol::sasl_credentials> authentication;
+  // Answers a SASL challenge (connection.secure) from the broker: called with the challenge,
+  // returns the response that connection.secure-ok carries; once per round, at most 16 rounds.
+  // Unset: a challenge fails connect() with amqp_not_implemented_error (540), since the
+  // built-in mechanisms have no second step. (py-amqp ignores connection.secure.) Called on the
+  // thread that runs the handshake: connect()'s caller here, an I/O thread in the async engine.
+  // What it throws fails connect().
+  std::function<std::string(std::string_view challenge)> on_challenge;
   std::string virtual_host = "/";
   std::string locale = "en_US";
   codec::field_table client_properties;
@@ -67,7 +74,10 @@ struct connection_options {
   std::function<void(std::string_view reason)> on_blocked;
   std::function<void()> on_unblocked;
   std::function<void()> on_tune_ok;
-  bool confirm_publish = false;  // every channel in confirm mode; basic_publish waits for the ack
+  // basic_publish waits for the broker's ack (py-amqp's basic_publish_confirm): a channel is put
+  // in confirm mode at its first publish, and again at the first publish after the broker closed
+  // it (revival) or the user closed and reopened it.
+  bool confirm_publish = false;
   std::optional<seconds_f> read_timeout;
   std::optional<seconds_f> write_timeout;
   std::vector<io::socket_option> socket_settings;
@@ -215,11 +225,18 @@ class channel {
   void basic_cancel(std::string_view consumer_tag, bool nowait = false);
   // One message, or nullopt when the queue is empty.
   std::optional<message> basic_get(std::string_view queue = "", bool no_ack = false);
-  // Without confirm mode: returns once written (recoverable_channel_error when o.timeout
-  // passes first). In confirm mode with the connection's confirm_publish: waits for the
-  // broker's ack; message_nacked on a nack; amqp_timeout when confirm_timeout (else timeout)
-  // passes; a basic.return for a mandatory publish is reported to events().basic_return before
-  // the ack.
+  // Without confirm_publish: returns once written (recoverable_channel_error when o.timeout
+  // passes first). With the connection's confirm_publish: first puts the channel in confirm
+  // mode if it is not (confirm.select and its -ok; precondition_failed when the channel is
+  // transactional), then waits for the broker's ack; message_nacked on a nack; amqp_timeout
+  // when confirm_timeout (else timeout) passes, the confirm.select included; a basic.return for
+  // a mandatory publish is reported to events().basic_return before the ack.
+  // When connection.blocked was negotiated, first reads what the broker has already sent, as
+  // py-amqp's drain_events(timeout=0) there, so that on_blocked runs for a publisher that never
+  // reads; to spare a system call per publish this happens at most once per millisecond (a
+  // publish-only loop hears connection.blocked within a millisecond of publishing). What that
+  // read raises (a channel or connection error, a callback's exception) comes from this call,
+  // before anything is written.
   void basic_publish(const message& msg, std::string_view exchange = "",
                      std::string_view routing_key = "", const publish_options& o = {});
   void basic_ack(std::uint64_t delivery_tag, bool multiple = false);
@@ -229,6 +246,8 @@ class channel {
   void basic_recover_async(bool requeue = false);
 
   void confirm_select(bool nowait = false);
+  // Whether confirm.select is in force for the channel's current life (with confirm_publish:
+  // false until the first publish, and again after a revival or a reopen).
   bool in_confirm_mode() const noexcept { return confirm_mode_; }
   // The sequence number the next publish gets in confirm mode (1, 2, ...).
   std::uint64_t next_publish_seq_no() const noexcept { return next_seq_; }
@@ -264,6 +283,8 @@ class channel {
                                   std::optional<seconds_f> timeout = std::nullopt);
   protocol::command wait_for(std::initializer_list<std::uint32_t> replies,
                              std::optional<seconds_f> timeout);
+  protocol::command wait_for(std::initializer_list<std::uint32_t> replies,
+                             protocol::time_point deadline);
   // From the machine, inside feed(): takes what needs no user code (replies, open-ok, flow,
   // confirm bookkeeping) and returns true; false means dispatch(cmd) must run later.
   bool on_command_received(protocol::command& cmd);
@@ -319,14 +340,19 @@ class connection : private protocol::connection_handler {
   void connect();
   // A channel: `id` 0/absent allocates the lowest free id. Opens it (or returns the open one).
   warren::channel& channel(std::uint16_t id = 0);
-  // Closes every channel and the connection (close handshake bounded by a few seconds).
+  // As py-amqp's Connection.close: sends connection.close and waits for close-ok (bounded by
+  // 5 s), without a channel.close per channel (the broker closes them with the connection);
+  // then every channel is closed on this side too (is_open() false, and a call on one raises
+  // recoverable_connection_error). A no-op when not connected.
   void close(std::uint16_t reply_code = 0, std::string_view reply_text = "",
              std::pair<std::uint16_t, std::uint16_t> method_sig = {0, 0});
   // Reads and dispatches incoming frames until at least one command or event was handled;
   // amqp_timeout when `timeout` passes first (none: wait indefinitely).
   void drain_events(std::optional<seconds_f> timeout = std::nullopt);
   // py-amqp's heartbeat_tick: sends a heartbeat when due; connection_forced when two
-  // intervals passed without anything received. Call about once per second.
+  // intervals passed without anything received. Call about once per second. Unlike py-amqp,
+  // which leaves the connection to its caller, it then closes the connection: connection.close
+  // (320) is written if the socket takes it within 200 ms, and the socket is closed.
   void heartbeat_tick(int rate = 2);
   void send_heartbeat();
   // connection.update-secret (e.g. a refreshed OAuth token); waits for the -ok.
@@ -387,6 +413,10 @@ class connection : private protocol::connection_handler {
   void on_unblocked() override;
   void on_closed(const protocol::close_reason& why) override;
 
+  // basic_publish's read of what is pending (see channel::basic_publish): when
+  // connection.blocked was negotiated and the last check is pending_check_interval old, one
+  // zero-timeout poll, and when something is there one read and its dispatch.
+  void read_pending_before_publish();
   // Writes pending output, then reads once (waiting until `deadline`) and feeds the machine.
   // Returns false when the deadline passed with nothing read. Throws the connection error.
   bool pump(protocol::time_point deadline);
@@ -433,6 +463,12 @@ class connection : private protocol::connection_handler {
   bool opened_ = false;
   bool update_secret_ok_ = false;
   bool closing_by_user_ = false;
+  // We claimed connection.blocked in connection.start-ok (so the broker may send it).
+  bool blocked_negotiated_ = false;
+  // A publish-only loop polls the socket once per interval, not once per publish: a poll is a
+  // system call, about as costly as the publish's own write (bench/RESULTS.md).
+  static constexpr std::chrono::milliseconds pending_check_interval{1};
+  protocol::time_point next_pending_check_{};
   protocol::time_point last_heartbeat_sent_{};
   protocol::time_point last_heartbeat_received_{};
   std::uint64_t prev_sent_ = UINT64_MAX, prev_recv_ = UINT64_MAX;

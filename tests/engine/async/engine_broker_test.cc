@@ -1,7 +1,7 @@
 // The async engine against the real broker (tools/setup.sh): threaded publishing with confirms,
 // consuming with acks from workers, returns, nacks, channel errors, connection loss, the memory
-// alarm, the topology record, basic.get, transactions, recover, channel.flow, update-secret and
-// nowait.
+// alarm (on a node of the test's own), the topology record, basic.get, transactions, recover,
+// channel.flow, update-secret and nowait.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -18,6 +18,7 @@
 #include "tests/broker_env.h"
 #include "tests/engine/async/wait.h"
 #include "tests/engine/client/test_support.h"
+#include "tests/support/rabbit_node.h"
 
 namespace warren::async {
 namespace {
@@ -465,6 +466,9 @@ TEST_F(engine_broker_test, receive_batching_never_holds_back_a_reply) {
     EXPECT_LT(clock_type::now() - t0, 500ms) << "call " << i;
   }
   EXPECT_GT(handled.load(), 20);
+  // The handler counts into `handled`, a local of this test, and the queue still holds hundreds
+  // of messages: the consumer must stop (its handlers in flight finish) before the test returns.
+  cch->close();
 }
 
 TEST_F(engine_broker_test, receive_batching_keeps_acks_flowing_under_a_small_prefetch) {
@@ -479,8 +483,8 @@ TEST_F(engine_broker_test, receive_batching_keeps_acks_flowing_under_a_small_pre
   cch->basic_qos(0, 50, false);
   cch->basic_consume(q, [&](delivery& d) {
     if (d.body() != std::to_string(next.load())) ++out_of_order;
+    d.ack();  // before the count: the close below must come after the last ack
     ++next;
-    d.ack();
   });
   EXPECT_TRUE(wait_until([&] { return next.load() == total; }, 60s));
   EXPECT_EQ(out_of_order.load(), 0);
@@ -777,28 +781,40 @@ TEST_F(engine_broker_test, nowait_error_closes_the_channel_and_the_next_call_thr
   EXPECT_TRUE(c->is_open());
 }
 
-// Raises the memory alarm; the teardown ALWAYS puts the watermark back, even on failure.
-class engine_blocked_test : public engine_broker_test {
+// Raises the memory alarm on a RabbitMQ node of the test's own (tests/support/rabbit_node.h):
+// the alarm is node-wide and must never block the shared broker other tests use. The node is
+// deleted after the test, alarm and queues with it.
+class engine_blocked_test : public ::testing::Test {
  protected:
+  void SetUp() override { node_ = std::make_unique<test::rabbit_node>(); }
   void TearDown() override {
-    test::rabbitmqctl("set_vm_memory_high_watermark 0.4");
-    engine_broker_test::TearDown();
+    engine_.reset();  // its connections close while the node still answers
+    node_.reset();
   }
+  connection_options node_options() const {
+    connection_options o = broker_options();
+    o.host = node_->host();
+    return o;
+  }
+
+  std::unique_ptr<test::rabbit_node> node_;
+  std::unique_ptr<engine> engine_;
 };
 
 TEST_F(engine_blocked_test, memory_alarm_blocks_publishers_with_bounded_memory_then_resumes) {
   engine_options eo;
   eo.max_outgoing_bytes = 256 * 1024;
   engine_ = std::make_unique<engine>(eo);
-  auto c = engine_->connect(broker_options());
+  auto c = engine_->connect(node_options());
   std::atomic<int> blocked_events{0}, unblocked_events{0};
   c->on_blocked([&](std::string_view) { ++blocked_events; });
   c->on_unblocked([&] { ++unblocked_events; });
   auto setup = c->open_channel();
-  const std::string q = declare_queue(*setup);
+  const std::string q = unique_name("async");
+  setup->queue_declare(q, {.auto_delete = false});
   auto ch = c->open_channel();
   ch->confirm_select(100000);
-  test::rabbitmqctl("set_vm_memory_high_watermark 0.0000001");
+  node_->raise_memory_alarm();
   codec::basic_properties props;
   const std::string body(1024, 'm');
   std::atomic<int> acked{0}, failed{0};
@@ -825,7 +841,7 @@ TEST_F(engine_blocked_test, memory_alarm_blocks_publishers_with_bounded_memory_t
   EXPECT_GE(clock_type::now() - t0, 200ms);
   EXPECT_GE(blocked_events.load(), 1);
 
-  test::rabbitmqctl("set_vm_memory_high_watermark 0.4");
+  node_->clear_memory_alarm();
   EXPECT_TRUE(wait_until([&] { return !c->blocked(); }, 30s));
   for (int i = 0; i < 100; ++i) {
     ASSERT_EQ(ch->publish("", q, props, body, clock_type::now() + 10s, {}, on_confirm),

@@ -1,13 +1,17 @@
-// The async engine's I/O loop and publish staging against a scripted peer on a socketpair:
-// confirms, back-pressure, a window, a peer that dies mid-frame, calls from the wrong thread.
+// The async engine's I/O loop and publish staging against a scripted peer on a socketpair (or a
+// loopback TCP connection where receive batching needs one): confirms, back-pressure, a window, a
+// peer that dies mid-frame, calls from the wrong thread, replies under receive batching,
+// consumers coming and going.
 #include "engine/async/engine.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -35,6 +39,13 @@ std::shared_ptr<connection> connect_peer(engine& e, test::scripted_peer& peer,
     ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer);
   }
   return e.adopt(std::move(fd), o);
+}
+
+// The same over loopback TCP: receive batching's SO_RCVLOWAT only holds bytes back there.
+std::shared_ptr<connection> connect_peer_tcp(engine& e, test::scripted_peer& peer) {
+  warren::connection_options o;
+  o.host = "peer";
+  return e.adopt(peer.start_tcp(), o);
 }
 
 TEST(engine_test, publishes_reach_the_peer_and_every_confirm_completes_once) {
@@ -429,6 +440,203 @@ TEST(engine_test, nowait_consume_needs_a_consumer_tag) {
   auto ch = c->open_channel();
   EXPECT_THROW(ch->basic_consume("q", [](delivery&) {}, {.nowait = true}), std::invalid_argument);
   EXPECT_TRUE(ch->is_open());
+}
+
+// channel::close, like every blocking call on a channel, goes after the decisions made on its
+// deliveries before it. An ack made while the I/O thread is busy waits in that thread's queue;
+// the close must send it, not drop it (the broker would requeue a message that was handled).
+// Here the ack is made inside a confirm callback, which holds the I/O thread while the close is
+// queued behind it (the 200 ms only make that order likely; without it the test cannot fail,
+// never the other way round).
+TEST(engine_test, channel_close_sends_the_acks_made_before_it_first) {
+  engine e({.workers = 1});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto publisher = c->open_channel();
+  publisher->confirm_select(10);
+  auto consumer = c->open_channel();
+  std::mutex mu;
+  std::optional<delivery> held;
+  consumer->basic_consume("q",
+                          [&](delivery& d) {
+                            std::lock_guard lock(mu);
+                            held = d;
+                          },
+                          {.consumer_tag = "c", .nowait = true});
+  peer.deliver(consumer->id(), "c", 1, "m");
+  ASSERT_TRUE(wait_until([&] {
+    std::lock_guard lock(mu);
+    return held.has_value();
+  }));
+  std::atomic<bool> acked{false};
+  codec::basic_properties props;
+  ASSERT_EQ(publisher->try_publish("", "q", props, "m", {},
+                                   [&](const confirm_result&) {
+                                     std::lock_guard lock(mu);
+                                     acked.store(held->ack());
+                                     std::this_thread::sleep_for(200ms);
+                                   }),
+            publish_status::ok);
+  ASSERT_TRUE(wait_until([&] { return acked.load(); }));
+  consumer->close();
+  // Sent before channel.close, so read by the peer before it answered close-ok.
+  EXPECT_EQ(peer.acked(), std::vector<std::uint64_t>{1});
+}
+
+// Two reads within max_wait make a batching connection busy: its socket then wakes the I/O thread
+// only once min_bytes are queued, or when the max_wait timer reads it. A reply left to that timer
+// would take max_wait (4 s here); read as it arrives, it takes milliseconds. The handshake's
+// frames (start, tune, open-ok) come in separate reads; the peer answers each queue.declare after
+// two deliveries that the client reads one at a time, so the connection would turn busy while the
+// call waits.
+TEST(engine_test, receive_batching_reads_a_reply_at_once_after_deliveries_read_while_awaiting_it) {
+  const receive_batching rx{.min_bytes = 256 * 1024, .max_wait = 4s};
+  engine e({.workers = 1, .rx_batching = rx});
+  test::scripted_peer peer;
+  peer.answer_queue_declare.store(true);
+  peer.deliveries_before_declare_ok.store(2);
+  auto t0 = clock_type::now();
+  auto c = connect_peer_tcp(e, peer);
+  EXPECT_LT(clock_type::now() - t0, rx.max_wait / 2) << "connect";
+  auto ch = c->open_channel();
+  std::atomic<int> handled{0};
+  ch->basic_consume("q", [&](delivery&) { ++handled; },
+                    {.consumer_tag = "c1", .no_ack = true, .nowait = true});
+  for (int i = 0; i < 3; ++i) {
+    t0 = clock_type::now();
+    EXPECT_EQ(ch->queue_declare("q").queue, "q");
+    EXPECT_LT(clock_type::now() - t0, rx.max_wait / 2) << "call " << i;
+  }
+  EXPECT_TRUE(wait_until([&] { return handled.load() == 6; }));
+  t0 = clock_type::now();
+  c->close();
+  EXPECT_LT(clock_type::now() - t0, rx.max_wait / 2) << "close";
+}
+
+// A call stops waiting for its reply when the reply comes, when its caller gives up after
+// rpc_timeout, or when its channel or connection closes. Each way must end its count: one left
+// counted would keep receive batching off for the connection's life.
+TEST(engine_test, every_way_a_call_stops_waiting_for_its_reply_ends_its_count) {
+  constexpr auto timeout = 300ms;
+  engine e({.rpc_timeout = timeout});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  using detail::test_probe;
+  auto ch = c->open_channel();  // answered
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  peer.answer_queue_declare.store(true);
+  ch->queue_declare("q");  // answered
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  peer.answer_queue_declare.store(false);
+  EXPECT_THROW(ch->queue_declare("q"), amqp_timeout);  // abandoned; the channel closes
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  EXPECT_THROW(c->update_secret("s", "rotated"), amqp_timeout);
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  peer.answer_channel_open.store(false);
+  EXPECT_THROW(c->open_channel(), amqp_timeout);
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  peer.answer_channel_open.store(true);
+  c->open_channel()->close();  // close-ok
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+  c->close();  // connection close-ok
+  EXPECT_EQ(test_probe::replies_awaited(*c), 0u);
+}
+
+TEST(engine_test, calls_waiting_for_replies_when_the_connection_is_lost_end_their_count) {
+  engine e({.rpc_timeout = 30s});  // the loss, not the timeout, must end the calls
+  test::scripted_peer peer;
+  peer.die_after_publishes.store(1);
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  auto other = c->open_channel();
+  std::vector<std::thread> callers;
+  std::atomic<int> lost{0};
+  for (auto* on : {&ch, &ch, &other}) {
+    callers.emplace_back([&, on] {
+      try {
+        (*on)->queue_declare("q");  // never answered
+      } catch (const recoverable_connection_error&) {
+        ++lost;
+      }
+    });
+  }
+  // Not an ASSERT: the callers must be joined however this turns out.
+  EXPECT_TRUE(wait_until([&] { return detail::test_probe::replies_awaited(*c) == 3; }, 10s));
+  codec::basic_properties props;
+  ASSERT_EQ(other->try_publish("", "q", props, "m"), publish_status::ok);  // the peer dies
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(lost.load(), 3);
+  EXPECT_FALSE(c->is_open());
+  EXPECT_EQ(detail::test_probe::replies_awaited(*c), 0u);
+}
+
+// A delivery still in flight for a consumer cancelled with no_ack is owed nothing (rejecting it
+// would name a tag the broker considers settled: a channel error), so the channel remembers such
+// consumers; a long-running service that consumes and cancels must not grow that memory.
+TEST(engine_test, cancelled_no_ack_consumers_are_remembered_within_a_bound) {
+  engine e({.workers = 1});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  auto cycle = [&](int i) {
+    const std::string tag = "c" + std::to_string(i);
+    ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = tag, .no_ack = true, .nowait = true});
+    ch->basic_cancel(tag, /*nowait=*/true);
+  };
+#if defined(__SANITIZE_THREAD__)
+  // Each cycle is three hand-offs to the I/O thread, which TSan slows tenfold (100,000 cycles:
+  // 25-37 s); the bound shows as well after 10,000, and the races are the same.
+  constexpr int cycles = 10'000, first = 1'000;
+#else
+  constexpr int cycles = 100'000, first = 1'000;
+#endif
+  const auto t0 = clock_type::now();
+  for (int i = 0; i < first; ++i) cycle(i);
+  const std::size_t after_first = detail::test_probe::cancelled_no_ack_remembered(*ch);
+  // Four threads share the rest: each call waits for the I/O thread to queue its frame, and the
+  // others keep it busy meanwhile (one thread alone takes twice as long).
+  constexpr int threads = 4;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = first + t; i < cycles - 1; i += threads) cycle(i);
+    });
+  }
+  for (auto& t : ts) t.join();
+  cycle(cycles - 1);  // the last one cancelled, for the check below
+  const std::size_t remembered = detail::test_probe::cancelled_no_ack_remembered(*ch);
+  std::cout << cycles << " consume/cancel cycles in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0).count()
+            << " ms; tags remembered after " << first << ": " << after_first << ", after " << cycles
+            << ": " << remembered << "\n";
+  EXPECT_LE(after_first, 64u);
+  EXPECT_EQ(remembered, after_first);  // flat
+  // The bound keeps the memory's purpose: a delivery in flight for the consumer cancelled last is
+  // dropped, one for a consumer that acks is handed back (rejected with requeue). Rejects go out
+  // in wire order, so once tag 2's is seen, one for tag 1 would have been seen before it.
+  ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = "acks", .nowait = true});
+  ch->basic_cancel("acks", /*nowait=*/true);
+  peer.deliver(1, "c" + std::to_string(cycles - 1), 1, "late");
+  peer.deliver(1, "acks", 2, "late");
+  EXPECT_TRUE(wait_until([&] { return !peer.rejected().empty(); }, 10s));
+  EXPECT_EQ(peer.rejected(), std::vector<std::uint64_t>{2});
+  EXPECT_TRUE(ch->is_open());
+}
+
+// A tag once used by a no-ack consumer and then by one that acks: a delivery in flight for the
+// second is owed a decision, and gets it (rejected with requeue, not left unacknowledged).
+TEST(engine_test, a_consumer_tag_reused_with_acks_is_not_taken_for_the_cancelled_no_ack_one) {
+  engine e({.workers = 1});
+  test::scripted_peer peer;
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = "t", .no_ack = true, .nowait = true});
+  ch->basic_cancel("t", /*nowait=*/true);
+  ch->basic_consume("q", [](delivery&) {}, {.consumer_tag = "t", .nowait = true});
+  ch->basic_cancel("t", /*nowait=*/true);
+  peer.deliver(1, "t", 1, "late");
+  EXPECT_TRUE(wait_until([&] { return !peer.rejected().empty(); }, 10s));
+  EXPECT_EQ(peer.rejected(), std::vector<std::uint64_t>{1});
 }
 
 }  // namespace

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
+#include <typeinfo>
 #include <vector>
 
 #include "engine/client/connection.h"
@@ -57,6 +59,18 @@ class channel_test : public test::broker_test {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     return n;
+  }
+
+  // A queue of one message that refuses more (x-overflow reject-publish): a confirmed publish
+  // to it is nacked, so a publish that raises message_nacked proves it waited for the broker.
+  std::string full_reject_publish_queue() {
+    const std::string q = declare_queue(
+        {.auto_delete = false,
+         .arguments = {{"x-max-length", codec::field_value::i32(1)},
+                       {"x-overflow", codec::field_value::long_string("reject-publish")}}});
+    ch_->basic_publish(message("fills"), "", q);
+    EXPECT_EQ(message_count(q, 1), 1u);
+    return q;
   }
 
   // The channel still works: a message goes through a fresh queue and back.
@@ -409,16 +423,96 @@ TEST_F(channel_test, confirm_publish_raises_message_nacked_from_the_overflowing_
   connection c(o);
   c.connect();
   channel& ch = c.channel();
-  EXPECT_TRUE(ch.in_confirm_mode());
+  // Confirms are selected at the first publish, as py-amqp's basic_publish_confirm does.
+  EXPECT_FALSE(ch.in_confirm_mode());
   const std::string q = declare_queue(
       {.auto_delete = false,
        .arguments = {{"x-max-length", codec::field_value::i32(1)},
                      {"x-overflow", codec::field_value::long_string("reject-publish")}}});
   ch.basic_publish(message("fits"), "", q, {.confirm_timeout = seconds_f(5)});
+  EXPECT_TRUE(ch.in_confirm_mode());
   EXPECT_THROW(ch.basic_publish(message("overflows"), "", q, {.confirm_timeout = seconds_f(5)}),
                message_nacked);
   // The channel stays usable.
   ch.basic_publish(message("x"), "", "", {.confirm_timeout = seconds_f(5)});
+}
+
+// The broker closes a channel on a channel error (a 404 here) and the client revives it at
+// once. With confirm_publish the revived channel must confirm again: its next publish selects
+// confirms anew, waits for the ack, and raises message_nacked on a nack.
+TEST_F(channel_test, confirm_publish_still_confirms_on_a_channel_the_broker_closed) {
+  const std::string full = full_reject_publish_queue();
+  const std::string q = declare_queue();
+  connection_options o = broker_options();
+  o.confirm_publish = true;
+  connection c(o);
+  c.connect();
+  channel& ch = c.channel();
+  ch.basic_publish(message("before"), "", q, {.confirm_timeout = seconds_f(5)});
+  EXPECT_THROW(ch.queue_declare(unique_name("missing"), {.passive = true}), not_found);
+  ch.basic_publish(message("after"), "", q, {.confirm_timeout = seconds_f(5)});
+  // A new channel life: confirm.select again, and this publish took sequence number 1.
+  EXPECT_TRUE(ch.in_confirm_mode());
+  EXPECT_EQ(ch.next_publish_seq_no(), 2u);
+  EXPECT_THROW(ch.basic_publish(message("overflows"), "", full, {.confirm_timeout = seconds_f(5)}),
+               message_nacked);
+  EXPECT_EQ(message_count(q, 2), 2u);
+}
+
+// The same for a channel the user closed and opened again, through channel::open() and
+// through connection::channel(id).
+TEST_F(channel_test, confirm_publish_still_confirms_on_a_channel_the_user_reopened) {
+  const std::string full = full_reject_publish_queue();
+  const std::string q = declare_queue();
+  connection_options o = broker_options();
+  o.confirm_publish = true;
+  connection c(o);
+  c.connect();
+  channel& ch = c.channel();
+  const std::uint16_t id = ch.channel_id();
+  ch.basic_publish(message("first life"), "", q, {.confirm_timeout = seconds_f(5)});
+
+  ch.close();
+  ch.open();
+  EXPECT_FALSE(ch.in_confirm_mode());
+  EXPECT_THROW(ch.basic_publish(message("overflows"), "", full, {.confirm_timeout = seconds_f(5)}),
+               message_nacked);
+  EXPECT_TRUE(ch.in_confirm_mode());
+
+  ch.close();
+  channel& again = c.channel(id);
+  EXPECT_EQ(&again, &ch);
+  EXPECT_THROW(
+      again.basic_publish(message("overflows"), "", full, {.confirm_timeout = seconds_f(5)}),
+      message_nacked);
+  again.basic_publish(message("third life"), "", q, {.confirm_timeout = seconds_f(5)});
+  EXPECT_EQ(again.next_publish_seq_no(), 3u);
+  EXPECT_EQ(message_count(q, 2), 2u);
+}
+
+// py-amqp selects confirms at a channel's first publish, so a channel of a confirm_publish
+// connection can be made transactional (confirm mode first would make tx.select a 406).
+TEST_F(channel_test, tx_select_works_on_a_confirm_publish_connection) {
+  const std::string q = declare_queue();
+  connection_options o = broker_options();
+  o.confirm_publish = true;
+  connection c(o);
+  c.connect();
+  channel& tx = c.channel();
+  EXPECT_FALSE(tx.in_confirm_mode());
+  EXPECT_NO_THROW(tx.tx_select());
+  EXPECT_NO_THROW(tx.tx_commit());
+  EXPECT_TRUE(tx.is_open());
+  // Another channel selects confirms at its first publish and waits for the ack.
+  channel& other = c.channel();
+  EXPECT_FALSE(other.in_confirm_mode());
+  other.basic_publish(message("confirmed"), "", q, {.confirm_timeout = seconds_f(5)});
+  EXPECT_TRUE(other.in_confirm_mode());
+  EXPECT_EQ(other.next_publish_seq_no(), 2u);
+  EXPECT_EQ(message_count(q, 1), 1u);
+  // As with py-amqp, the transactional channel cannot then publish with confirms: the broker
+  // refuses confirm.select on it (406).
+  EXPECT_THROW(tx.basic_publish(message("x"), "", q), precondition_failed);
 }
 
 TEST_F(channel_test, mandatory_unroutable_publish_is_returned_before_the_ack) {
@@ -568,13 +662,36 @@ TEST_F(channel_test, close_then_open_reuses_the_channel_object) {
   const std::uint16_t id = ch_->channel_id();
   ch_->close();
   EXPECT_FALSE(ch_->is_open());
-  EXPECT_THROW(ch_->queue_declare("", {.exclusive = true}), channel_not_open);
+  EXPECT_THROW(ch_->queue_declare("", {.exclusive = true}), recoverable_connection_error);
   ch_->close();  // a no-op when closed
   ch_->open();
   EXPECT_TRUE(ch_->is_open());
   EXPECT_EQ(ch_->channel_id(), id);
   EXPECT_FALSE(ch_->queue_declare("", {.exclusive = true}).queue.empty());
   EXPECT_EQ(&conn_->channel(id), ch_);
+}
+
+// py-amqp raises RecoverableConnectionError('connection already closed') for a call on a channel
+// it closed (its send_method finds no connection); warren raises the same class, no reply code.
+TEST_F(channel_test, a_call_on_a_channel_the_user_closed_raises_recoverable_connection_error) {
+  const std::string q = declare_queue();
+  ch_->close();
+  const std::string expected = "channel " + std::to_string(ch_->channel_id()) + " already closed";
+  auto expect_closed_error = [&](const char* call, const std::function<void()>& f) {
+    try {
+      f();
+      ADD_FAILURE() << call << " on a closed channel did not raise";
+    } catch (const amqp_error& e) {
+      EXPECT_EQ(typeid(e), typeid(recoverable_connection_error)) << call << ": " << e.what();
+      EXPECT_TRUE(is_recoverable_connection_error(e)) << call;
+      EXPECT_EQ(e.reply_code(), 0) << call;
+      EXPECT_EQ(std::string(e.what()), expected) << call;
+    }
+  };
+  expect_closed_error("queue_declare", [&] { ch_->queue_declare(q, {.passive = true}); });
+  expect_closed_error("basic_publish", [&] { ch_->basic_publish(message("x"), "", q); });
+  expect_closed_error("basic_ack", [&] { ch_->basic_ack(1); });
+  EXPECT_TRUE(conn_->connected());
 }
 
 TEST_F(channel_test, channel_error_revives_the_channel_with_the_error_details) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -17,6 +18,7 @@
 
 #include "tests/broker_env.h"
 #include "tests/engine/client/test_support.h"
+#include "tests/support/rabbit_node.h"
 
 namespace warren {
 namespace {
@@ -465,22 +467,35 @@ TEST_F(connection_test, a_thousand_channels_on_one_connection) {
   EXPECT_TRUE(c.channel(500).is_open());
 }
 
-// connection.blocked / unblocked via the memory alarm. The alarm is broker-wide: the fixture
-// always puts the watermark back, and keeps the alarm up only for seconds.
-class blocked_test : public test::broker_test {
+// connection.blocked / unblocked via the memory alarm, on a RabbitMQ node of this test's own
+// (tests/support/rabbit_node.h): the alarm is node-wide and must never block the shared broker
+// other tests use. One node serves the suite; the fixture always clears the alarm after a test.
+class blocked_test : public ::testing::Test {
  protected:
-  void TearDown() override { test::rabbitmqctl("set_vm_memory_high_watermark 0.4"); }
+  static void TearDownTestSuite() { node_.reset(); }
+  void SetUp() override {
+    if (!node_) node_ = std::make_unique<test::rabbit_node>();
+  }
+  void TearDown() override { node_->clear_memory_alarm(); }
+  // Options for a plain connection to the suite's node as guest on vhost "/".
+  static connection_options node_options() {
+    connection_options o = broker_options();
+    o.host = node_->host();
+    return o;
+  }
   // RabbitMQ blocks (and notifies) only connections that publish while the alarm is up, so
   // this publishes one small unroutable message after raising it.
   void raise_alarm(channel& ch) {
-    test::rabbitmqctl("set_vm_memory_high_watermark 0.0000001");
+    node_->raise_memory_alarm();
     ch.basic_publish(message("trigger"), "", unique_name("nowhere"));
   }
-  void clear_alarm() { test::rabbitmqctl("set_vm_memory_high_watermark 0.4"); }
+  void clear_alarm() { node_->clear_memory_alarm(); }
+
+  static inline std::unique_ptr<test::rabbit_node> node_;
 };
 
 TEST_F(blocked_test, memory_alarm_calls_on_blocked_and_a_publish_times_out) {
-  connection_options o = broker_options();
+  connection_options o = node_options();
   std::vector<std::string> events;
   o.on_blocked = [&](std::string_view reason) {
     events.push_back("blocked:" + std::string(reason));
@@ -521,7 +536,7 @@ TEST_F(blocked_test, memory_alarm_calls_on_blocked_and_a_publish_times_out) {
 }
 
 TEST_F(blocked_test, confirm_wait_without_confirm_timeout_is_bounded_by_the_publish_timeout) {
-  connection_options o = broker_options();
+  connection_options o = node_options();
   o.confirm_publish = true;
   // Only so that a wait the publish timeout does not bound fails in seconds, not hangs.
   o.read_timeout = seconds_f(10);
@@ -529,7 +544,7 @@ TEST_F(blocked_test, confirm_wait_without_confirm_timeout_is_bounded_by_the_publ
   c.connect();
   channel& ch = c.channel();
   // Another connection shows when the alarm is in force.
-  connection probe(broker_options());
+  connection probe(node_options());
   probe.connect();
   raise_alarm(probe.channel());
   ASSERT_TRUE(drain_until(
@@ -550,7 +565,7 @@ TEST_F(blocked_test, confirm_wait_without_confirm_timeout_is_bounded_by_the_publ
 }
 
 TEST_F(blocked_test, on_unblocked_is_called_when_the_alarm_clears) {
-  connection_options o = broker_options();
+  connection_options o = node_options();
   int blocked = 0, unblocked = 0;
   o.on_blocked = [&](std::string_view) { ++blocked; };
   o.on_unblocked = [&] { ++unblocked; };
