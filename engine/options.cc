@@ -40,6 +40,7 @@ protocol::connection_config connection_options::machine_config() const {
   c.channel_max = channel_max;
   c.frame_max = frame_max;
   c.heartbeat = heartbeat;
+  c.on_challenge = on_challenge;
   return c;
 }
 

@@ -42,6 +42,13 @@ struct connection_options {
   // login_method: EXTERNAL, AMQPLAIN, PLAIN (py-amqp's order, GSSAPI aside), the first the
   // broker offers wins.
   std::vector<protocol::sasl_credentials> authentication;
+  // Answers a SASL challenge (connection.secure) from the broker: called with the challenge,
+  // returns the response that connection.secure-ok carries; once per round, at most 16 rounds.
+  // Unset: a challenge fails the connect with amqp_not_implemented_error (540), since the
+  // built-in mechanisms have no second step. (py-amqp ignores connection.secure.) Called on the
+  // thread that runs the handshake: the blocking connect()'s caller, an I/O thread in the async
+  // engine. What it throws fails the connect.
+  std::function<std::string(std::string_view challenge)> on_challenge;
   std::string virtual_host = "/";
   std::string locale = "en_US";
   codec::field_table client_properties;
