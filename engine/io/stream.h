@@ -76,6 +76,9 @@ class stream {
   // waits for flush() (wants_write()).
   stream_result write(const iovec* iov, int count);
 
+  // TLS: plaintext (or unprocessed ciphertext) waits inside the session: read() makes progress
+  // without the socket, which will not wake the loop for it.
+  bool buffered() const noexcept { return tls_ && !handshaking_ && tls_->has_buffered_input(); }
   // TLS: ciphertext waiting to go out.
   bool wants_write() const noexcept { return tls_ && !tls_->pending_output().empty(); }
   // Sends waiting ciphertext: ok when all went, would_block, error. Plain: ok.

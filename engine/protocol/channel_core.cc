@@ -545,6 +545,7 @@ void channel_core::on_connection_lost(const close_reason& why) {
 
 void channel_core::end(end_cause cause, const close_reason& why) {
   if (state() == channel_state::closed) return;
+  handler_.on_ending(cause, why);
   state_.store(channel_state::closed, std::memory_order_release);
   bool ended = false;
   {

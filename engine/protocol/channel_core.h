@@ -129,6 +129,10 @@ class channel_handler {
 
   // channel.open-ok: the life began.
   virtual void on_open() {}
+  // The life is about to end: called first, before state() reads closed on any thread, so that a
+  // face reporting why to other threads (a publisher that sees the channel closed) has the
+  // reason in place by then. Then the waits, confirms and consumers end, then on_ended.
+  virtual void on_ending(end_cause /*cause*/, const close_reason& /*why*/) {}
   // The life ended (exactly once per life): waits failed, confirms ended, consumers removed.
   virtual void on_ended(end_cause /*cause*/, const close_reason& /*why*/) {}
 };

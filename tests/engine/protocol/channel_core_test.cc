@@ -615,6 +615,17 @@ TEST_F(channel_core_test, a_peer_close_ends_waits_confirms_and_consumers_exactly
   EXPECT_EQ(w->calls, 1);
 }
 
+TEST_F(channel_core_test, on_ending_comes_first_while_the_channel_still_reads_open) {
+  open_core();
+  events.core_state = [&] { return core->state(); };
+  feed(peer.channel_close(1, 404, "NOT_FOUND"));
+  ASSERT_EQ(events.ending.size(), 1u);
+  EXPECT_EQ(events.ending[0], end_cause::closed_by_peer);
+  EXPECT_EQ(events.state_when_ending[0], channel_state::open)
+      << "a face stores the reason before any thread can see the channel closed";
+  EXPECT_EQ(events.ended.size(), 1u);
+}
+
 TEST_F(channel_core_test, connection_loss_ends_unconfirmed_publishes_as_connection_lost) {
   open_core();
   select_confirms();

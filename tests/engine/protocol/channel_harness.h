@@ -78,6 +78,9 @@ struct recording_handler : channel_handler {
   int holding = 0;  // the publish lock is held now
   int confirms_without_lock = 0;
   std::function<void(end_cause)> on_end;  // runs inside on_ended (a face reopening, say)
+  std::vector<end_cause> ending;
+  std::vector<channel_state> state_when_ending;
+  std::function<channel_state()> core_state;  // how the test reads the core's state
 
   void on_delivery(consumer& c, command& cmd) override {
     deliveries.push_back(
@@ -110,6 +113,10 @@ struct recording_handler : channel_handler {
   }
   void on_waiting(int delta) override { waiting += delta; }
   void on_open() override { ++opened; }
+  void on_ending(end_cause cause, const close_reason&) override {
+    ending.push_back(cause);
+    state_when_ending.push_back(core_state ? core_state() : channel_state::closed);
+  }
   void on_ended(end_cause cause, const close_reason& why) override {
     ended.emplace_back(cause, why);
     if (on_end) on_end(cause);
