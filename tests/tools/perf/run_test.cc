@@ -231,8 +231,14 @@ TEST(perf_null_broker, a_connection_lost_mid_run_ends_the_run_with_one_line) {
     null_broker::server_options so;
     so.session.mode = null_broker::mode::sink;
     null_broker::server sink(so);
+    // Stopped once the run is under way (the sink has taken publishes), not after a fixed
+    // second: a tool slow to start (sanitizers, a busy machine) would otherwise connect to a
+    // sink that no longer serves, and wait for its handshake instead of losing a run.
     std::thread stopper([&sink] {
-      std::this_thread::sleep_for(std::chrono::seconds(1));
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (sink.totals().sessions.published == 0 && std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
       sink.stop();
     });
     const outcome r = perf(std::string("--client ") + client + " --sink amqp://127.0.0.1:" +
