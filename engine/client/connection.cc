@@ -82,6 +82,8 @@ void connection::connect() {
   io::transport_options topts;
   topts.socket_settings = options_.socket_settings;
   topts.tls = options_.ssl;
+  // A write the broker stopped taking must not hide the connection.blocked it sent first.
+  topts.read_while_writing = true;
   if (options_.connect_timeout) {
     topts.connect_timeout =
         std::chrono::duration_cast<std::chrono::milliseconds>(*options_.connect_timeout);
@@ -164,6 +166,9 @@ void connection::flush(time_point deadline) {
   iovec iov{const_cast<char*>(out.data()), out.size()};
   io::io_error err = transport_.write_all(&iov, 1, ms_until(deadline));
   if (err) {
+    // What the broker sent while the write waited (connection.blocked, typically) is read and
+    // dispatched first, so on_blocked runs before the write's error is raised.
+    feed_buffered_input();
     // A partial write leaves the stream mid-frame: the connection cannot be used again.
     const bool timed_out = err.code == io::io_errc::timeout;
     machine_.transport_closed(err.message);
@@ -178,6 +183,40 @@ void connection::flush(time_point deadline) {
     return;
   }
   machine_.consume_output(out.size(), clock::now());
+  if (transport_.has_buffered_input()) feed_buffered_input();
+}
+
+void connection::feed_buffered_input() {
+  // Not re-entered: feeding may queue output, whose flush may stall and read again; what that
+  // reads is fed by this loop.
+  if (feeding_buffered_ || !transport_.is_open()) return;
+  feeding_buffered_ = true;
+  struct reset {
+    bool& flag;
+    ~reset() { flag = false; }
+  } guard{feeding_buffered_};
+  std::string in;
+  while (transport_.has_buffered_input()) {
+    char buf[16 * 1024];
+    io::io_error err;
+    const std::size_t got =
+        transport_.read_some(buf, sizeof buf, std::chrono::milliseconds(0), err);
+    if (err || got == 0) break;
+    in.append(buf, got);
+  }
+  if (in.empty()) return;
+  // Frames that began in the receive buffer continue in these bytes: append them there. The
+  // rare path (a stalled write) copies once; views already handed out keep their buffer.
+  const std::size_t partial = rx_ ? rx_end_ - rx_begin_ : 0;
+  rx_ref fresh = rx_ref::allocate(std::max<std::size_t>(partial + in.size(), pool_.buffer_size()));
+  if (partial != 0) std::memcpy(fresh->data(), rx_->data() + rx_begin_, partial);
+  std::memcpy(fresh->data() + partial, in.data(), in.size());
+  rx_ = std::move(fresh);
+  rx_begin_ = 0;
+  rx_end_ = partial + in.size();
+  const time_point now = clock::now();
+  rx_begin_ += machine_.feed(std::string_view(rx_->data(), rx_end_), rx_, now);
+  dispatch_incoming();
 }
 
 bool connection::pump(time_point deadline) {
@@ -312,8 +351,15 @@ void connection::raise_pending() {
 void connection::read_pending_before_publish() {
   if (!blocked_negotiated_) return;
   const time_point now = clock::now();
-  if (now < next_pending_check_) return;
+  const std::uint64_t sent = transport_.bytes_sent();
+  // Once per interval, or sooner after many bytes: large messages fill the socket buffers (and
+  // a blocked broker's) in far less than an interval.
+  if (now < next_pending_check_ && sent - sent_at_check_ < pending_check_bytes &&
+      !transport_.has_buffered_input()) {
+    return;
+  }
   next_pending_check_ = now + pending_check_interval;
+  sent_at_check_ = sent;
   io::io_error err;
   // A deadline of `now` makes pump() read at most once and never wait; a socket error goes to
   // pump() too, which reports it.

@@ -324,6 +324,8 @@ class connection : private protocol::connection_handler {
   // connection.blocked was negotiated and the last check is pending_check_interval old, one
   // zero-timeout poll, and when something is there one read and its dispatch.
   void read_pending_before_publish();
+  // Feeds the machine what the transport read while a write waited, and dispatches it.
+  void feed_buffered_input();
   // Writes pending output, then reads once (waiting until `deadline`) and feeds the machine.
   // Returns false when the deadline passed with nothing read. Throws the connection error.
   bool pump(protocol::time_point deadline);
@@ -377,6 +379,9 @@ class connection : private protocol::connection_handler {
   // system call, about as costly as the publish's own write (bench/RESULTS.md).
   static constexpr std::chrono::milliseconds pending_check_interval{1};
   protocol::time_point next_pending_check_{};
+  static constexpr std::uint64_t pending_check_bytes = 64 * 1024;
+  std::uint64_t sent_at_check_ = 0;
+  bool feeding_buffered_ = false;
   protocol::time_point last_heartbeat_sent_{};
   protocol::time_point last_heartbeat_received_{};
   std::uint64_t prev_sent_ = UINT64_MAX, prev_recv_ = UINT64_MAX;

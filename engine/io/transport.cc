@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstring>
 
 namespace warren::io {
 namespace {
@@ -58,6 +59,9 @@ io_error transport::connect(const host_port& peer, const transport_options& opti
   peer_ = peer;
   read_timeout_ = options.read_timeout;
   write_timeout_ = options.write_timeout;
+  read_while_writing_ = options.read_while_writing;
+  stash_.clear();
+  stash_head_ = 0;
 
   // The TLS context first: a configuration mistake needs no network round trip to show.
   std::shared_ptr<const tls_context> context = options.shared_tls;
@@ -136,7 +140,7 @@ io_error transport::send_raw(const char* p, std::size_t n, time_point deadline,
       std::error_code ec(errno, std::system_category());
       return step_error(ec, step, ec.message());
     }
-    if (std::error_code ec = wait_fd(fd_.get(), POLLOUT, deadline))
+    if (std::error_code ec = wait_writable(deadline))
       return step_error(ec, step, ec == io_errc::timeout ? timeout_text(timeout) : ec.message());
   }
   return {};
@@ -213,7 +217,7 @@ io_error transport::write_plain(const iovec* iov, std::size_t count, time_point 
         std::error_code ec(errno, std::system_category());
         return step_error(ec, write_step, ec.message());
       }
-      if (std::error_code ec = wait_fd(fd_.get(), POLLOUT, deadline))
+      if (std::error_code ec = wait_writable(deadline))
         return step_error(ec, write_step,
                           ec == io_errc::timeout ? timeout_text(timeout) : ec.message());
       continue;
@@ -269,6 +273,17 @@ std::size_t transport::read_some(char* buf, std::size_t n, milliseconds timeout,
     return 0;
   }
   time_point deadline = deadline_after(timeout);
+  if (stash_head_ < stash_.size() && n > 0) {
+    const std::size_t k = std::min(n, stash_.size() - stash_head_);
+    std::memcpy(buf, stash_.data() + stash_head_, k);
+    stash_head_ += k;
+    if (stash_head_ == stash_.size()) {
+      stash_.clear();
+      stash_head_ = 0;
+    }
+    err = {};
+    return k;
+  }
   if (!tls_) return recv_raw(buf, n, deadline, read_step, timeout, err);
   for (;;) {
     tls_read_result r = tls_->read(buf, n);
@@ -301,11 +316,55 @@ bool transport::wait_readable(milliseconds timeout, io_error& err) {
     err = step_error(io_errc::not_connected, read_step, "not connected");
     return false;
   }
-  if (tls_ && tls_->has_buffered_input()) return true;
+  if (has_buffered_input()) return true;
   std::error_code ec = wait_fd(fd_.get(), POLLIN, deadline_after(timeout));
   if (!ec) return true;
   if (ec != io_errc::timeout) err = step_error(ec, read_step, ec.message());
   return false;
+}
+
+bool transport::has_buffered_input() const noexcept {
+  return stash_head_ < stash_.size() || (tls_ && tls_->has_buffered_input());
+}
+
+std::error_code transport::wait_writable(time_point deadline) {
+  // Bounded: a peer that floods us while refusing our bytes does not grow memory without end.
+  constexpr std::size_t stash_max = 1 << 20;
+  bool reading = read_while_writing_;
+  for (;;) {
+    if (!reading || stash_.size() - stash_head_ >= stash_max) {
+      return wait_fd(fd_.get(), POLLOUT, deadline);
+    }
+    pollfd p{fd_.get(), POLLIN | POLLOUT, 0};
+    int wait_ms = -1;
+    if (deadline != time_point::max()) {
+      const auto left = std::chrono::ceil<milliseconds>(deadline - steady_clock::now());
+      if (left <= milliseconds::zero()) return make_error_code(io_errc::timeout);
+      wait_ms = static_cast<int>(std::min<milliseconds::rep>(left.count(), 1 << 30));
+    }
+    const int r = ::poll(&p, 1, wait_ms);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return {errno, std::system_category()};
+    }
+    if (r == 0) continue;  // the deadline check above ends the wait
+    if (p.revents & POLLOUT) return {};
+    if (p.revents & (POLLERR | POLLNVAL)) return wait_fd(fd_.get(), POLLOUT, deadline);
+    char buf[16 * 1024];
+    const ssize_t got = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (got > 0) {
+      bytes_received_ += static_cast<std::uint64_t>(got);
+      if (tls_) {
+        tls_->feed({buf, static_cast<std::size_t>(got)});
+      } else {
+        stash_.append(buf, static_cast<std::size_t>(got));
+      }
+      continue;
+    }
+    if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    // EOF or an error: a later read reports it; the write keeps waiting for POLLOUT alone.
+    reading = false;
+  }
 }
 
 void transport::close() noexcept {
@@ -319,6 +378,8 @@ void transport::close() noexcept {
   }
   tls_.reset();
   fd_.reset();
+  stash_.clear();
+  stash_head_ = 0;
 }
 
 }  // namespace warren::io

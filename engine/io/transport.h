@@ -51,6 +51,11 @@ struct transport_options {
   // TLS: a shared context if given, else one built from `tls` at connect(); neither: plain TCP.
   std::shared_ptr<const tls_context> shared_tls;
   std::optional<tls_options> tls;
+  // While a write waits for the peer to take bytes, read what the peer sends meanwhile (up to
+  // 1 MiB, kept for read_some) instead of leaving it in the socket. A broker that stops reading
+  // (RabbitMQ in a memory alarm) first sends connection.blocked: with this the client can see
+  // it while its own write is stalled, rather than only after the write gave up.
+  bool read_while_writing = false;
 };
 
 class transport {
@@ -84,6 +89,9 @@ class transport {
   // on timeout (err empty) or failure (err set). With TLS, readable socket bytes may be only
   // part of a record, so read_some() can still wait up to its own timeout.
   bool wait_readable(std::chrono::milliseconds timeout, io_error& err);
+  // Stream data already read from the socket (by a write that waited, see
+  // transport_options::read_while_writing, or buffered by TLS) that read_some returns at once.
+  bool has_buffered_input() const noexcept;
 
   // Sends TLS close_notify without waiting for it to leave, then closes the socket.
   // Idempotent. The byte counters keep their values.
@@ -111,6 +119,9 @@ class transport {
   std::size_t recv_raw(char* buf, std::size_t n, time_point deadline, std::string_view step,
                        std::chrono::milliseconds timeout, io_error& err);
   io_error step_error(std::error_code code, std::string_view step, std::string_view what) const;
+  // Waits until the socket takes bytes again (or `deadline`), reading what arrives meanwhile
+  // into stash_ (plain) or the TLS session when read_while_writing_ is on.
+  std::error_code wait_writable(time_point deadline);
 
   unique_fd fd_;
   std::unique_ptr<tls_session> tls_;
@@ -119,6 +130,9 @@ class transport {
   std::chrono::milliseconds write_timeout_ = infinite;
   std::vector<char> cipher_in_;  // ciphertext read from the socket, before feed()
   std::string plain_out_;        // small TLS writes gathered into one record
+  bool read_while_writing_ = false;
+  std::string stash_;           // plain stream bytes read while a write waited
+  std::size_t stash_head_ = 0;  // stash_[stash_head_..] not yet returned by read_some
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
 };

@@ -505,6 +505,37 @@ TEST_F(blocked_test, confirm_wait_without_confirm_timeout_is_bounded_by_the_publ
   clear_alarm();
 }
 
+// Issue 9 item 3: an application that only publishes (no drain_events, no RPC) must still hear
+// connection.blocked, as py-amqp's basic_publish reads pending frames first. Without that the
+// broker's notice sits unread in the socket until the writes stall and a publish times out.
+TEST_F(blocked_test, publish_only_loop_hears_on_blocked_before_a_publish_times_out) {
+  connection_options o = node_options();
+  int blocked = 0;
+  o.on_blocked = [&](std::string_view) { ++blocked; };
+  connection c(o);
+  c.connect();
+  channel& ch = c.channel();
+  node_->raise_memory_alarm();
+  const std::string body(64 * 1024, 'x');
+  const std::string nowhere = unique_name("nowhere");
+  const auto start = steady_clock::now();
+  // Bounded by count and time; the broker stops reading this connection at its first publish
+  // under the alarm, so the socket buffers fill within a few hundred of these publishes. The
+  // loop stops at on_blocked, as an application would. A publish that was already stalled when
+  // connection.blocked arrived may still fail (py-amqp's TCP_USER_TIMEOUT of 1 s aborts a
+  // connection whose peer keeps its window shut), but only after on_blocked has run.
+  for (int i = 0; i < 20000 && blocked == 0 && seconds_since(start) < 60.0; ++i) {
+    try {
+      ch.basic_publish(message(body), "", nowhere, {.timeout = seconds_f(5)});
+    } catch (const std::exception& e) {
+      EXPECT_EQ(blocked, 1) << "publish " << i << " failed before on_blocked ran: " << e.what();
+      break;
+    }
+  }
+  EXPECT_EQ(blocked, 1);
+  clear_alarm();
+}
+
 TEST_F(blocked_test, on_unblocked_is_called_when_the_alarm_clears) {
   connection_options o = node_options();
   client_options co;

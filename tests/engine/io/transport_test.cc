@@ -173,6 +173,39 @@ TEST(transport, write_times_out_when_the_peer_does_not_read) {
   EXPECT_LT(t.bytes_sent(), big.size());
 }
 
+TEST(transport, read_while_writing_keeps_what_the_peer_sent_during_a_stalled_write) {
+  listener l;
+  transport_options o;
+  o.socket_settings = {{SOL_SOCKET, SO_SNDBUF, 4096}};
+  o.read_while_writing = true;
+  transport t = connected(l.address(), o);
+  unique_fd server = l.accept();
+  // The peer speaks, then stops reading (as RabbitMQ sends connection.blocked and then blocks).
+  ASSERT_EQ(::send(server.get(), "blocked", 7, 0), 7);
+  std::string big(16 << 20, 'x');
+  iovec v = buf(big);
+  io_error err = t.write_all(&v, 1, 300ms);
+  EXPECT_EQ(err.code, io_errc::timeout);
+  // The stalled write read the peer's bytes; read_some returns them without the socket.
+  EXPECT_TRUE(t.has_buffered_input());
+  EXPECT_EQ(read_n(t, 7), "blocked");
+  EXPECT_FALSE(t.has_buffered_input());
+}
+
+TEST(transport, without_read_while_writing_a_stalled_write_leaves_input_in_the_socket) {
+  listener l;
+  transport_options o;
+  o.socket_settings = {{SOL_SOCKET, SO_SNDBUF, 4096}};
+  transport t = connected(l.address(), o);
+  unique_fd server = l.accept();
+  ASSERT_EQ(::send(server.get(), "blocked", 7, 0), 7);
+  std::string big(16 << 20, 'x');
+  iovec v = buf(big);
+  EXPECT_EQ(t.write_all(&v, 1, 300ms).code, io_errc::timeout);
+  EXPECT_FALSE(t.has_buffered_input());
+  EXPECT_EQ(read_n(t, 7), "blocked");
+}
+
 TEST(transport, reports_a_reset_peer_on_write_without_sigpipe) {
   // With the default disposition a SIGPIPE would end the test process.
   auto previous = std::signal(SIGPIPE, SIG_DFL);
