@@ -510,9 +510,10 @@ TEST_F(blocked_test, confirm_wait_without_confirm_timeout_is_bounded_by_the_publ
 // broker's notice sits unread in the socket until the writes stall and a publish times out.
 TEST_F(blocked_test, publish_only_loop_hears_on_blocked_before_a_publish_times_out) {
   connection_options o = node_options();
+  client_options co;
   int blocked = 0;
-  o.on_blocked = [&](std::string_view) { ++blocked; };
-  connection c(o);
+  co.on_blocked = [&](std::string_view) { ++blocked; };
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   node_->raise_memory_alarm();
