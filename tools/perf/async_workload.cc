@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "engine/async/engine.h"
+#include "tools/perf/confirm_outcome.h"
 #include "tools/perf/rate_limiter.h"
 #include "tools/perf/thread_workload.h"
 
@@ -16,7 +17,10 @@ namespace {
 using std::chrono::milliseconds;
 using clock = std::chrono::steady_clock;
 
-std::string channel_error(const async::channel& ch, std::string_view what) {
+// Why `ch` cannot publish: its own error, else (once the connection has closed) the
+// connection's close reason, else just that it is closed.
+std::string channel_error(const async::channel& ch, const async::connection& conn,
+                          std::string_view what) {
   if (std::exception_ptr e = ch.error()) {
     try {
       std::rethrow_exception(e);
@@ -24,8 +28,21 @@ std::string channel_error(const async::channel& ch, std::string_view what) {
       return std::string(what) + ": " + x.what();
     }
   }
+  const protocol::close_reason why = conn.close_reason();
+  if (!why.reply_text.empty()) {
+    return std::string(what) + ": " + std::to_string(why.reply_code) + " " + why.reply_text;
+  }
   return std::string(what) + ": channel closed";
 }
+
+// A publish the engine did not accept (closed, too_large): the producer's error is worded once
+// the connection is closed, when its reason is known.
+struct publish_failed : std::runtime_error {
+  publish_failed(std::size_t c, async::publish_status s)
+      : std::runtime_error("publish failed"), channel(c), status(s) {}
+  std::size_t channel;
+  async::publish_status status;
+};
 
 // A consume rate limit sleeps in the handler, holding a worker: give each consumer channel one
 // (unless --workers says otherwise) so that limited consumers do not queue behind each other.
@@ -59,14 +76,31 @@ class async_workload final : public thread_workload {
     }
     ready();
     if (!wait_for_go()) return conn->close();
+    try {
+      publish_until_done(index, channels);
+    } catch (const publish_failed& e) {
+      conn->close();
+      throw run_error(channel_error(*channels[e.channel], *conn,
+                                    "publish " + std::string(async::to_string(e.status))));
+    } catch (...) {
+      // Outstanding confirms complete (in doubt) inside close(): counted before this producer
+      // is reported finished, so the summary has an outcome for every publish.
+      conn->close();
+      throw;
+    }
+    conn->close();
+  }
 
+  void publish_until_done(unsigned index, std::vector<std::shared_ptr<async::channel>>& channels) {
+    const producer_plan& plan = plan_.producers[index];
+    stats_slot& slot = producer_slot(index);
     codec::basic_properties props;
     if (options_.persistent) props.delivery_mode = 2;
     async::publish_options popts;
     popts.mandatory = options_.mandatory;
     // Small enough for std::function's inline storage: no allocation per publish.
     auto on_confirm = [&slot](const async::confirm_result& r) {
-      stats_slot::add(r.what == async::confirm_result::outcome::ack ? slot.confirmed : slot.nacked);
+      slot.settle(settlement_of(r.what));
     };
     std::string body(static_cast<std::size_t>(options_.message_size), '\0');
     // The null broker's sink discards every body: stamping would only measure the clock.
@@ -95,7 +129,7 @@ class async_workload final : public thread_workload {
       if (s != async::publish_status::ok) {
         stats_slot::add_owned(slot.published, -1);
         if (s == async::publish_status::timeout) break;
-        throw run_error(channel_error(ch, "publish " + std::string(async::to_string(s))));
+        throw publish_failed(next, s);
       }
       ++sent;
     }
@@ -111,7 +145,6 @@ class async_workload final : public thread_workload {
         }
       }
     }
-    conn->close();
   }
 
   void consumer_main(unsigned index) override {

@@ -59,7 +59,7 @@ class blocking_workload final : public thread_workload {
           auto begin = multiple ? pc.unconfirmed.begin() : pc.unconfirmed.find(tag);
           const auto n = static_cast<std::uint64_t>(std::distance(begin, end));
           pc.unconfirmed.erase(begin, end);
-          stats_slot::add(ack ? slot.confirmed : slot.nacked, n);
+          slot.settle(ack ? settlement::confirmed : settlement::nacked, n);
         };
       };
       pc.ch->events().basic_ack.push_back(settle(true));
@@ -67,7 +67,26 @@ class blocking_workload final : public thread_workload {
     }
     ready();
     if (!wait_for_go()) return;
+    auto unconfirmed = [&] {
+      std::uint64_t n = 0;
+      for (const producer_channel& pc : channels) n += pc.unconfirmed.size();
+      return n;
+    };
+    try {
+      publish_until_done(index, conn, channels);
+    } catch (...) {
+      // The connection went with these publishes unconfirmed: their outcome is unknown.
+      slot.settle(settlement::in_doubt, unconfirmed());
+      throw;
+    }
+    // Left unconfirmed when the stop's grace ended: nobody will know what became of them.
+    slot.settle(settlement::in_doubt, unconfirmed());
+    conn.close();
+  }
 
+  void publish_until_done(unsigned index, connection& conn,
+                          std::vector<producer_channel>& channels) {
+    stats_slot& slot = producer_slot(index);
     properties props;
     if (options_.persistent) props.delivery_mode = 2;
     publish_options popts;
@@ -119,7 +138,6 @@ class blocking_workload final : public thread_workload {
         pump(conn, milliseconds(50));
       }
     }
-    conn.close();
   }
 
   struct consumer_channel {

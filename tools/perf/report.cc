@@ -95,8 +95,9 @@ run_summary make_summary(const interval_report& whole, double client_cpu_s) {
 std::string format_interval(const interval_report& r, bool latency) {
   std::string line = "time " + fixed(r.elapsed_s, 1) + " s, published " + fixed(r.publish_rate, 0) +
                      " msg/s, confirmed " + fixed(r.confirm_rate, 0) + " msg/s, nacked " +
-                     std::to_string(r.nacked) + ", returned " + std::to_string(r.returned) +
-                     ", received " + fixed(r.receive_rate, 0) + " msg/s";
+                     std::to_string(r.nacked) + ", in doubt " + std::to_string(r.in_doubt) +
+                     ", returned " + std::to_string(r.returned) + ", received " +
+                     fixed(r.receive_rate, 0) + " msg/s";
   if (latency) {
     line += ", latency median/95th/99th ";
     line += r.latency.count
@@ -108,11 +109,12 @@ std::string format_interval(const interval_report& r, bool latency) {
 
 std::string format_summary(const run_summary& s, bool latency) {
   const interval_report& t = s.totals;
-  std::string out =
-      "summary: " + fixed(t.seconds, 2) + " s, published " + std::to_string(t.published) + " (" +
-      fixed(t.publish_rate, 0) + " msg/s), confirmed " + std::to_string(t.confirmed) + ", nacked " +
-      std::to_string(t.nacked) + ", returned " + std::to_string(t.returned) + ", received " +
-      std::to_string(t.received) + " (" + fixed(t.receive_rate, 0) + " msg/s)\n";
+  std::string out = "summary: " + fixed(t.seconds, 2) + " s, published " +
+                    std::to_string(t.published) + " (" + fixed(t.publish_rate, 0) +
+                    " msg/s), confirmed " + std::to_string(t.confirmed) + ", nacked " +
+                    std::to_string(t.nacked) + ", in doubt " + std::to_string(t.in_doubt) +
+                    ", returned " + std::to_string(t.returned) + ", received " +
+                    std::to_string(t.received) + " (" + fixed(t.receive_rate, 0) + " msg/s)\n";
   if (latency) {
     const latency_summary& l = t.latency;
     out += "latency us: ";
@@ -138,6 +140,7 @@ std::string to_json(const perf_options& o, const std::vector<interval_report>& i
                     {"published", r.published},
                     {"confirmed", r.confirmed},
                     {"nacked", r.nacked},
+                    {"in_doubt", r.in_doubt},
                     {"returned", r.returned},
                     {"received", r.received},
                     {"publish_rate", r.publish_rate},
@@ -150,6 +153,7 @@ std::string to_json(const perf_options& o, const std::vector<interval_report>& i
   out["summary"] = {{"published", t.published},
                     {"confirmed", t.confirmed},
                     {"nacked", t.nacked},
+                    {"in_doubt", t.in_doubt},
                     {"returned", t.returned},
                     {"received", t.received},
                     {"seconds", t.seconds},
@@ -165,18 +169,19 @@ std::string to_json(const perf_options& o, const std::vector<interval_report>& i
 
 std::string to_csv(const std::vector<interval_report>& intervals, const run_summary& s) {
   std::string out =
-      "kind,elapsed_s,seconds,published,confirmed,nacked,returned,received,publish_rate,"
+      "kind,elapsed_s,seconds,published,confirmed,nacked,in_doubt,returned,received,publish_rate,"
       "confirm_rate,receive_rate,latency_min_us,latency_p50_us,latency_p75_us,latency_p95_us,"
       "latency_p99_us,latency_p999_us,latency_max_us,client_cpu_us_per_msg\n";
   auto row = [&](const char* kind, const interval_report& r, const std::string& cpu) {
     const latency_summary& l = r.latency;
     out += std::string(kind) + "," + fixed(r.elapsed_s, 3) + "," + fixed(r.seconds, 3) + "," +
            std::to_string(r.published) + "," + std::to_string(r.confirmed) + "," +
-           std::to_string(r.nacked) + "," + std::to_string(r.returned) + "," +
-           std::to_string(r.received) + "," + fixed(r.publish_rate, 1) + "," +
-           fixed(r.confirm_rate, 1) + "," + fixed(r.receive_rate, 1) + "," + fixed(l.min, 1) + "," +
-           fixed(l.p50, 1) + "," + fixed(l.p75, 1) + "," + fixed(l.p95, 1) + "," + fixed(l.p99, 1) +
-           "," + fixed(l.p999, 1) + "," + fixed(l.max, 1) + "," + cpu + "\n";
+           std::to_string(r.nacked) + "," + std::to_string(r.in_doubt) + "," +
+           std::to_string(r.returned) + "," + std::to_string(r.received) + "," +
+           fixed(r.publish_rate, 1) + "," + fixed(r.confirm_rate, 1) + "," +
+           fixed(r.receive_rate, 1) + "," + fixed(l.min, 1) + "," + fixed(l.p50, 1) + "," +
+           fixed(l.p75, 1) + "," + fixed(l.p95, 1) + "," + fixed(l.p99, 1) + "," +
+           fixed(l.p999, 1) + "," + fixed(l.max, 1) + "," + cpu + "\n";
   };
   for (const interval_report& r : intervals) row("interval", r, "");
   row("summary", s.totals, fixed(s.cpu_us_per_msg, 3));

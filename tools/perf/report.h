@@ -3,7 +3,7 @@
 //
 // JSON layout (bench/compare reads the summary's names; keep them):
 //   {"options": {...}, "intervals": [{...}, ...],
-//    "summary": {"published", "confirmed", "nacked", "returned", "received", "seconds",
+//    "summary": {"published", "confirmed", "nacked", "in_doubt", "returned", "received", "seconds",
 //                "publish_rate", "receive_rate", "client_cpu_us_per_msg",
 //                "latency_us": {"min", "p50", "p75", "p95", "p99", "p999", "max"}}}
 #pragma once

@@ -14,6 +14,7 @@ totals run_stats::snapshot() const {
     // Confirms and receipts first: a later publish load keeps confirmed <= published.
     t.confirmed += s.confirmed.load(std::memory_order_acquire);
     t.nacked += s.nacked.load(std::memory_order_acquire);
+    t.in_doubt += s.in_doubt.load(std::memory_order_acquire);
     t.returned += s.returned.load(std::memory_order_acquire);
     t.received += s.received.load(std::memory_order_acquire);
     t.published += s.published.load(std::memory_order_acquire);
@@ -34,6 +35,7 @@ interval_report make_report(const totals& t, const histogram& latency, double el
   r.published = t.published;
   r.confirmed = t.confirmed;
   r.nacked = t.nacked;
+  r.in_doubt = t.in_doubt;
   r.returned = t.returned;
   r.received = t.received;
   if (seconds > 0) {
@@ -67,6 +69,7 @@ interval_report interval_meter::next(const totals& now, double elapsed_s) {
   d.published = since(now.published, prev_.published);
   d.confirmed = since(now.confirmed, prev_.confirmed);
   d.nacked = since(now.nacked, prev_.nacked);
+  d.in_doubt = since(now.in_doubt, prev_.in_doubt);
   d.returned = since(now.returned, prev_.returned);
   d.received = since(now.received, prev_.received);
   histogram h = now.latency;

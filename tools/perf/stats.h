@@ -17,16 +17,34 @@
 
 namespace warren::perf {
 
+// How a confirmed-mode publish ended, as the tool counts it. A nack is the broker's refusal; in
+// doubt means nobody knows whether the broker has the message (the connection or channel went
+// before its confirm came, or the confirm timed out). They are different facts for a load
+// tester and are never counted together. Which client outcome is which: confirm_outcome.h.
+enum class settlement { confirmed, nacked, in_doubt };
+
 struct alignas(64) stats_slot {
   std::atomic<std::uint64_t> published{0};
   std::atomic<std::uint64_t> confirmed{0};
   std::atomic<std::uint64_t> nacked{0};
+  std::atomic<std::uint64_t> in_doubt{0};
   std::atomic<std::uint64_t> returned{0};
   std::atomic<std::uint64_t> received{0};
   concurrent_histogram latency;
 
   static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_release);
+  }
+  // Counts `n` publishes that ended as `s`.
+  void settle(settlement s, std::uint64_t n = 1) noexcept {
+    switch (s) {
+      case settlement::confirmed:
+        return add(confirmed, n);
+      case settlement::nacked:
+        return add(nacked, n);
+      case settlement::in_doubt:
+        return add(in_doubt, n);
+    }
   }
   // For a counter only its owner thread writes (a producer's `published`): a plain load and
   // store, no locked read-modify-write per message.
@@ -38,7 +56,7 @@ struct alignas(64) stats_slot {
 
 // Sums over every slot at one moment.
 struct totals {
-  std::uint64_t published = 0, confirmed = 0, nacked = 0, returned = 0, received = 0;
+  std::uint64_t published = 0, confirmed = 0, nacked = 0, in_doubt = 0, returned = 0, received = 0;
   histogram latency;
 };
 
@@ -61,7 +79,7 @@ class run_stats {
 struct interval_report {
   double elapsed_s = 0;  // since the start of the run, at the interval's end
   double seconds = 0;    // length of the interval
-  std::uint64_t published = 0, confirmed = 0, nacked = 0, returned = 0, received = 0;
+  std::uint64_t published = 0, confirmed = 0, nacked = 0, in_doubt = 0, returned = 0, received = 0;
   double publish_rate = 0, confirm_rate = 0, receive_rate = 0;
   latency_summary latency;
 };

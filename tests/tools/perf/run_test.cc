@@ -15,6 +15,7 @@
 
 #include "tests/broker_env.h"
 #include "tests/engine/io/test_support.h"
+#include "tests/tools/perf/freeze_proxy.h"
 #include "tests/tools/perf/svg_check.h"
 #include "tools/null_broker/server.h"
 
@@ -173,6 +174,25 @@ TEST_F(perf_run, unroutable_mandatory_messages_are_counted_as_returned) {
   EXPECT_EQ(s.at("received").get<std::uint64_t>(), 0u);
 }
 
+// The broker's refusal is a nack, and only that: a full queue with x-overflow=reject-publish
+// nacks every publish routed to it.
+TEST_F(perf_run, publishes_the_broker_refuses_are_nacked_not_in_doubt) {
+  for (const char* client : {"async", "blocking"}) {
+    const std::string json = temp_dir() + "/nacked." + client + ".json";
+    const outcome r = perf(std::string("--client ") + client + " -x 1 -y 0 -u perf-nack-test-" +
+                           client + "-" + std::to_string(::getpid()) +
+                           " -qa x-max-length=0,x-overflow=reject-publish,x-expires=60000"
+                           " -c 50 -C 200 --json " +
+                           json);
+    ASSERT_EQ(r.status, 0) << client << ": " << r.err;
+    const auto s = summary_of(json);
+    EXPECT_EQ(s.at("published").get<std::uint64_t>(), 200u) << client;
+    EXPECT_EQ(s.at("nacked").get<std::uint64_t>(), 200u) << client;
+    EXPECT_EQ(s.at("confirmed").get<std::uint64_t>(), 0u) << client;
+    EXPECT_EQ(s.at("in_doubt").get<std::uint64_t>(), 0u) << client;
+  }
+}
+
 TEST_F(perf_run, queue_pattern_with_rate_limit_and_small_messages) {
   const std::string json = temp_dir() + "/pattern.json";
   const outcome r = perf("-x 2 -y 2 -s 8 -r 200 -z 2 --queue-pattern perf-pattern-test-" +
@@ -244,6 +264,53 @@ TEST(perf_null_broker, a_connection_lost_mid_run_ends_the_run_with_one_line) {
     EXPECT_LT(r.seconds, 10) << client;
     // What was measured until then is still reported.
     EXPECT_NE(r.out.find("summary: "), std::string::npos) << r.out;
+  }
+}
+
+// Issue 9 item 7: publishes whose confirm never came because the connection died were reported
+// as "nacked", as if the broker had refused them. The proxy withholds every confirm after
+// freeze() and then cuts the connection: the publishes made after the freeze (the proxy saw
+// their bytes) are in doubt, and nothing was nacked (the null broker never nacks).
+TEST(perf_null_broker, publishes_whose_outcome_was_lost_are_in_doubt_not_nacked) {
+  for (const char* client : {"async", "blocking"}) {
+    null_broker::server_options so;
+    so.session.mode = null_broker::mode::sink;
+    null_broker::server sink(so);
+    test::freeze_proxy proxy(sink.port());
+    const std::string json = temp_dir() + "/in_doubt." + client + ".json";
+    std::thread driver([&proxy] {
+      using namespace std::chrono;
+      // Every wait is for a condition, bounded by a deadline far above what it needs.
+      const auto deadline = steady_clock::now() + seconds(20);
+      while (proxy.client_bytes() < 64 * 1024 && steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(milliseconds(5));
+      }
+      proxy.freeze();
+      while (proxy.client_bytes_after_freeze() < 1024 && steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(milliseconds(5));
+      }
+      proxy.cut();
+    });
+    const outcome r = perf(std::string("--client ") + client +
+                           " --sink amqp://127.0.0.1:" + std::to_string(proxy.port()) +
+                           " -z 30 -c 1000 --json " + json + " --csv " + json + ".csv");
+    driver.join();
+    ASSERT_GE(proxy.client_bytes_after_freeze(), 1024u) << client;
+    EXPECT_EQ(r.status, 1) << client << ": " << r.err;
+    const auto s = summary_of(json);
+    const auto published = s.at("published").get<std::uint64_t>();
+    const auto confirmed = s.at("confirmed").get<std::uint64_t>();
+    const auto in_doubt = s.at("in_doubt").get<std::uint64_t>();
+    EXPECT_EQ(s.at("nacked").get<std::uint64_t>(), 0u) << client;
+    EXPECT_GE(in_doubt, 1u) << client;
+    // Every publish has exactly one outcome.
+    EXPECT_EQ(published, confirmed + in_doubt) << client;
+    EXPECT_NE(r.out.find(", in doubt " + std::to_string(in_doubt)), std::string::npos) << r.out;
+    const std::vector<std::string> csv = lines_of(slurp(json + ".csv"));
+    ASSERT_GE(csv.size(), 2u);
+    EXPECT_NE(csv.front().find(",nacked,in_doubt,"), std::string::npos) << csv.front();
+    EXPECT_NE(csv.back().find("," + std::to_string(in_doubt) + ","), std::string::npos)
+        << csv.back();
   }
 }
 
