@@ -66,6 +66,14 @@ void thread_workload::fail(std::string what) {
   cv_.notify_all();
 }
 
+std::vector<sequence_record> thread_workload::sequence_records() const {
+  std::vector<sequence_record> out;
+  for (std::size_t i = 0; i < trackers_.size(); ++i) {
+    out.push_back({tracker_queues_[i], &trackers_[i]});
+  }
+  return out;
+}
+
 std::optional<std::string> thread_workload::failure() const {
   std::lock_guard lock(mu_);
   return failure_;

@@ -19,7 +19,9 @@ TEST(run_stats, snapshot_sums_every_slot) {
   s.slot(0).settle(settlement::nacked, 4);
   stats_slot::add(s.slot(1).returned, 1);
   stats_slot::add(s.slot(2).received, 30);
+  s.slot(2).latency.enable();
   s.slot(2).latency.record(5000);
+  s.slot(1).latency.record(7000);  // not enabled: not recorded
   const totals t = s.snapshot();
   EXPECT_EQ(t.published, 15u);
   EXPECT_EQ(t.confirmed, 8u);
@@ -33,6 +35,7 @@ TEST(run_stats, snapshot_sums_every_slot) {
 TEST(interval_meter, intervals_are_differences_and_rates_divide_by_their_length) {
   run_stats s(1);
   interval_meter m;
+  s.slot(0).latency.enable();
   stats_slot::add(s.slot(0).published, 100);
   s.slot(0).latency.record(1'000'000);
   const interval_report first = m.next(s.snapshot(), 0.5);
@@ -87,6 +90,8 @@ TEST(interval_meter, extend_last_folds_a_tail_into_the_last_interval) {
 
 TEST(interval_meter, whole_run_has_exact_extremes) {
   run_stats s(2);
+  s.slot(0).latency.enable();
+  s.slot(1).latency.enable();
   s.slot(0).latency.record(1234);
   s.slot(1).latency.record(987'654);
   stats_slot::add(s.slot(1).received, 2);
@@ -94,6 +99,36 @@ TEST(interval_meter, whole_run_has_exact_extremes) {
   EXPECT_DOUBLE_EQ(r.latency.min, 1.234);
   EXPECT_DOUBLE_EQ(r.latency.max, 987.654);
   EXPECT_DOUBLE_EQ(r.receive_rate, 1.0);
+}
+
+TEST(interval_meter, every_histogram_is_reported_per_interval_and_for_the_whole_run) {
+  run_stats s(2);
+  stats_slot& producer = s.slot(0);
+  stats_slot& consumer = s.slot(1);
+  producer.confirm_latency.enable();
+  producer.confirm_latency_intended.enable();
+  consumer.latency.enable();
+  consumer.latency_intended.enable();
+  interval_meter m;
+  producer.confirm_latency.record(1000);
+  producer.confirm_latency_intended.record(3000);
+  consumer.latency.record(2000);
+  consumer.latency_intended.record(4000);
+  const interval_report first = m.next(s.snapshot(), 1.0);
+  EXPECT_DOUBLE_EQ(first.confirm_latency.max, 1.0);
+  EXPECT_DOUBLE_EQ(first.confirm_latency_intended.max, 3.0);
+  EXPECT_DOUBLE_EQ(first.latency.max, 2.0);
+  EXPECT_DOUBLE_EQ(first.latency_intended.max, 4.0);
+  producer.confirm_latency.record(5000);
+  const interval_report second = m.next(s.snapshot(), 2.0);
+  EXPECT_EQ(second.confirm_latency.count, 1u);
+  EXPECT_NEAR(second.confirm_latency.p50, 5.0, 5.0 / 256);
+  EXPECT_EQ(second.latency.count, 0u);
+  const interval_report whole = whole_run(s.snapshot(), 2.0);
+  EXPECT_EQ(whole.confirm_latency.count, 2u);
+  EXPECT_DOUBLE_EQ(whole.confirm_latency.min, 1.0);
+  EXPECT_DOUBLE_EQ(whole.confirm_latency.max, 5.0);
+  EXPECT_EQ(whole.latency_intended.count, 1u);
 }
 
 TEST(run_stats, a_snapshot_never_sees_more_confirms_than_publishes) {
