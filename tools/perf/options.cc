@@ -633,6 +633,12 @@ const std::vector<option_def>& option_table() {
            throw usage_error(n + " expects random or round-robin, got '" + v + "'");
          }
        }},
+      {{"--auto-delete", "-ad"},
+       "true|false",
+       false,
+       "whether the named queues (-u, --queue-pattern) are auto-delete (default true; quorum "
+       "queues and streams never are)",
+       [](auto& o, auto& n, auto& v) { o.auto_delete = parse_bool(n, v); }},
       {{"--consumer-args", "-ca"},
        "K=V,...",
        true,
@@ -731,6 +737,7 @@ void check_combinations(perf_options& o, const std::set<std::string_view>& given
     }
     // As PerfTest: these queues are durable, so their messages are persistent.
     o.persistent = true;
+    o.auto_delete = false;
     if (o.stream_queue) {
       o.queue_arguments.push_back({"x-queue-type", std::string("stream")});
       o.queue_arguments.push_back({"x-max-length-bytes", std::int64_t{20} << 30});

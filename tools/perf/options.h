@@ -134,6 +134,7 @@ struct perf_options {
   std::optional<stream_offset> consumer_offset;  // --stream-consumer-offset
   connection_allocation allocation = connection_allocation::round_robin;
   std::vector<queue_argument> consumer_arguments;  // --consumer-args
+  bool auto_delete = true;  // --auto-delete: the named queues (-u, --queue-pattern)
   bool help = false;
 
   bool confirms() const noexcept { return confirm_window > 0; }

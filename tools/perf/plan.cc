@@ -131,6 +131,7 @@ std::string connection_name(const perf_options& o, std::string_view role, unsign
 queue_declare_options shared_queue_options(const perf_options& o) {
   queue_declare_options q;
   q.durable = true;
+  q.auto_delete = o.auto_delete;
   q.arguments = queue_arguments_table(o);
   // Quorum queues and streams refuse auto-delete (406).
   for (const queue_argument& a : o.queue_arguments) {

@@ -152,6 +152,7 @@ nlohmann::ordered_json options_json(const perf_options& o) {
       {"connection_allocation",
        o.allocation == connection_allocation::random ? "random" : "round-robin"},
       {"consumer_arguments", arguments_json(o.consumer_arguments)},
+      {"auto_delete", o.auto_delete},
   };
 }
 

@@ -198,6 +198,9 @@ TEST(options, perftest_options_beyond_the_core_set_their_fields) {
   EXPECT_EQ(parse({"-d", "x"}).id, "x");
   EXPECT_EQ(parse({"--exit-when", "idle"}).exit, exit_when::idle);
   EXPECT_EQ(parse({"-m", "10"}).producer_tx_size, 10u);
+  EXPECT_TRUE(parse({}).auto_delete);
+  EXPECT_FALSE(parse({"--auto-delete", "false"}).auto_delete);
+  EXPECT_FALSE(parse({"--quorum-queue", "-u", "q"}).auto_delete);
 }
 
 TEST(options, bodies_from_files_or_json_put_the_stamp_in_a_header) {
@@ -319,7 +322,8 @@ TEST(options, help_stops_checking_and_documents_every_option) {
                            "--stream-queue",
                            "--stream-consumer-offset",
                            "--connection-allocation",
-                           "--consumer-args"}) {
+                           "--consumer-args",
+                           "--auto-delete"}) {
     // At the start of a help entry: "  -x, --producers N" or "  --json FILE".
     const std::string at = std::string("\n  ") + name;
     const bool documented =
@@ -421,6 +425,7 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{{"--stream-queue", "-u", "s", "--stream-consumer-offset", "99999999999999999999"},
                  "--stream-consumer-offset must be between 0 and"},
         bad_case{{"--connection-allocation", "shuffle"}, "expects random or round-robin"},
+        bad_case{{"--auto-delete", "yes"}, "--auto-delete expects true or false"},
         bad_case{{"--consumer-args", "x-priority"}, "--consumer-args expects key=value"},
         bad_case{{"--sink", "-m", "5"}, "-m needs a broker"},
         bad_case{{"--firehose", "--polling"}, "--polling needs a broker"}));

@@ -105,6 +105,7 @@ TEST(shared_queue_options, quorum_queues_are_durable_and_not_auto_delete) {
   EXPECT_TRUE(q.durable);
   EXPECT_FALSE(q.auto_delete);
   EXPECT_TRUE(shared_queue_options(parse({})).auto_delete);
+  EXPECT_FALSE(shared_queue_options(parse({"--auto-delete", "false"})).auto_delete);
 }
 
 TEST(shared_queue_options, perftests_queue_type_flags_declare_durable_typed_queues) {

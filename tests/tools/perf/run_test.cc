@@ -16,55 +16,19 @@
 #include "tests/broker_env.h"
 #include "tests/engine/io/test_support.h"
 #include "tests/tools/perf/freeze_proxy.h"
+#include "tests/tools/perf/perf_binary.h"
 #include "tests/tools/perf/svg_check.h"
 #include "tools/null_broker/server.h"
 
 namespace warren::perf {
 namespace {
 
-struct outcome {
-  int status = -1;
-  std::string out, err;
-  double seconds = 0;
-};
-
-std::string temp_dir() {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return dir ? dir : "/tmp";
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
-
-// Runs tools/perf/perf (from the runfiles) with `args` (no shell quoting needed: none of the
-// tests' arguments hold a quote), stdout captured, stderr through a file.
-outcome perf(const std::string& args) {
-  const std::string err_path = temp_dir() + "/perf.stderr." + std::to_string(::getpid());
-  const auto start = std::chrono::steady_clock::now();
-  FILE* p = ::popen(("tools/perf/perf " + args + " 2>" + err_path + " </dev/null").c_str(), "r");
-  outcome o;
-  if (p == nullptr) return o;
-  char buf[4096];
-  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) o.out.append(buf, n);
-  const int st = ::pclose(p);
-  o.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  o.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  o.err = slurp(err_path);
-  return o;
-}
-
-nlohmann::json summary_of(const std::string& json_path) {
-  return nlohmann::json::parse(slurp(json_path)).at("summary");
-}
+using test::lines_of;
+using test::outcome;
+using test::perf;
+using test::slurp;
+using test::summary_of;
+using test::temp_dir;
 
 class perf_run : public ::warren::test::broker_test {};
 
