@@ -307,7 +307,7 @@ class async_workload final : public thread_workload {
             cs.queue, [&, cs_ptr = &cs](async::delivery& d) { handle(*cs_ptr, d); }, copts);
       }
       ready();
-      last_activity.store(steady_now_ns());
+      bool idle_clock = false;  // --exit-when counts idle time from the start of the run
       while (!stopping() && !done.load() && (count == 0 || received.load() < count)) {
         if (!conn->is_open()) {
           throw run_error("connection closed: " + conn->close_reason().reply_text);
@@ -324,7 +324,11 @@ class async_workload final : public thread_workload {
         } else {
           std::this_thread::sleep_for(milliseconds(20));
         }
-        if (options_.exit != exit_when::never &&
+        if (!idle_clock && started()) {
+          last_activity.store(steady_now_ns());
+          idle_clock = true;
+        }
+        if (options_.exit != exit_when::never && idle_clock &&
             steady_now_ns() - last_activity.load() > 1'000'000'000) {
           if (options_.exit == exit_when::idle || queues_empty(*conn, probe, channels)) {
             done.store(true);

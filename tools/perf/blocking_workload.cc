@@ -249,7 +249,7 @@ class blocking_workload final : public thread_workload {
           cc.queue, [&handle, &cc](message& m) { handle(cc, m); }, copts);
     }
     ready();
-    last_activity = clock::now();
+    bool idle_clock = false;  // --exit-when counts idle time from the start of the run
     while (!stopping() && !done && (count == 0 || received < count)) {
       if (options_.polling) {
         for (consumer_channel& cc : channels) {
@@ -265,7 +265,11 @@ class blocking_workload final : public thread_workload {
         pump(conn, milliseconds(100));
       }
       if (conn.heartbeat() > 0) conn.heartbeat_tick();
-      if (options_.exit != exit_when::never &&
+      if (!idle_clock && started()) {
+        last_activity = clock::now();
+        idle_clock = true;
+      }
+      if (options_.exit != exit_when::never && idle_clock &&
           clock::now() - last_activity > std::chrono::seconds(1)) {
         if (options_.exit == exit_when::idle) {
           done = true;

@@ -39,6 +39,7 @@ void thread_workload::start() {
   }
   std::lock_guard lock(mu_);
   go_ = true;
+  started_.store(true, std::memory_order_release);
   cv_.notify_all();
 }
 

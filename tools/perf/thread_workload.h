@@ -42,6 +42,9 @@ class thread_workload : public workload {
   void ready();
   // False when the run stops before it started.
   bool wait_for_go();
+  // True once the producers were let go (consumers start --exit-when's idle clock then, not
+  // while the producers still connect).
+  bool started() const noexcept { return started_.load(std::memory_order_acquire); }
   bool producers_stopping() const noexcept {
     return stop_producers_.load(std::memory_order_relaxed);
   }
@@ -83,6 +86,7 @@ class thread_workload : public workload {
   std::condition_variable cv_;
   unsigned ready_ = 0;
   bool go_ = false;
+  std::atomic<bool> started_{false};
   std::optional<std::string> failure_;
   std::vector<sequence_tracker> trackers_;
   std::vector<std::string> tracker_queues_;

@@ -4,6 +4,7 @@
 // the broker's queues are checked with a connection of the test's own, and deleted after.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <fstream>
@@ -153,28 +154,30 @@ TEST_F(perf_options_e2e, consumer_latency_slows_each_consumer) {
   for (const char* c : clients) {
     const auto s = run_ok(std::string("--client ") + c + " -x 1 -y 1 -r 200 -z 2 -L 20000 -q 5",
                           std::string("latency.") + c);
-    EXPECT_LE(u64(s, "received"), 120u) << c;  // 2 s at most 50/s, and the stop's margin
+    EXPECT_LE(u64(s, "received"), 150u) << c;  // 2 s at most 50/s, and a second for the stop
     EXPECT_GT(u64(s, "received"), 10u) << c;
     EXPECT_GT(u64(s, "published"), 250u) << c;
   }
 }
 
-// --variable-rate: nothing for the first second (rate 0), then 300 msg/s for one, and so on.
+// --variable-rate: nothing for the first second (rate 0), then 300 msg/s for one, then nothing
+// again until the run ends at 2.5 s: about 300 in all, whatever the skew between the
+// producer's start and the run's clock (up to half a second falls in a pause).
 TEST_F(perf_options_e2e, variable_rate_follows_its_steps) {
   for (const char* c : clients) {
     const std::string json = temp_dir() + "/vrate." + c + ".json";
     const outcome r =
         perf(std::string("--client ") + c +
-             " -x 1 -y 0 --variable-rate 0:1 --variable-rate 300:1 -z 3.5 --json " + json);
+             " -x 1 -y 0 --variable-rate 0:1 --variable-rate 300:1 -z 2.5 --json " + json);
     ASSERT_EQ(r.status, 0) << c << ": " << r.err;
     const auto doc = nlohmann::json::parse(slurp(json));
-    // About 300 in [1, 2) s; the third second is paused again, the last half paces again.
     const std::uint64_t published = u64(doc.at("summary"), "published");
-    EXPECT_GE(published, 250u) << c;
-    EXPECT_LE(published, 460u) << c;
-    EXPECT_LE(u64(doc.at("intervals")[0], "published"), 30u) << c;  // paused (start skew)
-    // Paced: latency from the intended send time is reported.
-    EXPECT_TRUE(doc.at("summary").at("latency_intended_us").is_null());  // no consumer
+    EXPECT_GE(published, 270u) << c;
+    EXPECT_LE(published, 330u) << c;
+    // The first interval is in the pause but for its end past 0.5 s (skew, a late tick).
+    const auto& first = doc.at("intervals")[0];
+    const double paced_s = std::max(0.0, first.at("elapsed").get<double>() - 0.5);
+    EXPECT_LE(static_cast<double>(u64(first, "published")), 300 * paced_s + 10) << c;
   }
 }
 
@@ -261,7 +264,7 @@ TEST_F(perf_options_e2e, random_start_delay_still_publishes_every_message) {
 // --id starts every line; -o writes PerfTest's CSV; -ms shows milliseconds.
 TEST_F(perf_options_e2e, id_perftest_csv_and_millis) {
   const std::string csv = temp_dir() + "/perftest.csv";
-  const outcome r = perf("-x 1 -y 1 -r 100 -z 2.2 -c 10 --id e2e-run -ms -o " + csv);
+  const outcome r = perf("-x 1 -y 1 -r 100 -z 3.2 -c 10 --id e2e-run -ms -o " + csv);
   ASSERT_EQ(r.status, 0) << r.err;
   for (const std::string& l : lines_of(r.out)) EXPECT_TRUE(l.starts_with("id: e2e-run, ")) << l;
   EXPECT_NE(r.out.find("\nid: e2e-run, latency ms: min "), std::string::npos) << r.out;
