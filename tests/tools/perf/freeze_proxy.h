@@ -1,8 +1,8 @@
 // A one-connection TCP proxy for end-to-end tests of the perf binary: it forwards between the
-// client and an upstream until freeze(), after which it keeps reading the client (and counts
-// what it reads) but forwards nothing either way, and cut() closes both sides. Publishes the
-// client makes after freeze() can never be confirmed: when cut() follows, their outcome is
-// unknown to the client, which is what "in doubt" means.
+// client and an upstream until freeze(); after it, it still forwards what the client sends but
+// drops (and counts) what the upstream answers, and cut() closes both sides. Every confirm the
+// upstream sends after freeze() is one the client never sees: when cut() follows, the
+// publishes it covered are in doubt for the client.
 //
 // Threads: construct, freeze(), client_bytes_after_freeze(), cut() from the test's thread;
 // forwarding runs on the proxy's own thread. The destructor cuts and joins.
@@ -37,10 +37,11 @@ class freeze_proxy {
   std::uint16_t port() const { return listener_.port(); }
   // True once a client connected and the upstream connection is up.
   bool connected() const { return connected_.load(); }
-  // Octets forwarded from the client so far (before freeze()).
+  // Octets forwarded from the client so far.
   std::uint64_t client_bytes() const { return client_bytes_.load(); }
   void freeze() { frozen_.store(true); }
-  std::uint64_t client_bytes_after_freeze() const { return after_freeze_.load(); }
+  // Octets the upstream sent after freeze(), dropped.
+  std::uint64_t withheld_bytes() const { return withheld_.load(); }
   void cut() { cut_.store(true); }
 
  private:
@@ -74,17 +75,17 @@ class freeze_proxy {
       if (p[0].revents != 0) {
         const ssize_t n = ::recv(client.get(), buf, sizeof buf, 0);
         if (n <= 0) break;
-        if (frozen) {
-          after_freeze_ += static_cast<std::uint64_t>(n);
-        } else {
-          client_bytes_ += static_cast<std::uint64_t>(n);
-          if (!write_all(upstream.get(), buf, static_cast<std::size_t>(n))) break;
-        }
+        client_bytes_ += static_cast<std::uint64_t>(n);
+        if (!write_all(upstream.get(), buf, static_cast<std::size_t>(n))) break;
       }
       if (p[1].revents != 0) {
         const ssize_t n = ::recv(upstream.get(), buf, sizeof buf, 0);
         if (n <= 0) break;
-        if (!frozen && !write_all(client.get(), buf, static_cast<std::size_t>(n))) break;
+        if (frozen) {
+          withheld_ += static_cast<std::uint64_t>(n);
+        } else if (!write_all(client.get(), buf, static_cast<std::size_t>(n))) {
+          break;
+        }
       }
     }
     // RST rather than FIN: the client learns at once that the connection is gone.
@@ -95,7 +96,7 @@ class freeze_proxy {
   io::test::listener listener_;
   std::uint16_t upstream_port_;
   std::atomic<bool> connected_{false}, frozen_{false}, cut_{false};
-  std::atomic<std::uint64_t> client_bytes_{0}, after_freeze_{0};
+  std::atomic<std::uint64_t> client_bytes_{0}, withheld_{0};
   std::thread thread_;
 };
 
