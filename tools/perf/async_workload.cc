@@ -197,8 +197,6 @@ class async_workload final : public thread_workload {
       if (!on_confirm.empty() && m.sent_ns != 0) {
         rings_[index][next]->sent(next_sequence[next], m.sent_ns, m.lag_us);
       }
-      // Counted first: a confirm may be counted on the I/O thread before publish() returns.
-      stats_slot::add_owned(slot.published);
       // try_publish first: the clock is read for a deadline only when there is no room.
       async::publish_status s =
           ch.try_publish(plan_.exchange, plan.routing_keys[next], props, m.body, popts, cb);
@@ -210,10 +208,12 @@ class async_workload final : public thread_workload {
         } while (s == async::publish_status::timeout && !stopping());
       }
       if (s != async::publish_status::ok) {
-        stats_slot::add_owned(slot.published, -1);
         if (s == async::publish_status::timeout) break;
         throw publish_failed(next, s);
       }
+      // Counted once made (a refused publish was never counted): its confirm may have been
+      // counted on the I/O thread already, which run_stats::snapshot() allows for.
+      stats_slot::add_owned(slot.published);
       ++next_sequence[next];
       ++sent;
       if (tx > 0 && ++uncommitted[next] >= tx) {

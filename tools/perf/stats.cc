@@ -11,13 +11,20 @@ totals run_stats::snapshot() const {
   totals t;
   for (std::size_t i = 0; i < count_; ++i) {
     const stats_slot& s = slots_[i];
-    // Confirms and receipts first: a later publish load keeps confirmed <= published.
-    t.confirmed += s.confirmed.load(std::memory_order_acquire);
-    t.nacked += s.nacked.load(std::memory_order_acquire);
-    t.in_doubt += s.in_doubt.load(std::memory_order_acquire);
+    // A producer counts a publish once it is made, and its confirm may be counted (on an I/O
+    // thread) before that: a publish with an outcome is published, so that no snapshot has
+    // more outcomes than publishes. Both counts only grow, and so does their maximum: every
+    // interval is a difference of growing totals, and the intervals add up to the summary.
+    const std::uint64_t confirmed = s.confirmed.load(std::memory_order_acquire);
+    const std::uint64_t nacked = s.nacked.load(std::memory_order_acquire);
+    const std::uint64_t in_doubt = s.in_doubt.load(std::memory_order_acquire);
+    t.confirmed += confirmed;
+    t.nacked += nacked;
+    t.in_doubt += in_doubt;
     t.returned += s.returned.load(std::memory_order_acquire);
     t.received += s.received.load(std::memory_order_acquire);
-    t.published += s.published.load(std::memory_order_acquire);
+    t.published +=
+        std::max(s.published.load(std::memory_order_acquire), confirmed + nacked + in_doubt);
     auto merge = [](const optional_histogram& from, histogram& into) {
       if (!from.enabled()) return;
       histogram h;

@@ -216,7 +216,12 @@ TEST(perf_null_broker, a_connection_lost_mid_run_ends_the_run_with_one_line) {
     so.session.mode = null_broker::mode::sink;
     null_broker::server sink(so);
     std::thread stopper([&sink] {
-      std::this_thread::sleep_for(std::chrono::seconds(1));
+      // Mid-run: once publishes arrive (connecting can take seconds under a sanitizer).
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (sink.totals().sessions.published < 1000 &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
       sink.stop();
     });
     const outcome r = perf(std::string("--client ") + client + " --sink amqp://127.0.0.1:" +
