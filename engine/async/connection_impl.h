@@ -105,12 +105,15 @@ class connection_impl final : public protocol::connection_handler,
   void waiting(int delta) override;
 
  private:
-  // protocol::connection_handler
-  void on_open() override;
+  // protocol::connection_handler: the machine's events, inside a feed or a timer.
+  void on_open() override;  // the phase becomes open; connect() returns
+  // A channel's command goes to its core through the channel table (channel 0: update-secret-ok).
   void on_command(protocol::command& cmd) override;
   void on_channel_closed(std::uint16_t channel, const protocol::close_reason& why) override;
+  // connection.blocked/unblocked: the publish gate, then the application's callbacks.
   void on_blocked(std::string_view reason) override;
   void on_unblocked() override;
+  // The end: every channel ends (the table's fan-out), every waiting call fails, once.
   void on_closed(const protocol::close_reason& why) override;
   // protocol::channel_wire
   void send_ack(std::uint16_t channel, const protocol::ack_action& a) override;
