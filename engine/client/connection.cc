@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/close_error.h"
+
 namespace warren {
 namespace {
 
@@ -28,11 +30,6 @@ std::string join(const std::vector<std::string>& words) {
   std::string out;
   for (const std::string& w : words) out += (out.empty() ? "" : ", ") + w;
   return out;
-}
-
-std::exception_ptr error_from(const protocol::close_reason& why) {
-  std::string_view name = codec::method_name(why.class_id, why.method_id);
-  return make_error(why.reply_code, why.reply_text, why.class_id, why.method_id, std::string(name));
 }
 
 }  // namespace
@@ -110,20 +107,16 @@ warren::channel& connection::channel(std::uint16_t id) {
   throw_if_failed();
   if (!opened_) throw recoverable_connection_error("not connected: call connect() first");
   if (id == 0) {
-    for (std::uint32_t i = 1; i <= machine_.channel_max(); ++i) {
-      auto it = channels_.find(static_cast<std::uint16_t>(i));
-      if (it == channels_.end()) {
-        id = static_cast<std::uint16_t>(i);
-        break;
-      }
-    }
+    id = table_.allocate();
     if (id == 0) {
       throw resource_error("RESOURCE_ERROR - no free channel ids (channel_max " +
                            std::to_string(machine_.channel_max()) + ")");
     }
-  } else if (id > machine_.channel_max()) {
+  } else if (id > table_.channel_max()) {
     throw resource_error("RESOURCE_ERROR - channel id " + std::to_string(id) +
                          " above channel_max " + std::to_string(machine_.channel_max()));
+  } else {
+    table_.take(id);  // false when taken already: its channel is below
   }
   auto it = channels_.find(id);
   if (it != channels_.end()) {
@@ -133,6 +126,7 @@ warren::channel& connection::channel(std::uint16_t id) {
   auto ch = std::make_unique<warren::channel>(*this, id);
   warren::channel& ref = *ch;
   channels_.emplace(id, std::move(ch));
+  table_.attach(ref.core_);
   // With confirm_publish, confirms are selected at the channel's first publish (see
   // channel::basic_publish), as py-amqp does, not here.
   ref.open();
@@ -156,7 +150,8 @@ void connection::close(std::uint16_t reply_code, std::string_view reply_text,
       // The broker went away during the close handshake: the connection is closed either way.
     }
   }
-  for (auto& [id, ch] : channels_) ch->on_connection_lost();
+  // Every channel ends once (those the close-ok already ended are skipped).
+  table_.on_connection_lost(machine_.closed_reason());
   transport_.close();
 }
 
@@ -215,6 +210,7 @@ void connection::feed_buffered_input() {
   rx_begin_ = 0;
   rx_end_ = partial + in.size();
   const time_point now = clock::now();
+  feed_now_ = now;
   rx_begin_ += machine_.feed(std::string_view(rx_->data(), rx_end_), rx_, now);
   dispatch_incoming();
 }
@@ -265,6 +261,7 @@ bool connection::pump(time_point deadline) {
     const time_point now = clock::now();
     if (!err) {
       rx_end_ += got;
+      feed_now_ = now;
       const std::size_t used =
           machine_.feed(std::string_view(rx_->data() + rx_begin_, rx_end_ - rx_begin_), rx_, now);
       rx_begin_ += used;
@@ -313,17 +310,28 @@ void connection::dispatch_incoming() {
     bool& flag;
     ~reset() { flag = false; }
   } guard{dispatching_};
-  while (!incoming_.empty()) {
+  while (!incoming_.empty() && hold_at_ != 0) {
     incoming_event ev = std::move(incoming_.front());
     incoming_.pop_front();
+    if (hold_at_ != no_hold) --hold_at_;
     try {
       switch (ev.what) {
-        case incoming_event::kind::command: {
-          // After a close (by a callback, say) nothing more is delivered, as in py-amqp.
+        case incoming_event::kind::command:
+        case incoming_event::kind::returned:
+        case incoming_event::kind::confirm: {
+          // After a close (by a callback, say) nothing more is delivered, as in py-amqp; nor
+          // anything of a channel life that has ended since it arrived.
           if (!connected_locked()) break;
-          auto it = channels_.find(ev.cmd.channel);
-          if (it != channels_.end() && it->second->generation_ == ev.generation) {
-            it->second->dispatch(ev.cmd);
+          auto it = channels_.find(ev.channel);
+          if (it == channels_.end()) break;
+          warren::channel& ch = *it->second;
+          if (ch.core_.life() != ev.life || !ch.core_.is_open()) break;
+          if (ev.what == incoming_event::kind::command) {
+            ch.dispatch(ev.cmd);
+          } else if (ev.what == incoming_event::kind::returned) {
+            ch.dispatch_return(ev.cmd);
+          } else {
+            ch.dispatch_confirm(ev.ack, ev.tag, ev.multiple);
           }
           break;
         }
@@ -339,6 +347,12 @@ void connection::dispatch_incoming() {
       if (!pending_error_) pending_error_ = std::current_exception();
     }
   }
+}
+
+void connection::release_incoming() {
+  if (hold_at_ == no_hold) return;
+  hold_at_ = no_hold;
+  dispatch_incoming();
 }
 
 void connection::raise_pending() {
@@ -447,6 +461,7 @@ void connection::on_open() {
 }
 
 void connection::on_tuned() {
+  table_.set_channel_max(machine_.channel_max());
   if (client_.on_tune_ok) client_.on_tune_ok();
 }
 
@@ -460,25 +475,25 @@ void connection::on_command(protocol::command& cmd) {
   if (it == channels_.end()) return;
   warren::channel& ch = *it->second;
   if (ch.on_command_received(cmd)) return;
-  incoming_.push_back({incoming_event::kind::command, std::move(cmd), ch.generation_, {}});
+  incoming_.push_back(
+      {incoming_event::kind::command, std::move(cmd), ch.core_.life(), ch.channel_id()});
 }
 
 void connection::on_channel_closed(std::uint16_t id, const protocol::close_reason& why) {
   ++events_handled_;
   // At once (no user code runs): a wait on this channel, even one inside a callback, must see
   // the error.
-  auto it = channels_.find(id);
-  if (it != channels_.end()) it->second->on_closed_by_peer(why);
+  table_.on_channel_closed(id, why);
 }
 
 void connection::on_blocked(std::string_view reason) {
   ++events_handled_;
-  incoming_.push_back({incoming_event::kind::blocked, {}, 0, std::string(reason)});
+  incoming_.push_back({incoming_event::kind::blocked, {}, 0, 0, std::string(reason)});
 }
 
 void connection::on_unblocked() {
   ++events_handled_;
-  incoming_.push_back({incoming_event::kind::unblocked, {}, 0, {}});
+  incoming_.push_back({incoming_event::kind::unblocked});
 }
 
 void connection::on_closed(const protocol::close_reason& why) {
@@ -499,7 +514,33 @@ void connection::on_closed(const protocol::close_reason& why) {
       connection_error_ = error_from(why);
     }
   }
-  for (auto& [id, ch] : channels_) ch->on_connection_lost();
+  table_.on_connection_lost(why);
+}
+
+// protocol::channel_wire ----------------------------------------------------------------------
+
+void connection::send_ack(std::uint16_t channel, const protocol::ack_action& a) {
+  if (connected_locked()) protocol::send_ack_action(machine_, channel, a);
+}
+
+void connection::send_cancel(std::uint16_t channel, std::string_view consumer_tag) {
+  if (!connected_locked()) return;
+  codec::basic_cancel m;
+  m.consumer_tag = consumer_tag;
+  m.nowait = true;
+  machine_.send(channel, m);
+}
+
+void connection::open_channel(std::uint16_t channel) {
+  if (connected_locked()) machine_.open_channel(channel);
+}
+
+void connection::close_channel(std::uint16_t channel, std::uint16_t reply_code,
+                               std::string_view reply_text, std::uint16_t class_id,
+                               std::uint16_t method_id) {
+  if (connected_locked()) {
+    machine_.close_channel(channel, reply_code, reply_text, class_id, method_id);
+  }
 }
 
 // Background heartbeat ------------------------------------------------------------------------
