@@ -331,11 +331,7 @@ std::uint32_t channel::queue_purge(std::string_view queue, bool nowait) {
 std::uint32_t channel::queue_delete(std::string_view queue, const queue_delete_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  codec::queue_delete m;
-  m.queue = queue;
-  m.if_unused = o.if_unused;
-  m.if_empty = o.if_empty;
-  m.nowait = o.nowait;
+  const codec::queue_delete m = queue_delete_method(queue, o);
   if (o.nowait) {
     send(m);
     return 0;
@@ -368,14 +364,7 @@ std::string channel::basic_consume(std::string_view queue, consumer_callback cal
     throw std::invalid_argument("basic_consume with nowait needs a consumer_tag");
   }
   const std::string args = encode_arguments(o.arguments);
-  codec::basic_consume m;
-  m.queue = queue;
-  m.consumer_tag = o.consumer_tag;
-  m.no_local = o.no_local;
-  m.no_ack = o.no_ack;
-  m.exclusive = o.exclusive;
-  m.nowait = o.nowait;
-  m.arguments = codec::table_view{args};
+  const codec::basic_consume m = consume_method(queue, o, args);
   auto c = std::make_unique<consumer>();
   c->tag = o.consumer_tag;
   c->no_ack = o.no_ack;

@@ -343,7 +343,14 @@ class connection : private protocol::connection_handler, private protocol::chann
  private:
   friend class warren::channel;
 
-  // connection_handler
+  // protocol::channel_wire: a channel core's own frames (no-ops once the connection is gone).
+  void send_ack(std::uint16_t channel, const protocol::ack_action& a) override;
+  void send_cancel(std::uint16_t channel, std::string_view consumer_tag) override;
+  void open_channel(std::uint16_t channel) override;
+  void close_channel(std::uint16_t channel, std::uint16_t reply_code, std::string_view reply_text,
+                     std::uint16_t class_id, std::uint16_t method_id) override;
+
+  // connection_handler: inside the machine's feed(); what runs user code is queued in incoming_.
   void on_open() override;
   void on_tuned() override;
   void on_command(protocol::command& cmd) override;
@@ -351,13 +358,6 @@ class connection : private protocol::connection_handler, private protocol::chann
   void on_blocked(std::string_view reason) override;
   void on_unblocked() override;
   void on_closed(const protocol::close_reason& why) override;
-
-  // protocol::channel_wire: a channel core's own frames (no-ops once the connection is gone).
-  void send_ack(std::uint16_t channel, const protocol::ack_action& a) override;
-  void send_cancel(std::uint16_t channel, std::string_view consumer_tag) override;
-  void open_channel(std::uint16_t channel) override;
-  void close_channel(std::uint16_t channel, std::uint16_t reply_code, std::string_view reply_text,
-                     std::uint16_t class_id, std::uint16_t method_id) override;
 
   // basic_publish's read of what is pending (see channel::basic_publish): when
   // connection.blocked was negotiated and the last check is pending_check_interval old, one
