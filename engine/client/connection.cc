@@ -190,29 +190,20 @@ void connection::feed_buffered_input() {
     bool& flag;
     ~reset() { flag = false; }
   } guard{feeding_buffered_};
-  std::string in;
+  // Fed a read at a time, so that what the receive buffer holds is never more than a frame begun.
+  bool fed = false;
   while (transport_.has_buffered_input()) {
-    char buf[16 * 1024];
+    rx_.make_room();
     io::io_error err;
     const std::size_t got =
-        transport_.read_some(buf, sizeof buf, std::chrono::milliseconds(0), err);
+        transport_.read_some(rx_.space(), rx_.space_size(), std::chrono::milliseconds(0), err);
     if (err || got == 0) break;
-    in.append(buf, got);
+    rx_.received(got);
+    feed_now_ = clock::now();
+    rx_.consume(machine_.feed(rx_.unconsumed(), rx_.owner(), feed_now_));
+    fed = true;
   }
-  if (in.empty()) return;
-  // Frames that began in the receive buffer continue in these bytes: append them there. The
-  // rare path (a stalled write) copies once; views already handed out keep their buffer.
-  const std::size_t partial = rx_ ? rx_end_ - rx_begin_ : 0;
-  rx_ref fresh = rx_ref::allocate(std::max<std::size_t>(partial + in.size(), pool_.buffer_size()));
-  if (partial != 0) std::memcpy(fresh->data(), rx_->data() + rx_begin_, partial);
-  std::memcpy(fresh->data() + partial, in.data(), in.size());
-  rx_ = std::move(fresh);
-  rx_begin_ = 0;
-  rx_end_ = partial + in.size();
-  const time_point now = clock::now();
-  feed_now_ = now;
-  rx_begin_ += machine_.feed(std::string_view(rx_->data(), rx_end_), rx_, now);
-  dispatch_incoming();
+  if (fed) dispatch_incoming();
 }
 
 bool connection::pump(time_point deadline) {
@@ -221,50 +212,22 @@ bool connection::pump(time_point deadline) {
   flush(write_deadline);
   if (machine_.state() == protocol::connection_state::closed) return true;
 
-  // Room to read into. Bytes already handed out in views must not move: when other references
-  // to the buffer exist, a partial frame is carried over to a fresh buffer instead.
-  // A partial frame must always fit between rx_begin_ and the end of the buffer, so buffers
-  // hold at least two of the largest frames the broker may send.
-  const std::size_t max_frame =
-      machine_.frame_max() != 0 ? machine_.frame_max() : codec::default_pre_tune_frame_max;
-  const std::size_t want = std::max<std::size_t>(pool_.buffer_size(), 2 * max_frame);
-  auto fresh_buffer = [&] {
-    return want == pool_.buffer_size() ? pool_.acquire() : rx_ref::allocate(want);
-  };
-  if (!rx_) {
-    rx_ = fresh_buffer();
-    rx_begin_ = rx_end_ = 0;
-  } else if (rx_begin_ == rx_end_ && rx_.unique()) {
-    rx_begin_ = rx_end_ = 0;
-  }
-  const std::size_t partial = rx_end_ - rx_begin_;
-  if (rx_->capacity() - rx_begin_ < max_frame || rx_->capacity() - rx_end_ < 4096) {
-    if (rx_.unique() && rx_->capacity() >= want) {
-      std::memmove(rx_->data(), rx_->data() + rx_begin_, partial);
-    } else {
-      rx_ref fresh = fresh_buffer();
-      std::memcpy(fresh->data(), rx_->data() + rx_begin_, partial);
-      rx_ = std::move(fresh);
-    }
-    rx_begin_ = 0;
-    rx_end_ = partial;
-  }
-
   for (;;) {
     const time_point timer = machine_.next_timer();
     const time_point wake = std::min(deadline, timer);
     const time_point read_deadline =
         client_.read_timeout ? std::min(wake, deadline_after(client_.read_timeout)) : wake;
+    // Room to read into (engine/receive_buffer.h); again each time round, since a flush below may
+    // have fed what a stalled write read meanwhile.
+    rx_.make_room();
     io::io_error err;
-    const std::size_t got = transport_.read_some(rx_->data() + rx_end_, rx_->capacity() - rx_end_,
-                                                 ms_until(read_deadline), err);
+    const std::size_t got =
+        transport_.read_some(rx_.space(), rx_.space_size(), ms_until(read_deadline), err);
     const time_point now = clock::now();
     if (!err) {
-      rx_end_ += got;
+      rx_.received(got);
       feed_now_ = now;
-      const std::size_t used =
-          machine_.feed(std::string_view(rx_->data() + rx_begin_, rx_end_ - rx_begin_), rx_, now);
-      rx_begin_ += used;
+      rx_.consume(machine_.feed(rx_.unconsumed(), rx_.owner(), now));
       machine_.on_timer(now);
       flush(write_deadline);
       dispatch_incoming();

@@ -37,6 +37,7 @@
 #include "engine/protocol/channel_core.h"
 #include "engine/protocol/channel_table.h"
 #include "engine/protocol/connection_machine.h"
+#include "engine/receive_buffer.h"
 #include "engine/uri.h"
 
 namespace warren {
@@ -386,11 +387,9 @@ class connection : private protocol::connection_handler, private protocol::chann
   // Receive buffers. Messages the user keeps (and the machine's half-assembled content while it
   // is destroyed) may release theirs after the pool is gone: rx_pool allows that.
   rx_pool pool_{256 * 1024, 8};
-  rx_ref rx_;
+  receive_buffer rx_{pool_};
   protocol::connection_machine machine_;
   io::transport transport_;
-  std::size_t rx_begin_ = 0;
-  std::size_t rx_end_ = 0;
   // Channel ids and the close fan-out (engine/protocol). A closed channel keeps its id, so that
   // channel(id) opens the same object again.
   protocol::channel_table table_;
