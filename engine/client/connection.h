@@ -14,6 +14,10 @@
 // broker (e.g. not_found) from the call that caused it or, when it arrives later, from the
 // next call on that channel or drain_events(); a connection error from any call;
 // amqp_timeout when a deadline passes. Passwords never appear in errors or logs.
+// Callbacks run from whichever call reads their event (drain_events, or a call waiting for its
+// reply), never inside another callback; what one raises comes from that call, except for the
+// events read after the call's own reply (the deliveries that come with a basic.consume-ok, say):
+// they run before the call returns, and what they raise comes from the next call.
 #pragma once
 
 #include <chrono>
@@ -150,8 +154,13 @@ class channel {
   // publish-only loop hears connection.blocked within a millisecond of publishing). What that
   // read raises (a channel or connection error, a callback's exception) comes from this call,
   // before anything is written.
+  // In confirm mode, a publish that finds client_options::confirm_window publishes unanswered
+  // first reads the broker's acks until there is room, within o.timeout (else write_timeout):
+  // amqp_timeout, nothing written, when that passes.
   void basic_publish(const message& msg, std::string_view exchange = "",
                      std::string_view routing_key = "", const publish_options& o = {});
+  // Delivery decisions, sent as given. Not sent while the channel reopens after the broker closed
+  // it: the broker took back every delivery of the life that ended.
   void basic_ack(std::uint64_t delivery_tag, bool multiple = false);
   void basic_nack(std::uint64_t delivery_tag, bool multiple = false, bool requeue = true);
   void basic_reject(std::uint64_t delivery_tag, bool requeue);
@@ -167,7 +176,9 @@ class channel {
     const protocol::confirm_tracker* t = core_.confirms();
     return t != nullptr ? t->next_sequence() : 1;
   }
-  // Waits until every publish so far is acked; message_nacked if any was nacked.
+  // Waits until every publish so far is answered; message_nacked if any was nacked, or ended
+  // without an answer because the channel or the connection did (an in-doubt publish is reported
+  // as nacked here, as before the channel core).
   void wait_for_confirms(std::optional<seconds_f> timeout = std::nullopt);
 
   void tx_select();
