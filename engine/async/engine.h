@@ -141,7 +141,11 @@ enum class publish_status : std::uint8_t {
 std::string_view to_string(publish_status s) noexcept;
 
 struct confirm_result {  // per-message completion, delivered once
-  enum class outcome : std::uint8_t { ack, nack, timeout, connection_lost, channel_closed } what;
+  // Same values as protocol::confirm_outcome. in_doubt: the connection was lost before the
+  // broker answered, so the message may or may not be on the broker (never reported as a nack,
+  // which is the broker refusing it); with recovery's republish it is published again instead,
+  // and this completion is its answer on the recovered channel.
+  enum class outcome : std::uint8_t { ack, nack, timeout, in_doubt, channel_closed } what;
   std::uint64_t sequence = 0;    // the publish sequence number on its channel
   bool returned = false;         // basic.return arrived for it first (mandatory, unroutable)
   std::uint16_t reply_code = 0;  // return's or close's reply code
@@ -200,7 +204,7 @@ class connection {
   // Blocking: any thread but an I/O thread. Opens the lowest free channel id.
   std::shared_ptr<channel> open_channel();
   // Graceful close (bounded by a few seconds): every outstanding confirm completes with
-  // connection_lost, consumers' mailboxes are drained. Idempotent.
+  // in_doubt (the broker may or may not have them), consumers' mailboxes are drained. Idempotent.
   void close();
   bool is_open() const noexcept;
   bool blocked() const noexcept;
