@@ -99,11 +99,8 @@ class recovery_random {
   std::uint64_t state_;
 };
 
-enum class endpoint_allocation : std::uint8_t {
-  in_order,     // every connection starts at the first endpoint
-  shuffled,     // each connection its own random order
-  round_robin,  // connection k starts at endpoint k mod n
-};
+// In engine/options.h, since connection_options names it.
+using endpoint_allocation = warren::endpoint_allocation;
 
 // The endpoints of one connection (host[:port] strings, as the face parses them) in the order
 // this connection tries them.
