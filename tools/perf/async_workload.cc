@@ -124,6 +124,7 @@ class async_workload final : public thread_workload {
                  std::shared_ptr<const body_source> bodies)
       : thread_workload(o, plan, stats, std::move(bodies)),
         rings_(o.producers),
+        lost_at_(std::make_unique<std::atomic<std::int64_t>[]>(o.producers)),
         engine_(async::engine_options{
             .io_threads = o.io_threads,
             .workers = workers_for(o),
@@ -160,6 +161,9 @@ class async_workload final : public thread_workload {
     auto conn = engine_.connect(
         connection_for(options_, plan.uri, connection_name(options_, "producer", index)));
     watch_recovery(*conn, slot, "producer", index);
+    conn->on_recovery_started([this, index](const protocol::close_reason&) {
+      lost_at_[index].store(steady_now_ns(), std::memory_order_relaxed);
+    });
     std::vector<std::shared_ptr<async::channel>> channels;
     for (std::size_t c = 0; c < options_.producer_channels; ++c) {
       channels.push_back(conn->open_channel());
@@ -228,18 +232,17 @@ class async_workload final : public thread_workload {
           ch.try_publish(plan_.exchange, plan.routing_keys[next], props, m.body, popts, cb);
       if (s == async::publish_status::buffer_full || s == async::publish_status::window_full ||
           s == async::publish_status::blocked || s == async::publish_status::recovering) {
-        const bool recovering = s == async::publish_status::recovering;
-        const auto waited_from = clock::now();
         do {
           s = ch.publish(plan_.exchange, plan.routing_keys[next], props, m.body,
                          clock::now() + milliseconds(100), popts, cb);
         } while (s == async::publish_status::timeout && !stopping());
-        if (recovering || conn.state() != async::connection_state::open) {
-          stats_slot::add(
-              slot.unpublished_ns,
-              static_cast<std::uint64_t>(
-                  std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - waited_from)
-                      .count()));
+      }
+      if (s == async::publish_status::ok) {
+        // The first publish after a loss: from the loss to here, this producer published nothing.
+        if (const std::int64_t lost = lost_at_[index].load(std::memory_order_relaxed); lost != 0) {
+          lost_at_[index].store(0, std::memory_order_relaxed);
+          const std::int64_t d = steady_now_ns() - lost;
+          stats_slot::add(slot.unpublished_ns, static_cast<std::uint64_t>(d > 0 ? d : 0));
         }
       }
       if (recoveries_seen != slot.recoveries.load(std::memory_order_relaxed)) {
@@ -352,14 +355,21 @@ class async_workload final : public thread_workload {
       ready();
       bool idle_clock = false;  // --exit-when counts idle time from the start of the run
       while (!stopping() && !done.load() && (count == 0 || received.load() < count)) {
-        if (!conn->is_open()) {
+        // Recovering is not closed: the consumer goes on once its connection is back.
+        if (conn->state() == async::connection_state::closed) {
           throw run_error("connection closed: " + conn->close_reason().reply_text);
         }
         if (options_.polling) {
           for (channel_state& cs : channels) {
-            if (std::optional<async::delivery> d = cs.ch->basic_get(cs.queue, options_.auto_ack)) {
-              handle(cs, *d);
+            std::optional<async::delivery> d;
+            try {
+              d = cs.ch->basic_get(cs.queue, options_.auto_ack);
+            } catch (const recoverable_connection_error&) {
+              if (conn->state() == async::connection_state::closed) throw;
+              sleep_unless(milliseconds(20), stopping);  // recovering: basic.get waits for it
+              continue;
             }
+            if (d) handle(cs, *d);
             if (options_.polling_interval_ms > 0) {
               sleep_unless(milliseconds(options_.polling_interval_ms), stopping);
             }
@@ -444,6 +454,8 @@ class async_workload final : public thread_workload {
   // Per producer, per channel (confirms only); kept until the engine is gone, so that no
   // confirm callback outlives its ring.
   std::vector<std::vector<std::unique_ptr<confirm_ring>>> rings_;
+  // Per producer: when its connection was lost (steady ns), until its next publish is accepted.
+  std::unique_ptr<std::atomic<std::int64_t>[]> lost_at_;
   async::engine engine_;
 };
 
