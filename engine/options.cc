@@ -44,6 +44,22 @@ protocol::connection_config connection_options::machine_config() const {
   return c;
 }
 
+std::vector<std::string> connection_options::endpoint_hosts() const {
+  if (endpoints.empty()) return {host};
+  std::vector<std::string> out;
+  out.reserve(endpoints.size());
+  for (const std::string& e : endpoints) {
+    if (e.starts_with("amqp://") || e.starts_with("amqps://")) {
+      const connection_uri u = parse_uri(e);
+      const bool v6 = u.host.find(':') != std::string::npos;
+      out.push_back((v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port));
+    } else {
+      out.push_back(e);
+    }
+  }
+  return out;
+}
+
 connection_options connection_options::from_uri(std::string_view uri) {
   const connection_uri u = parse_uri(uri);
   connection_options o;

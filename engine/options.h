@@ -30,6 +30,14 @@ namespace warren {
 // Seconds as a double, as py-amqp's float seconds.
 using seconds_f = std::chrono::duration<double>;
 
+// Where a connection with several endpoints starts among them (the Java client's address list,
+// PerfTest's --connection-allocation); recovery then goes on from there to the next.
+enum class endpoint_allocation : std::uint8_t {
+  in_order,     // every connection starts at the first endpoint
+  shuffled,     // each connection tries them in its own random order
+  round_robin,  // the k-th connection of an engine starts at endpoint k mod n
+};
+
 // How to reach and log in to a broker, for either face.
 struct connection_options {
   std::string host = "localhost:5672";  // host[:port], [v6]:port
@@ -62,6 +70,15 @@ struct connection_options {
   std::vector<io::socket_option> socket_settings;
   // Capabilities to claim (subset of protocol::handled_capabilities()); empty: all handled.
   std::vector<std::string> negotiate_capabilities;
+  // Several endpoints of one cluster: each `host[:port]` or an amqp(s):// URI, of which only the
+  // host and port are taken (credentials, vhost and the rest are this struct's). Empty: `host`
+  // alone. The connection starts at one of them (`allocation`) and a recovery tries the others.
+  std::vector<std::string> endpoints;
+  endpoint_allocation allocation = endpoint_allocation::in_order;
+
+  // The host[:port] list the connection uses: `endpoints` (URIs reduced to host:port, an IPv6
+  // literal in brackets), or `host` when it is empty. Throws uri_error for a malformed URI.
+  std::vector<std::string> endpoint_hosts() const;
 
   // Options from an amqp:// or amqps:// URI (RabbitMQ's URI spec and query keys, see
   // engine/uri.h): host, port, user, password and vhost; heartbeat, channel_max, frame_max;

@@ -52,6 +52,7 @@
 #include "engine/io/socket.h"
 #include "engine/options.h"
 #include "engine/protocol/connection_machine.h"
+#include "engine/protocol/recovery.h"
 #include "engine/protocol/topology.h"
 
 namespace warren::async {
@@ -126,6 +127,11 @@ struct engine_options {
   // timed out is closed (a late reply would otherwise answer the next call on it).
   std::chrono::milliseconds rpc_timeout = std::chrono::seconds(60);
   receive_batching rx_batching;  // every connection of the engine; off by default
+  // Automatic recovery of every connection of the engine (on by default; `.enabled = false`
+  // turns it off): see "Recovery" in the README and connection's recovery members below.
+  protocol::recovery_policy recovery;
+  // Entities a recovery leaves out (an empty predicate keeps its kind).
+  protocol::topology_filter recovery_filter;
 };
 
 // Result of a non-blocking publish attempt.
@@ -137,11 +143,16 @@ enum class publish_status : std::uint8_t {
   closed,       // channel or connection is closed (channel::error() says why)
   too_large,    // body above the broker's max, or the encoder rejected the arguments
   timeout,      // publish(deadline) only: the deadline passed while waiting for room
+  recovering,   // the connection is recovering: retry later, or publish(deadline) waits for it
 };
 std::string_view to_string(publish_status s) noexcept;
 
 struct confirm_result {  // per-message completion, delivered once
-  enum class outcome : std::uint8_t { ack, nack, timeout, connection_lost, channel_closed } what;
+  // Same values as protocol::confirm_outcome. in_doubt: the connection was lost before the
+  // broker answered, so the message may or may not be on the broker (never reported as a nack,
+  // which is the broker refusing it); with recovery's republish it is published again instead,
+  // and this completion is its answer on the recovered channel.
+  enum class outcome : std::uint8_t { ack, nack, timeout, in_doubt, channel_closed } what;
   std::uint64_t sequence = 0;    // the publish sequence number on its channel
   bool returned = false;         // basic.return arrived for it first (mandatory, unroutable)
   std::uint16_t reply_code = 0;  // return's or close's reply code
@@ -193,6 +204,19 @@ using binding_record = protocol::binding_record;
 using consumer_record = protocol::consumer_record;
 using topology_record = protocol::topology_record;
 
+// What a recovery did (engine/protocol/recovery.h): the trigger and reason, the time from the loss
+// to the end of the replay, the endpoint reached, the attempts, the entities replayed, renamed
+// server-named queues (old, new), the entities that failed, publishes republished or in doubt.
+using recovery_report = protocol::recovery_report;
+
+// A connection's life as the application sees it.
+enum class connection_state : std::uint8_t {
+  open,
+  recovering,  // lost; reconnecting and replaying (publishes return publish_status::recovering)
+  closed,      // for good: closed by the application, a loss not recovered, or recovery gave up
+};
+std::string_view to_string(connection_state s) noexcept;
+
 class channel;
 
 class connection {
@@ -200,7 +224,7 @@ class connection {
   // Blocking: any thread but an I/O thread. Opens the lowest free channel id.
   std::shared_ptr<channel> open_channel();
   // Graceful close (bounded by a few seconds): every outstanding confirm completes with
-  // connection_lost, consumers' mailboxes are drained. Idempotent.
+  // in_doubt (the broker may or may not have them), consumers' mailboxes are drained. Idempotent.
   void close();
   bool is_open() const noexcept;
   bool blocked() const noexcept;
@@ -210,6 +234,34 @@ class connection {
   void on_closed(std::function<void(const warren::protocol::close_reason&)> f);
   // Why the connection closed (reply_code 0 and empty text while open).
   warren::protocol::close_reason close_reason() const;
+
+  // Recovery (engine_options::recovery). When the connection is lost (a socket error or EOF,
+  // missed heartbeats, the broker's connection.close 320 or 541; never after close(), and after a
+  // refused login only with recovery_policy::on_refused_login) the engine, on a recovery thread of
+  // the connection:
+  //   - ends what was in flight: calls waiting for a reply throw the loss's error; unconfirmed
+  //     publishes complete in_doubt (or, with recovery_policy::republish, are kept and published
+  //     again on the recovered channel, completing with that channel's answer); deliveries of the
+  //     lost connection can no longer be settled (ack/nack/reject return false, nothing is sent;
+  //     the broker redelivers them, redelivered set);
+  //   - reconnects (the next endpoint at once, the backoff of the policy between failed rounds),
+  //     reopens every channel that was open under the same id (its qos, confirm mode, tx, flow),
+  //     republishes, then replays the topology record (exchanges, queues, bindings, consumers with
+  //     their tags, arguments and handlers; a server-named queue is renamed and what named it
+  //     follows); a failed entity is reported and the others go on;
+  //   - meanwhile publishes return publish_status::recovering (publish(deadline) waits within its
+  //     deadline), blocking calls throw recoverable_connection_error("connection is recovering").
+  // The channel and connection handles stay valid across a recovery. Hooks run on the
+  // connection's recovery thread (they may block briefly; they must not call close() on this
+  // connection). Set them before the events they observe can happen.
+  connection_state state() const noexcept;
+  void on_recovery_started(std::function<void(const warren::protocol::close_reason&)> f);
+  void on_recovered(std::function<void(const recovery_report&)> f);
+  // Attempts ran out (recovery_policy::max_attempts): the connection is closed for good, with
+  // the loss's reason; on_closed runs too.
+  void on_recovery_failed(std::function<void(const warren::protocol::close_reason&)> f);
+  // The endpoint (host[:port]) the connection is on, or was last on.
+  std::string endpoint() const;
   // A snapshot of the topology record (any thread).
   topology_record topology() const;
   // connection.update-secret (e.g. a refreshed OAuth token; RabbitMQ also accepts the same
@@ -440,8 +492,10 @@ class delivery {
   std::uint16_t channel_id() const noexcept;
   // Any thread; routed to the owning I/O thread; contiguous acks coalesce into multiple=true.
   // Returns false (nothing sent) when the consumer (or basic_get) was no_ack or the channel has
-  // closed since the delivery. A tag already settled (or given back by basic_recover) is dropped
-  // on the I/O thread (nothing goes on the wire; the broker would close the channel for it).
+  // closed since the delivery, or the delivery came on a connection that was since lost (after a
+  // recovery the broker redelivers it, with redelivered set, under a new tag). A tag already
+  // settled (or given back by basic_recover) is dropped on the I/O thread (nothing goes on the
+  // wire; the broker would close the channel for it).
   bool ack(bool multiple = false);
   bool nack(bool multiple = false, bool requeue = true);
   bool reject(bool requeue = true);

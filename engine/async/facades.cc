@@ -26,6 +26,20 @@ std::string_view to_string(publish_status s) noexcept {
       return "too_large";
     case publish_status::timeout:
       return "timeout";
+    case publish_status::recovering:
+      return "recovering";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(connection_state s) noexcept {
+  switch (s) {
+    case connection_state::open:
+      return "open";
+    case connection_state::recovering:
+      return "recovering";
+    case connection_state::closed:
+      return "closed";
   }
   return "unknown";
 }
@@ -79,6 +93,21 @@ void connection::on_closed(std::function<void(const protocol::close_reason&)> f)
 }
 protocol::close_reason connection::close_reason() const {
   return impl_->close_reason();
+}
+connection_state connection::state() const noexcept {
+  return impl_->state();
+}
+void connection::on_recovery_started(std::function<void(const protocol::close_reason&)> f) {
+  impl_->set_on_recovery_started(std::move(f));
+}
+void connection::on_recovered(std::function<void(const recovery_report&)> f) {
+  impl_->set_on_recovered(std::move(f));
+}
+void connection::on_recovery_failed(std::function<void(const protocol::close_reason&)> f) {
+  impl_->set_on_recovery_failed(std::move(f));
+}
+std::string connection::endpoint() const {
+  return impl_->endpoint();
 }
 topology_record connection::topology() const {
   return impl_->topology();

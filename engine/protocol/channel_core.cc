@@ -21,7 +21,7 @@ class publish_guard {
 };
 
 confirm_outcome outcome_of(end_cause cause) noexcept {
-  return cause == end_cause::connection_lost ? confirm_outcome::connection_lost
+  return cause == end_cause::connection_lost ? confirm_outcome::in_doubt
                                              : confirm_outcome::channel_closed;
 }
 
@@ -550,7 +550,10 @@ void channel_core::end(end_cause cause, const close_reason& why) {
   bool ended = false;
   {
     publish_guard lock(handler_);
-    if (tracker_) {
+    if (tracker_ && keep_unconfirmed_ && cause == end_cause::connection_lost) {
+      tracker_->take_outstanding([&](const confirm_event& e) { handler_.on_kept(e); });
+      tracker_.reset();
+    } else if (tracker_) {
       tracker_->fail_all(outcome_of(cause), why.reply_code, why.reply_text,
                          [&](const confirm_event& e) {
                            ended = true;

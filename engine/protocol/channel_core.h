@@ -41,12 +41,11 @@
 // virtual call (on_delivery); a decision is one coalescer step; a publish is can_publish() and the
 // tracker's on_publish under the face's lock. No allocation and no std::function per message.
 //
-// Designed for recovery (the next step, not implemented here): a new life restarts confirm
-// sequence numbers (the tracker is rebuilt at each confirm.select) and refuses decisions on the old
-// life's deliveries; settings() is what a recovered channel replays (qos, confirm mode, tx, flow);
-// the end of a life ends every unconfirmed publish through confirm_tracker::fail_all with the
-// outcome of end_cause, which is where a recovering face will instead keep (and republish) them or
-// report them in doubt.
+// Recovery (engine/protocol/recovery.h): a new life restarts confirm sequence numbers (the tracker
+// is rebuilt at each confirm.select) and refuses decisions on the old life's deliveries;
+// settings() is what a recovered channel replays (qos, confirm mode, tx, flow). A connection loss
+// ends every unconfirmed publish in_doubt (never a nack), or, with keep_unconfirmed_on_loss, hands
+// them to the face (on_kept) to publish again on the recovered channel.
 #pragma once
 
 #include <atomic>
@@ -103,6 +102,11 @@ class channel_handler {
   // One publish ended (ack, nack, timeout, or the end of the life). Publish lock held: record it,
   // run user code in after_confirms().
   virtual void on_confirm(const confirm_event& /*e*/) {}
+  // keep_unconfirmed_on_loss: a publish outstanding when the connection was lost, handed over
+  // instead of ended (event.outcome in_doubt; sequence and token as registered), in sequence
+  // order, publish lock held. The face keeps it to publish again on the recovered channel, or
+  // completes it in doubt itself; it must not drop it.
+  virtual void on_kept(const confirm_event& /*e*/) {}
   // After a run of on_confirm calls, the publish lock released.
   virtual void after_confirms() {}
   // A basic.ack or basic.nack frame from the broker, after the tracker settled it (py-amqp's
@@ -212,6 +216,9 @@ class channel_core {
              std::shared_ptr<reply_waiter> waiter, std::uint16_t class_id = 0,
              std::uint16_t method_id = 0);
   std::uint32_t life() const noexcept { return life_; }
+  // Recovery with republish: when the connection is lost, the unconfirmed publishes are handed
+  // to channel_handler::on_kept instead of ending in_doubt (a channel close still ends them).
+  void keep_unconfirmed_on_loss(bool keep) noexcept { keep_unconfirmed_ = keep; }
 
   // Owner thread: calls (right after the face queued the method; call flush_acks() before
   // queueing it, so that decisions made before the call reach the broker first) ---------------
@@ -343,6 +350,7 @@ class channel_core {
   int recovering_ = 0;
   std::optional<confirm_tracker> tracker_;  // publish lock
   bool confirm_timeouts_ = false;           // tracker_ has a timeout (owner thread)
+  bool keep_unconfirmed_ = false;
   channel_settings settings_;
 };
 

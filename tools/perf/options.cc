@@ -523,6 +523,12 @@ const std::vector<option_def>& option_table() {
        [](auto& o, auto& n, auto& v) {
          o.consumer_tx_size = parse_integer<std::uint32_t>(n, v, 0, 1u << 24);
        }},
+      {{"--disable-connection-recovery", "-dcr"},
+       "",
+       false,
+       "do not recover a lost connection (async client; by default it reconnects, replays its "
+       "channels, queues and consumers, and goes on, printing one line per recovery)",
+       [](auto& o, auto&, auto&) { o.connection_recovery = false; }},
       {{"--polling", "-po"},
        "",
        false,

@@ -135,6 +135,9 @@ struct perf_options {
   connection_allocation allocation = connection_allocation::round_robin;
   std::vector<queue_argument> consumer_arguments;  // --consumer-args
   bool auto_delete = true;  // --auto-delete: the named queues (-u, --queue-pattern)
+  // Automatic connection recovery of the async client (PerfTest's default too);
+  // --disable-connection-recovery turns it off.
+  bool connection_recovery = true;
   bool help = false;
 
   bool confirms() const noexcept { return confirm_window > 0; }

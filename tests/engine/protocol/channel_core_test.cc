@@ -626,13 +626,13 @@ TEST_F(channel_core_test, on_ending_comes_first_while_the_channel_still_reads_op
   EXPECT_EQ(events.ended.size(), 1u);
 }
 
-TEST_F(channel_core_test, connection_loss_ends_unconfirmed_publishes_as_connection_lost) {
+TEST_F(channel_core_test, connection_loss_ends_unconfirmed_publishes_in_doubt) {
   open_core();
   select_confirms();
   publish();
   machine->transport_closed("connection reset by peer");
   ASSERT_EQ(events.confirms.size(), 1u);
-  EXPECT_EQ(events.confirms[0].outcome, confirm_outcome::connection_lost);
+  EXPECT_EQ(events.confirms[0].outcome, confirm_outcome::in_doubt);
   ASSERT_EQ(events.ended.size(), 1u);
   EXPECT_EQ(events.ended[0].first, end_cause::connection_lost);
   EXPECT_EQ(events.ended[0].second.reply_code, 320);
