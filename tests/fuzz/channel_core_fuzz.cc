@@ -335,9 +335,11 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
     switch (op) {
       case cs::open: {
         face& f = pick();
-        const bool want = in_.flag();
+        // Always a waiter, as the faces do: an expectation without one still counts as a call
+        // waiting (calls_waiting), which the model could not tell apart from an answered one.
+        in_.u8();
         if (!live() || f.core->state() != channel_state::closed) return;
-        auto w = maybe_waiter(f, want);
+        auto w = maybe_waiter(f, true);
         CHECK(f.core->open(w));
         bind(f, w);
         f.tags.clear();
@@ -365,13 +367,14 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         if (!live() || !f.core->is_open()) return;
         // A server-named consume cannot be nowait (the face would not know the tag).
         const bool named = tag % cs::tag_count == 0;
+        const std::string name = named ? "" : tag_name(tag);
         codec::basic_consume m;
         m.queue = "q";
-        m.consumer_tag = named ? "" : tag_name(tag);
+        m.consumer_tag = name;
         m.no_ack = no_ack;
         m.nowait = nowait && !named;
         CHECK(machine_->send(f.core->id(), m) == codec::errc::ok);
-        new_consumer(f, named ? "" : tag_name(tag), no_ack);
+        new_consumer(f, name, no_ack);
         auto w = maybe_waiter(f, !m.nowait);
         f.core->consume_sent(std::move(pending_consumer_), w);
         bind(f, w);
@@ -806,7 +809,8 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
   // A tag that does not increase is one no broker sends: the model leaves it unjudged.
   void note_tag(face& f, std::uint64_t tag) {
     if (f.index != 0) return;
-    const bool increases = f.tags.empty() || tag > f.tags.rbegin()->first;
+    // (Tags start at 1: the coalescer ignores a delivery-tag 0.)
+    const bool increases = tag > 0 && (f.tags.empty() || tag > f.tags.rbegin()->first);
     tag_state& t = f.tags[tag];
     if (!increases) t.duplicate = true;
   }

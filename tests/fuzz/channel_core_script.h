@@ -32,7 +32,7 @@ inline constexpr int route_count = 3;
 
 enum op : std::uint8_t {
   // The face's actions (each skipped unless the core is in the state a face would act in).
-  open,            // ch waiter:u8
+  open,            // ch unused:u8 (always with a waiter, as the faces open)
   close,           // ch waiter:u8 reply_code:u16
   consume,         // ch tag:u8 no_ack:u8 nowait:u8
   cancel,          // ch tag:u8 how:u8 (0 nowait, 1 waits for cancel-ok, 2 cancel_now)

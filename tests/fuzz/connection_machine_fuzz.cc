@@ -52,6 +52,7 @@ namespace cs = fuzz::connection_script;
   } while (0)
 
 constexpr std::uint16_t max_channel = 4;
+constexpr std::string_view app_close_text = "closed by the application (fuzz)";
 
 // WARREN_FUZZ_TRACE=1 in the environment: each step and event on stderr (to read a reproducer).
 const bool tracing = std::getenv("WARREN_FUZZ_TRACE") != nullptr;
@@ -178,9 +179,11 @@ class run : public protocol::connection_handler {
         write(n == 0 ? m.output().size() : std::min(n, m.output().size()));
         return;
       }
-      case cs::close:
-        m.close(in_.u16(), "fuzz");
+      case cs::close: {
+        // The application's code, as given (py-amqp's default is 0).
+        m.close(in_.u16(), app_close_text);
         return;
+      }
       case cs::transport_closed:
         m.transport_closed("fuzz");
         CHECK(closed_);
@@ -350,8 +353,9 @@ class run : public protocol::connection_handler {
     CHECK(!closed_);
     closed_ = true;
     closed_at_ = consumed_ + machine_->output().size();
-    // A reason the client gives itself is a code the spec names, with a text saying what.
-    if (!why.by_peer) {
+    // A reason the client gives itself is a code the spec names, with a text saying what (the
+    // application's own close aside: its code is the application's).
+    if (!why.by_peer && why.reply_text != app_close_text) {
       CHECK(!protocol::reply_name(why.reply_code).empty());
       CHECK(!why.reply_text.empty());
     }
