@@ -566,6 +566,10 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
       return;
     }
     slot.state = channel_state::open;
+  } else if (id == codec::channel_close_ok::id) {
+    // Only our channel.close (the closing branch above) is answered by close-ok.
+    fail(503, with_name(503, "unexpected channel.close-ok"), class_id, method_id);
+    return;
   } else if (id == codec::channel_flow::id) {
     codec::channel_flow m;
     if (codec::decode(payload.substr(4), m) != codec::errc::ok) {

@@ -852,6 +852,18 @@ TEST_F(connection_machine_test, content_completing_after_client_close_channel_is
   finish_channel_close(1);
 }
 
+// Regression (found by connection_machine_fuzz): a channel.close-ok on an open channel, which
+// the client never closed, reached the channel's owner as a command, where the channel core
+// dropped it silently; it is a protocol violation, like an unexpected channel.open-ok.
+TEST_F(connection_machine_test, channel_close_ok_on_an_open_channel_is_503) {
+  open();
+  open_channel(1);
+  feed(peer.channel_close_ok(1));
+  expect_closed_with(503);
+  expect_close_queued(503);
+  EXPECT_TRUE(log.commands.empty());
+}
+
 TEST_F(connection_machine_test, frames_on_never_opened_channel_are_504) {
   open();
   open_channel(1);
