@@ -542,8 +542,9 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
     if (id == codec::channel_close_ok::id) {
       slot.state = channel_state::closed;
     } else if (id == codec::channel_close::id) {
+      // The closes crossed. The broker answers ours with close-ok too (RabbitMQ does), which
+      // ends the channel; taking it for closed now would make that close-ok a 504.
       send(channel, codec::channel_close_ok{});
-      slot.state = channel_state::closed;
       return;
     } else if (!codec::method_has_content(class_id, method_id)) {
       return;
