@@ -606,6 +606,34 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         for (face& f : faces_) CHECK(f.core->state() == channel_state::closed);
         connect();
         return;
+      case cs::call: {
+        face& f = pick();
+        const int what = in_.u8() % 3;
+        if (!live() || !f.core->is_open()) return;
+        // As a face calls: the decisions held go first, then the method, then the expectation.
+        f.core->flush_acks();
+        check_all_settled(f);
+        std::uint32_t reply = 0;
+        if (what == 0) {
+          codec::queue_declare m;
+          m.queue = "q";
+          CHECK(machine_->send(f.core->id(), m) == codec::errc::ok);
+          reply = codec::queue_declare_ok::id;
+        } else if (what == 1) {
+          codec::exchange_declare m;
+          m.exchange = "ex";
+          m.type = "direct";
+          CHECK(machine_->send(f.core->id(), m) == codec::errc::ok);
+          reply = codec::exchange_declare_ok::id;
+        } else {
+          CHECK(machine_->send(f.core->id(), codec::tx_commit{}) == codec::errc::ok);
+          reply = codec::tx_commit_ok::id;
+        }
+        auto w = maybe_waiter(f, true);
+        f.core->expect(reply, w);
+        bind(f, w);
+        return;
+      }
       case cs::op_count:
         return;
     }
@@ -795,6 +823,15 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         break;
       case cs::flow_ok:
         p.method(ch, codec::channel_flow_ok{in_.flag()});
+        break;
+      case cs::queue_declare_ok:
+        p.method(ch, codec::queue_declare_ok{"q", 0, 0});
+        break;
+      case cs::exchange_declare_ok:
+        p.method(ch, codec::exchange_declare_ok{});
+        break;
+      case cs::tx_commit_ok:
+        p.method(ch, codec::tx_commit_ok{});
         break;
       case cs::peer_what_count:
         break;

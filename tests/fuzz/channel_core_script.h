@@ -55,6 +55,8 @@ enum op : std::uint8_t {
   peer_connection_close,  // reply_code:u16
   connection_lost,        // the transport failed
   reconnect,              // when the connection has ended: a new machine and handshake
+  call,  // ch what:u8: a call through expect(): queue.declare (0), exchange.declare (1),
+         // tx.commit (2), each waiting for its -ok
   // Extension point: recovery's replay (a reconnect that then replays each core's settings()
   // and the topology, republishing or reporting in doubt what was unconfirmed) goes here.
   op_count,
@@ -80,6 +82,9 @@ enum peer_what : std::uint8_t {
   select_ok,
   tx_select_ok,
   flow_ok,  // active:u8
+  queue_declare_ok,
+  exchange_declare_ok,
+  tx_commit_ok,
   peer_what_count,
 };
 

@@ -382,6 +382,9 @@ void channel_core_seeds(seed_set& out) {
     c.peer(ch1, ccs::tx_select_ok);
     c.op(ccs::flow, ch1).w.u8(0);
     c.peer(ch1, ccs::flow_ok).w.u8(0);
+    c.op(ccs::call, ch1).w.u8(0);
+    c.op(ccs::call, ch1).w.u8(2);
+    c.peer(ch1, ccs::queue_declare_ok).peer(ch1, ccs::tx_commit_ok);
     c.consume(ch1, tag_named, false).deliver(ch1, tag_named, 1);
     c.peer(ch1, ccs::flow_from_peer).w.u8(0);
     c.publish(ch1, false, 0);
