@@ -27,8 +27,7 @@ std::uint32_t wait_for_count(warren::channel& ch, const std::string& queue, std:
 int run(const wb::args& a) {
   warren::connection_options o;
   o.host = std::string(wb::broker_host) + ":" + std::to_string(wb::broker_port);
-  o.confirm_publish = a.mode == wb::mode::confirm;
-  warren::connection conn(o);
+  warren::connection conn(o, {.confirm_publish = a.mode == wb::mode::confirm});
   conn.connect();
   warren::channel& ch = conn.channel();
   // x-expires: a run that dies half-way leaves no queue full of messages behind.

@@ -48,9 +48,11 @@
 #include "codec/content.h"
 #include "codec/field_table.h"
 #include "engine/buffer.h"
-#include "engine/client/connection.h"
+#include "engine/errors.h"
 #include "engine/io/socket.h"
+#include "engine/options.h"
 #include "engine/protocol/connection_machine.h"
+#include "engine/protocol/topology.h"
 
 namespace warren::async {
 
@@ -168,52 +170,28 @@ struct returned_message {
 class delivery;
 using delivery_handler = std::function<void(delivery&)>;  // runs on a TBB worker thread
 
-struct consumer_options {
-  std::string consumer_tag;  // empty: broker assigns
-  bool no_ack = false, exclusive = false, no_local = false;
-  codec::field_table arguments;
-  unsigned concurrency = 1;  // 1 = this consumer's deliveries handled strictly in order
-  // Broker cancel (queue deleted, ...). Runs on the I/O thread.
-  std::function<void(std::string_view consumer_tag)> on_cancel;
-  // Send basic.consume without waiting for consume-ok (needs consumer_tag: nothing would tell
-  // the broker's choice). The consumer is registered before the frame goes, so deliveries that
-  // follow at once find it; an error (404, ...) closes the channel later.
-  bool nowait = false;
-};
+// basic.consume's options, shared with the blocking API (engine/options.h): consumer_tag, no_local,
+// no_ack, exclusive, nowait, arguments, on_cancel. Here on_cancel (a broker cancel: queue
+// deleted, ...) runs on the I/O thread; nowait sends basic.consume without waiting for
+// consume-ok (it needs consumer_tag: nothing would tell the broker's choice), the consumer being
+// registered before the frame goes, so deliveries that follow at once find it; an error (404,
+// ...) closes the channel later. How many deliveries are handled at once is basic_consume's
+// `concurrency`.
+using consumer_options = warren::consume_options;
 
 struct ack_coalescing {
   std::uint32_t max_count = 64;
   std::chrono::microseconds max_delay{1000};
 };
 
-// What was declared through the engine on one connection, for a later recovery to replay.
-// Deleting an exchange or queue through the engine removes it and the bindings naming it.
-struct exchange_record {
-  std::string name, type;
-  warren::exchange_declare_options options;
-};
-struct queue_record {
-  std::string name;  // the broker's name when it was server-named
-  warren::queue_declare_options options;
-  bool server_named = false;
-};
-struct binding_record {
-  enum class kind : std::uint8_t { queue, exchange } what;  // queue.bind or exchange.bind
-  std::string destination, source, routing_key;
-  codec::field_table arguments;
-};
-struct consumer_record {
-  std::uint16_t channel = 0;
-  std::string queue, consumer_tag;
-  bool no_ack = false, exclusive = false, no_local = false;
-  codec::field_table arguments;
-};
-struct topology_record {
-  std::vector<exchange_record> exchanges;
-  std::vector<queue_record> queues;
-  std::vector<binding_record> bindings;
-  std::vector<consumer_record> consumers;
-};
+// What was declared through the engine on one connection, for a later recovery to replay
+// (engine/protocol/topology.h). Deleting an exchange or queue through the engine removes it and
+// the bindings naming it (a queue: its consumers too).
+using exchange_record = protocol::exchange_record;
+using queue_record = protocol::queue_record;
+using binding_record = protocol::binding_record;
+using consumer_record = protocol::consumer_record;
+using topology_record = protocol::topology_record;
 
 class channel;
 
@@ -391,9 +369,11 @@ class channel {
   bool wait_for_confirms(std::chrono::steady_clock::time_point deadline);
 
   // Consuming: handler on TBB workers; returns the consumer tag. Blocking (with o.nowait, only
-  // until the frame is queued; std::invalid_argument without o.consumer_tag).
+  // until the frame is queued; std::invalid_argument without o.consumer_tag). `concurrency`
+  // deliveries of this consumer are handled at once at most (1: strictly in order).
   std::string basic_consume(std::string_view queue, delivery_handler handler,
-                            const consumer_options& = {}, const ack_coalescing& = {});
+                            const consumer_options& = {}, const ack_coalescing& = {},
+                            unsigned concurrency = 1);
   // Blocking; returns after cancel-ok and after the consumer's handlers in flight finished.
   // With nowait the consumer is removed when the frame is queued (deliveries still in flight
   // for it are rejected with requeue, or dropped when it was no_ack), and the call returns once
@@ -467,7 +447,6 @@ class delivery {
   bool reject(bool requeue = true);
 
  private:
-  friend class detail::connection_impl;
   friend class detail::channel_impl;
   friend class channel;  // basic_get builds one
   rx_ref keep_[3];
@@ -488,9 +467,10 @@ class engine {
 
   // Blocking connect (any non-I/O thread): returns once connection.open-ok arrived, or throws
   // (std::system_error for TCP/TLS failures, the py-amqp error for a refused login, amqp_timeout
-  // when connect_timeout passes, naming the handshake). Uses the blocking API's option struct,
-  // incl. TLS, heartbeat, SASL; its callbacks (on_open, on_blocked, ...) and read/write timeouts
-  // are not used. Socket settings are py-amqp's defaults with opts.socket_settings on top, except
+  // when connect_timeout passes, naming the handshake). Takes the options both faces share
+  // (engine/options.h: host, credentials and SASL, TLS, heartbeat, limits); the connection's
+  // callbacks are its on_blocked/on_unblocked/on_closed. Socket settings are py-amqp's defaults
+  // with opts.socket_settings on top, except
   // TCP_USER_TIMEOUT, set only when opts.socket_settings names it: py-amqp's 1 s would let the
   // kernel abort a connection whose peer stops reading for a second (RabbitMQ in a memory alarm);
   // the engine's heartbeats find dead peers instead.

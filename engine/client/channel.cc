@@ -8,16 +8,6 @@ namespace {
 using protocol::clock;
 using protocol::time_point;
 
-std::string encode_args(const codec::field_table& t) {
-  codec::errc e = codec::errc::ok;
-  std::string s = codec::encode_table(t, &e);
-  if (e != codec::errc::ok) {
-    throw std::invalid_argument("arguments table cannot be encoded: " +
-                                std::error_code(e).message());
-  }
-  return s;
-}
-
 void check_shortstr(std::string_view what, std::string_view v) {
   if (v.size() > 255) {
     throw std::invalid_argument(std::string(what) + " longer than 255 octets");
@@ -162,39 +152,11 @@ bool channel::flow(bool active) {
 
 // exchange -----------------------------------------------------------------------------------
 
-codec::exchange_declare exchange_declare_method(std::string_view exchange, std::string_view type,
-                                                const exchange_declare_options& o,
-                                                std::string_view args) {
-  codec::exchange_declare m;
-  m.exchange = exchange;
-  m.type = type;
-  m.passive = o.passive;
-  m.durable = o.durable;
-  m.auto_delete = o.auto_delete;
-  m.internal = o.internal;
-  m.nowait = o.nowait;
-  m.arguments = codec::table_view{args};
-  return m;
-}
-
-codec::queue_declare queue_declare_method(std::string_view queue, const queue_declare_options& o,
-                                          std::string_view args) {
-  codec::queue_declare m;
-  m.queue = queue;
-  m.passive = o.passive;
-  m.durable = o.durable;
-  m.exclusive = o.exclusive;
-  m.auto_delete = o.auto_delete;
-  m.nowait = o.nowait;
-  m.arguments = codec::table_view{args};
-  return m;
-}
-
 void channel::exchange_declare(std::string_view exchange, std::string_view type,
                                const exchange_declare_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_args(o.arguments);
+  std::string args = encode_arguments(o.arguments);
   send(exchange_declare_method(exchange, type, o, args));
   if (!o.nowait) wait_for({codec::exchange_declare_ok::id}, std::nullopt);
 }
@@ -214,7 +176,7 @@ void channel::exchange_bind(std::string_view destination, std::string_view sourc
                             std::string_view routing_key, const bind_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_args(o.arguments);
+  std::string args = encode_arguments(o.arguments);
   codec::exchange_bind m;
   m.destination = destination;
   m.source = source;
@@ -229,7 +191,7 @@ void channel::exchange_unbind(std::string_view destination, std::string_view sou
                               std::string_view routing_key, const bind_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_args(o.arguments);
+  std::string args = encode_arguments(o.arguments);
   codec::exchange_unbind m;
   m.destination = destination;
   m.source = source;
@@ -245,7 +207,7 @@ void channel::exchange_unbind(std::string_view destination, std::string_view sou
 queue_declare_ok channel::queue_declare(std::string_view queue, const queue_declare_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_args(o.arguments);
+  std::string args = encode_arguments(o.arguments);
   send(queue_declare_method(queue, o, args));
   if (o.nowait) return {std::string(queue), 0, 0};
   codec::queue_declare_ok ok;
@@ -258,7 +220,7 @@ void channel::queue_bind(std::string_view queue, std::string_view exchange,
                          std::string_view routing_key, const bind_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_args(o.arguments);
+  std::string args = encode_arguments(o.arguments);
   codec::queue_bind m;
   m.queue = queue;
   m.exchange = exchange;
@@ -273,7 +235,7 @@ void channel::queue_unbind(std::string_view queue, std::string_view exchange,
                            std::string_view routing_key, const bind_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_args(o.arguments);
+  std::string args = encode_arguments(o.arguments);
   codec::queue_unbind m;
   m.queue = queue;
   m.exchange = exchange;
@@ -334,7 +296,7 @@ std::string channel::basic_consume(std::string_view queue, consumer_callback cal
   if (o.nowait && o.consumer_tag.empty()) {
     throw std::invalid_argument("basic_consume with nowait needs a consumer_tag");
   }
-  std::string args = encode_args(o.arguments);
+  std::string args = encode_arguments(o.arguments);
   codec::basic_consume m;
   m.queue = queue;
   m.consumer_tag = o.consumer_tag;
@@ -433,14 +395,14 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   const std::optional<seconds_f> wait =
       o.confirm_timeout && o.confirm_timeout->count() > 0 ? o.confirm_timeout : o.timeout;
   const time_point confirm_deadline =
-      conn_.options_.confirm_publish ? conn_.deadline_after(wait) : time_point::max();
+      conn_.client_.confirm_publish ? conn_.deadline_after(wait) : time_point::max();
   const char* const bound = wait == o.confirm_timeout ? " within confirm_timeout"
                                                       : " within timeout (no confirm_timeout)";
   // py-amqp's basic_publish_confirm selects confirms at the first publish. confirm_mode_ belongs
   // to the channel's current life (a revival or a close clears it), so a revived or reopened
   // channel selects again before it publishes: with confirm_publish every publish is confirmed.
   // (py-amqp keeps its flag across a revival and then waits for an ack that never comes.)
-  if (conn_.options_.confirm_publish && !confirm_mode_) {
+  if (conn_.client_.confirm_publish && !confirm_mode_) {
     send(codec::confirm_select{});
     try {
       wait_for({codec::confirm_select_ok::id}, confirm_deadline);
@@ -467,7 +429,7 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   const std::uint64_t seq = confirm_mode_ ? next_seq_++ : 0;
   if (confirm_mode_) outstanding_.emplace(seq, true);
   try {
-    conn_.flush(conn_.deadline_after(o.timeout ? o.timeout : conn_.options_.write_timeout));
+    conn_.flush(conn_.deadline_after(o.timeout ? o.timeout : conn_.client_.write_timeout));
   } catch (const amqp_timeout& e) {
     // flush's only amqp_timeout is its write deadline. py-amqp raises RecoverableChannelError
     // for it here, not socket.timeout.
@@ -476,7 +438,7 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
         {codec::basic_publish::class_id, codec::basic_publish::method_id},
         std::string(codec::basic_publish::name));
   }
-  if (confirm_mode_ && conn_.options_.confirm_publish) {
+  if (confirm_mode_ && conn_.client_.confirm_publish) {
     while (outstanding_.count(seq) != 0) {
       if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
       conn_.throw_if_failed();
@@ -520,7 +482,7 @@ void channel::basic_ack(std::uint64_t delivery_tag, bool multiple) {
   m.delivery_tag = delivery_tag;
   m.multiple = multiple;
   send(m);
-  conn_.flush(conn_.deadline_after(conn_.options_.write_timeout));
+  conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
 void channel::basic_nack(std::uint64_t delivery_tag, bool multiple, bool requeue) {
@@ -531,7 +493,7 @@ void channel::basic_nack(std::uint64_t delivery_tag, bool multiple, bool requeue
   m.multiple = multiple;
   m.requeue = requeue;
   send(m);
-  conn_.flush(conn_.deadline_after(conn_.options_.write_timeout));
+  conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
 void channel::basic_reject(std::uint64_t delivery_tag, bool requeue) {
@@ -541,7 +503,7 @@ void channel::basic_reject(std::uint64_t delivery_tag, bool requeue) {
   m.delivery_tag = delivery_tag;
   m.requeue = requeue;
   send(m);
-  conn_.flush(conn_.deadline_after(conn_.options_.write_timeout));
+  conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
 void channel::basic_recover(bool requeue) {
@@ -559,7 +521,7 @@ void channel::basic_recover_async(bool requeue) {
   codec::basic_recover_async m;
   m.requeue = requeue;
   send(m);
-  conn_.flush(conn_.deadline_after(conn_.options_.write_timeout));
+  conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
 void channel::confirm_select(bool nowait) {

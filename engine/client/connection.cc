@@ -11,26 +11,6 @@ namespace {
 using protocol::clock;
 using protocol::time_point;
 
-std::vector<protocol::sasl_credentials> build_authentication(const connection_options& o) {
-  if (!o.authentication.empty()) return o.authentication;
-  if (o.login_method) {
-    const std::string& m = *o.login_method;
-    if (m == "EXTERNAL") return {protocol::sasl_external()};
-    if (m == "AMQPLAIN") return {protocol::sasl_amqplain(o.userid, o.password)};
-    if (m == "PLAIN") return {protocol::sasl_plain(o.userid, o.password)};
-    if (o.login_response) return {protocol::sasl_raw(m, *o.login_response)};
-    throw std::invalid_argument("invalid login method '" + m +
-                                "': use PLAIN, AMQPLAIN or EXTERNAL, or give login_response");
-  }
-  // py-amqp's default order (GSSAPI aside). EXTERNAL only makes sense with a client
-  // certificate, so it is offered only over TLS with one.
-  std::vector<protocol::sasl_credentials> out;
-  if (o.ssl && !o.ssl->cert_file.empty()) out.push_back(protocol::sasl_external());
-  out.push_back(protocol::sasl_amqplain(o.userid, o.password));
-  out.push_back(protocol::sasl_plain(o.userid, o.password));
-  return out;
-}
-
 std::chrono::milliseconds ms_until(time_point deadline) {
   if (deadline == time_point::max()) return io::infinite;
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
@@ -57,64 +37,13 @@ std::exception_ptr error_from(const protocol::close_reason& why) {
 
 }  // namespace
 
-protocol::connection_config connection_options::machine_config() const {
-  const connection_options& o = *this;
-  protocol::connection_config c;
-  c.virtual_host = o.virtual_host;
-  c.locale = o.locale;
-  c.authentication = build_authentication(o);
-  c.client_properties = o.client_properties;
-  c.capabilities = o.negotiate_capabilities;
-  c.channel_max = o.channel_max;
-  c.frame_max = o.frame_max;
-  c.heartbeat = o.heartbeat;
-  c.on_challenge = o.on_challenge;
-  return c;
-}
-
-connection_options connection_options::from_uri(std::string_view uri) {
-  const connection_uri u = parse_uri(uri);
-  connection_options o;
-  o.host = io::format_host_port(u.host, u.port);
-  o.userid = u.user;
-  o.password = u.password;
-  o.virtual_host = u.vhost;
-  if (u.heartbeat) o.heartbeat = *u.heartbeat;
-  if (u.channel_max) o.channel_max = *u.channel_max;
-  if (u.frame_max) o.frame_max = *u.frame_max;
-  if (u.connection_timeout) o.connect_timeout = seconds_f(*u.connection_timeout);
-  if (u.tls) {
-    io::tls_options t;
-    if (u.cacertfile) t.ca_file = *u.cacertfile;
-    if (u.certfile) t.cert_file = *u.certfile;
-    if (u.keyfile) t.key_file = *u.keyfile;
-    if (u.verify == tls_verify::verify_none) t.verify_peer = false;
-    // "disable" turns SNI off; the certificate is still checked against the host.
-    if (u.server_name_indication) {
-      t.server_name = *u.server_name_indication == "disable" ? "" : *u.server_name_indication;
-    }
-    o.ssl = std::move(t);
-  }
-  for (const std::string& m : u.auth_mechanisms) {
-    if (m == "PLAIN") {
-      o.authentication.push_back(protocol::sasl_plain(u.user, u.password));
-    } else if (m == "AMQPLAIN") {
-      o.authentication.push_back(protocol::sasl_amqplain(u.user, u.password));
-    } else if (m == "EXTERNAL") {
-      o.authentication.push_back(protocol::sasl_external());
-    } else {
-      throw uri_error("invalid AMQP URI: auth_mechanism " + m +
-                      " is not supported (PLAIN, AMQPLAIN or EXTERNAL)");
-    }
-  }
-  return o;
-}
-
 // ---------------------------------------------------------------------------------------------
 // connection
 
-connection::connection(connection_options options)
-    : options_(std::move(options)), machine_(options_.machine_config(), *this) {}
+connection::connection(connection_options options, warren::client_options client)
+    : options_(std::move(options)),
+      client_(std::move(client)),
+      machine_(options_.machine_config(), *this) {}
 
 connection::~connection() {
   try {
@@ -172,8 +101,8 @@ void connection::connect() {
     }
   }
   throw_if_failed();
-  if (options_.background_heartbeat && machine_.heartbeat() > 0) start_heartbeat_thread();
-  if (options_.on_open) options_.on_open(*this);
+  if (client_.background_heartbeat && machine_.heartbeat() > 0) start_heartbeat_thread();
+  if (client_.on_open) client_.on_open(*this);
 }
 
 warren::channel& connection::channel(std::uint16_t id) {
@@ -291,9 +220,8 @@ void connection::feed_buffered_input() {
 }
 
 bool connection::pump(time_point deadline) {
-  const time_point write_deadline =
-      std::min(deadline,
-               options_.write_timeout ? deadline_after(options_.write_timeout) : time_point::max());
+  const time_point write_deadline = std::min(
+      deadline, client_.write_timeout ? deadline_after(client_.write_timeout) : time_point::max());
   flush(write_deadline);
   if (machine_.state() == protocol::connection_state::closed) return true;
 
@@ -330,7 +258,7 @@ bool connection::pump(time_point deadline) {
     const time_point timer = machine_.next_timer();
     const time_point wake = std::min(deadline, timer);
     const time_point read_deadline =
-        options_.read_timeout ? std::min(wake, deadline_after(options_.read_timeout)) : wake;
+        client_.read_timeout ? std::min(wake, deadline_after(client_.read_timeout)) : wake;
     io::io_error err;
     const std::size_t got = transport_.read_some(rx_->data() + rx_end_, rx_->capacity() - rx_end_,
                                                  ms_until(read_deadline), err);
@@ -358,7 +286,7 @@ bool connection::pump(time_point deadline) {
       throw_if_failed();
     }
     if (now >= deadline) return false;
-    if (options_.read_timeout && read_deadline < wake && now >= read_deadline) {
+    if (client_.read_timeout && read_deadline < wake && now >= read_deadline) {
       throw amqp_timeout("read timed out");
     }
   }
@@ -400,10 +328,10 @@ void connection::dispatch_incoming() {
           break;
         }
         case incoming_event::kind::blocked:
-          if (options_.on_blocked) options_.on_blocked(ev.reason);
+          if (client_.on_blocked) client_.on_blocked(ev.reason);
           break;
         case incoming_event::kind::unblocked:
-          if (options_.on_unblocked) options_.on_unblocked();
+          if (client_.on_unblocked) client_.on_unblocked();
           break;
       }
     } catch (...) {
@@ -477,7 +405,7 @@ void connection::send_heartbeat() {
   std::unique_lock lock(mu_);
   throw_if_failed();
   machine_.send_heartbeat();
-  flush(deadline_after(options_.write_timeout));
+  flush(deadline_after(client_.write_timeout));
   last_heartbeat_sent_ = clock::now();
 }
 
@@ -519,7 +447,7 @@ void connection::on_open() {
 }
 
 void connection::on_tuned() {
-  if (options_.on_tune_ok) options_.on_tune_ok();
+  if (client_.on_tune_ok) client_.on_tune_ok();
 }
 
 void connection::on_command(protocol::command& cmd) {
@@ -563,7 +491,7 @@ void connection::on_closed(const protocol::close_reason& why) {
       // py-amqp raises ConnectionError itself here (no reply code), with this text; the
       // machine's 403 would make it the channel-class access_refused.
       std::vector<std::string> offer;
-      for (const auto& c : build_authentication(options_)) offer.push_back(c.mechanism);
+      for (const auto& c : options_.machine_config().authentication) offer.push_back(c.mechanism);
       connection_error_ = std::make_exception_ptr(
           connection_error("Couldn't find appropriate auth mechanism (can offer: " + join(offer) +
                            "; available: " + join(machine_.mechanisms()) + ")"));

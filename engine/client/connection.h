@@ -5,8 +5,8 @@
 // same sans-I/O state machine (engine/protocol) that the multithreaded engine drives.
 //
 // Threading: a connection and its channels belong to one thread at a time, as in py-amqp.
-// The one exception is the opt-in background heartbeat (options.background_heartbeat), whose
-// thread takes the connection's lock only to send heartbeats while the owner is not inside a
+// The one exception is the opt-in background heartbeat (client_options::background_heartbeat),
+// whose thread takes the connection's lock only to send heartbeats while the owner is not inside a
 // call; the owner's calls take the same lock, and so do the accessors of what its writes
 // change (connected(), bytes_sent(), bytes_recv(), sock()).
 //
@@ -33,6 +33,7 @@
 #include "engine/client/message.h"
 #include "engine/errors.h"
 #include "engine/io/transport.h"
+#include "engine/options.h"
 #include "engine/protocol/connection_machine.h"
 #include "engine/uri.h"
 
@@ -41,35 +42,9 @@ namespace warren {
 class connection;
 class channel;
 
-using seconds_f = std::chrono::duration<double>;
-
-struct connection_options {
-  std::string host = "localhost:5672";  // host[:port], [v6]:port
-  std::string userid = "guest";
-  std::string password = "guest";
-  // PLAIN, AMQPLAIN, EXTERNAL, or any other name with login_response (RAW).
-  std::optional<std::string> login_method;
-  std::optional<std::string> login_response;
-  // Explicit mechanisms in preference order; overrides login_method. Empty and no
-  // login_method: EXTERNAL, AMQPLAIN, PLAIN (py-amqp's order, GSSAPI aside), the first the
-  // broker offers wins.
-  std::vector<protocol::sasl_credentials> authentication;
-  // Answers a SASL challenge (connection.secure) from the broker: called with the challenge,
-  // returns the response that connection.secure-ok carries; once per round, at most 16 rounds.
-  // Unset: a challenge fails connect() with amqp_not_implemented_error (540), since the
-  // built-in mechanisms have no second step. (py-amqp ignores connection.secure.) Called on the
-  // thread that runs the handshake: connect()'s caller here, an I/O thread in the async engine.
-  // What it throws fails connect().
-  std::function<std::string(std::string_view challenge)> on_challenge;
-  std::string virtual_host = "/";
-  std::string locale = "en_US";
-  codec::field_table client_properties;
-  // TLS when set (py-amqp's ssl=True is `io::tls_options{}`).
-  std::optional<io::tls_options> ssl;
-  std::optional<seconds_f> connect_timeout;
-  std::uint16_t channel_max = 0;  // 0: 65535
-  std::uint32_t frame_max = 0;    // 0: 131072
-  std::uint16_t heartbeat = 0;    // seconds; 0 disables
+// The blocking API's own connection options (py-amqp's Connection keyword arguments that only
+// this face has); the shared ones are warren::connection_options (engine/options.h).
+struct client_options {
   std::function<void(connection&)> on_open;
   std::function<void(std::string_view reason)> on_blocked;
   std::function<void()> on_unblocked;
@@ -80,87 +55,17 @@ struct connection_options {
   bool confirm_publish = false;
   std::optional<seconds_f> read_timeout;
   std::optional<seconds_f> write_timeout;
-  std::vector<io::socket_option> socket_settings;
-  // Capabilities to claim (subset of protocol::handled_capabilities()); empty: all handled.
-  std::vector<std::string> negotiate_capabilities;
   // Sends heartbeats from a helper thread, so a caller busy elsewhere never misses one.
   bool background_heartbeat = false;
-
-  // Options from an amqp:// or amqps:// URI (RabbitMQ's URI spec and query keys, see
-  // engine/uri.h): host, port, user, password and vhost; heartbeat, channel_max, frame_max;
-  // connection_timeout as connect_timeout; amqps turns TLS on with cacertfile, certfile,
-  // keyfile, verify=verify_none (no peer check) and server_name_indication ("disable": no SNI,
-  // the host is still checked); auth_mechanism entries become `authentication` in URI order.
-  // Everything else keeps its default. Throws uri_error (never quoting the password) for a URI
-  // parse_uri rejects or an auth_mechanism other than PLAIN, AMQPLAIN or EXTERNAL.
-  static connection_options from_uri(std::string_view uri);
-
-  // The sans-I/O machine's configuration for these options (the blocking connection and the
-  // async engine both use it). Throws std::invalid_argument for an unknown login_method without
-  // login_response.
-  protocol::connection_config machine_config() const;
 };
-
-struct queue_declare_ok {
-  std::string queue;
-  std::uint32_t message_count = 0;
-  std::uint32_t consumer_count = 0;
-};
-
-struct exchange_declare_options {
-  bool passive = false;
-  bool durable = false;
-  bool auto_delete = true;
-  bool internal = false;
-  bool nowait = false;
-  codec::field_table arguments;
-};
-struct queue_declare_options {
-  bool passive = false;
-  bool durable = false;
-  bool exclusive = false;
-  bool auto_delete = true;
-  bool nowait = false;
-  codec::field_table arguments;
-};
-struct bind_options {
-  bool nowait = false;
-  codec::field_table arguments;
-};
-struct queue_delete_options {
-  bool if_unused = false;
-  bool if_empty = false;
-  bool nowait = false;
-};
-
-// The declare methods for these options, shared by the blocking channel and the async engine.
-// `args` is the encoded o.arguments (codec::encode_table); the result views it and the names.
-codec::exchange_declare exchange_declare_method(std::string_view exchange, std::string_view type,
-                                                const exchange_declare_options& o,
-                                                std::string_view args);
-codec::queue_declare queue_declare_method(std::string_view queue, const queue_declare_options& o,
-                                          std::string_view args);
 
 using consumer_callback = std::function<void(message&)>;
-using cancel_callback = std::function<void(std::string_view consumer_tag)>;
-
-struct consume_options {
-  std::string consumer_tag;  // empty: the broker assigns one
-  bool no_local = false;
-  bool no_ack = false;
-  bool exclusive = false;
-  bool nowait = false;
-  codec::field_table arguments;
-  // Called when the broker cancels the consumer (queue deleted, ...). Without one, the
-  // cancel raises consumer_cancelled from the call that received it.
-  cancel_callback on_cancel;
-};
 
 struct publish_options {
   bool mandatory = false;
   bool immediate = false;  // RabbitMQ rejects it (540); kept for py-amqp parity
   // Bound on writing the message when the broker applies back-pressure (connection.blocked);
-  // none: connection_options::write_timeout. When it passes, recoverable_channel_error (as
+  // none: client_options::write_timeout. When it passes, recoverable_channel_error (as
   // py-amqp's RecoverableChannelError) and the connection is closed, since part of the message
   // may have been written.
   std::optional<seconds_f> timeout;
@@ -330,8 +235,9 @@ class channel {
 
 class connection : private protocol::connection_handler {
  public:
-  explicit connection(connection_options options = {});
-  explicit connection(std::string_view uri) : connection(connection_options::from_uri(uri)) {}
+  explicit connection(connection_options options = {}, warren::client_options client = {});
+  explicit connection(std::string_view uri, warren::client_options client = {})
+      : connection(connection_options::from_uri(uri), std::move(client)) {}
   ~connection() override;
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -397,6 +303,7 @@ class connection : private protocol::connection_handler {
   }
   bool blocked() const noexcept { return machine_.blocked(); }
   const connection_options& options() const noexcept { return options_; }
+  const warren::client_options& client_options() const noexcept { return client_; }
   const std::map<std::uint16_t, std::unique_ptr<warren::channel>>& channels() const noexcept {
     return channels_;
   }
@@ -436,6 +343,7 @@ class connection : private protocol::connection_handler {
   void stop_heartbeat_thread();
 
   connection_options options_;
+  warren::client_options client_;
   // Receive buffers. Messages the user keeps (and the machine's half-assembled content while it
   // is destroyed) may release theirs after the pool is gone: rx_pool allows that.
   rx_pool pool_{256 * 1024, 8};

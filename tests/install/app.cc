@@ -74,10 +74,11 @@ int run(const std::string& uri) {
 
   // The blocking face: confirm_publish makes basic_publish wait for the broker's ack.
   warren::connection_options options = warren::connection_options::from_uri(uri);
-  options.confirm_publish = true;
   options.connect_timeout = warren::seconds_f(10);
-  options.read_timeout = warren::seconds_f(30);  // bounds every wait for the broker
-  warren::connection conn(options);
+  warren::client_options client;
+  client.confirm_publish = true;
+  client.read_timeout = warren::seconds_f(30);  // bounds every wait for the broker
+  warren::connection conn(options, client);
   conn.connect();
   warren::channel& ch = conn.channel();
   warren::queue_declare_options declare{.auto_delete = false};

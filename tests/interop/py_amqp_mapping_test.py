@@ -25,6 +25,7 @@ HEADERS = [
     "engine/client/connection.h",
     "engine/client/message.h",
     "engine/errors.h",
+    "engine/options.h",
     "engine/uri.h",
     "engine/io/socket.h",
     "engine/io/tls.h",

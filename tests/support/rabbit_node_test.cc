@@ -77,8 +77,9 @@ TEST(rabbit_node_test, a_node_keeps_confirmed_durable_messages_across_kill_minus
   ASSERT_GT(first_pid, 0);
   {
     connection_options o = node_options(node);
-    o.confirm_publish = true;
-    connection c(o);
+    client_options co;
+    co.confirm_publish = true;
+    connection c(o, co);
     c.connect();
     channel& ch = c.channel();
     ch.queue_declare("kept", {.durable = true, .auto_delete = false});
@@ -157,10 +158,11 @@ TEST(rabbit_node_test, the_default_open_files_limit_is_well_above_rabbitmqs_usua
 TEST(rabbit_node_test, a_memory_alarm_blocks_a_publisher_and_clearing_it_unblocks) {
   rabbit_node node;
   connection_options o = node_options(node);
+  client_options co;
   int blocked = 0, unblocked = 0;
-  o.on_blocked = [&](std::string_view) { ++blocked; };
-  o.on_unblocked = [&] { ++unblocked; };
-  connection c(o);
+  co.on_blocked = [&](std::string_view) { ++blocked; };
+  co.on_unblocked = [&] { ++unblocked; };
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   node.raise_memory_alarm();
@@ -192,8 +194,9 @@ TEST(rabbit_node_test, three_nodes_form_a_cluster_that_replicates_a_quorum_queue
   // Declared and published through one node, read through another.
   {
     connection_options o = node_options(cluster[2]);
-    o.confirm_publish = true;
-    connection c(o);
+    client_options co;
+    co.confirm_publish = true;
+    connection c(o, co);
     c.connect();
     channel& ch = c.channel();
     codec::field_table args;

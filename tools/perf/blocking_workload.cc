@@ -2,7 +2,6 @@
 // producer and per consumer, since a blocking connection belongs to one thread. Confirms,
 // returns and deliveries are handled inside drain_events() on that same thread.
 #include <map>
-#include <set>
 #include <thread>
 
 #include "engine/client/connection.h"
@@ -30,17 +29,23 @@ class blocking_workload final : public thread_workload {
   ~blocking_workload() override { stop(milliseconds(0)); }
 
  private:
+  struct sent_times {
+    std::int64_t sent_ns = 0;  // 0: not measured (the null broker's sink)
+    std::uint32_t lag_us = 0;
+  };
+
   struct producer_channel {
     channel* ch = nullptr;
     std::string routing_key;
-    std::set<std::uint64_t> unconfirmed;
+    std::map<std::uint64_t, sent_times> unconfirmed;  // by publish sequence number
+    std::uint32_t uncommitted = 0;
   };
 
   void producer_main(unsigned index) override {
     const producer_plan& plan = plan_.producers[index];
     stats_slot& slot = producer_slot(index);
     connection conn(
-        connection_for(options_, plan.uri, "perf-producer-" + std::to_string(index + 1)));
+        connection_for(options_, plan.uri, connection_name(options_, "producer", index)));
     conn.connect();
     std::vector<producer_channel> channels(options_.producer_channels);
     for (std::size_t c = 0; c < channels.size(); ++c) {
@@ -50,37 +55,82 @@ class blocking_workload final : public thread_workload {
       pc.ch->events().basic_return.push_back([&slot](const amqp_error&, std::string_view,
                                                      std::string_view,
                                                      message&) { stats_slot::add(slot.returned); });
+      if (options_.producer_tx_size > 0) pc.ch->tx_select();
       if (!options_.confirms()) continue;
       pc.ch->confirm_select();
-      auto settle = [&pc, &slot](bool ack) {
-        return [&pc, &slot, ack](std::uint64_t tag, bool multiple) {
+      auto settle = [&pc, &slot](settlement s) {
+        return [&pc, &slot, s](std::uint64_t tag, bool multiple) {
           auto end = multiple ? pc.unconfirmed.upper_bound(tag) : pc.unconfirmed.find(tag);
           if (!multiple && end != pc.unconfirmed.end()) ++end;
           auto begin = multiple ? pc.unconfirmed.begin() : pc.unconfirmed.find(tag);
-          const auto n = static_cast<std::uint64_t>(std::distance(begin, end));
+          const std::int64_t now = steady_now_ns();
+          std::uint64_t n = 0;
+          for (auto it = begin; it != end; ++it, ++n) {
+            if (it->second.sent_ns == 0) continue;
+            const std::int64_t d = now - it->second.sent_ns;
+            const auto ns = static_cast<std::uint64_t>(d > 0 ? d : 0);
+            slot.confirm_latency.record(ns);
+            slot.confirm_latency_intended.record(ns + std::uint64_t{it->second.lag_us} * 1000);
+          }
           pc.unconfirmed.erase(begin, end);
-          stats_slot::add(ack ? slot.confirmed : slot.nacked, n);
+          slot.settle(s, n);
         };
       };
-      pc.ch->events().basic_ack.push_back(settle(true));
-      pc.ch->events().basic_nack.push_back(settle(false));
+      pc.ch->events().basic_ack.push_back(settle(settlement::confirmed));
+      pc.ch->events().basic_nack.push_back(settle(settlement::nacked));
     }
     ready();
     if (!wait_for_go()) return;
+    auto unconfirmed = [&] {
+      std::uint64_t n = 0;
+      for (const producer_channel& pc : channels) n += pc.unconfirmed.size();
+      return n;
+    };
+    try {
+      publish_until_done(index, conn, channels);
+    } catch (...) {
+      // The connection went with these publishes unconfirmed: their outcome is unknown.
+      slot.settle(settlement::in_doubt, unconfirmed());
+      throw;
+    }
+    // Left unconfirmed when the stop's grace ended: nobody will know what became of them.
+    slot.settle(settlement::in_doubt, unconfirmed());
+    conn.close();
+  }
 
+  void publish_until_done(unsigned index, connection& conn,
+                          std::vector<producer_channel>& channels) {
+    stats_slot& slot = producer_slot(index);
+    auto stopping = [this] { return producers_stopping(); };
+    publisher pub(options_, plan_, index, bodies_);
+    sleep_unless(pub.start_delay(), stopping);
+    pub.begin(clock::now());
     properties props;
     if (options_.persistent) props.delivery_mode = 2;
+    if (!pub.content_type().empty()) props.content_type = pub.content_type();
     publish_options popts;
     popts.mandatory = options_.mandatory;
-    std::string body(static_cast<std::size_t>(options_.message_size), '\0');
-    rate_limiter limiter(options_.producer_rate);
+    const std::uint32_t tx = options_.producer_tx_size;
     const std::uint64_t count = options_.producer_message_count;
-    auto stopping = [this] { return producers_stopping(); };
     clock::time_point last_read = clock::now();
+    // Reads while waiting for a paced publish's turn, in slices so that a stop is seen. The
+    // last 2 ms are slept instead: a read's timeout has millisecond steps, and the publish
+    // would go late against its schedule by up to one.
+    auto read_while_waiting = [&](clock::duration d) {
+      const clock::time_point until = clock::now() + d;
+      for (clock::time_point now = clock::now(); until - now > milliseconds(2) && !stopping();
+           now = clock::now()) {
+        pump(conn, std::min<clock::duration>(until - now - milliseconds(2), milliseconds(50)));
+      }
+      last_read = clock::now();
+      sleep_unless(until - clock::now(), stopping);
+    };
+    // Confirms are timed when this thread reads them: with confirms it reads every
+    // millisecond at least (a poll per millisecond), else every 20 ms (returns, heartbeats).
+    const clock::duration read_every = options_.confirms() ? milliseconds(1) : milliseconds(20);
     std::uint64_t sent = 0;
-    for (std::size_t next = 0; !stopping() && (count == 0 || sent < count);
-         next = (next + 1) % channels.size()) {
-      if (limiter.limited()) sleep_unless(limiter.acquire(clock::now()), stopping);
+    for (std::size_t next = 0; count == 0 || sent < count; next = (next + 1) % channels.size()) {
+      if (!pub.wait_turn(stopping, read_while_waiting)) break;
       producer_channel& pc = channels[next];
       while (options_.confirms() && pc.unconfirmed.size() >= options_.confirm_window &&
              !stopping()) {
@@ -88,20 +138,36 @@ class blocking_workload final : public thread_workload {
       }
       if (stopping()) break;
       const std::uint64_t seq = pc.ch->next_publish_seq_no();
-      stamp_body(body, index, steady_now_ns());
-      pc.ch->basic_publish(message(body, props), plan_.exchange, pc.routing_key, popts);
-      if (options_.confirms()) pc.unconfirmed.insert(seq);
+      const publisher::message m = pub.next(next);
+      if (!pub.header_stamp().empty()) {
+        codec::field_table h;
+        h.set(std::string(stamp_header),
+              codec::field_value::long_string(std::string(pub.header_stamp())));
+        props.headers = std::move(h);
+      }
+      pc.ch->basic_publish(message(std::string(m.body), props), plan_.exchange, pc.routing_key,
+                           popts);
+      if (options_.confirms()) pc.unconfirmed.emplace(seq, sent_times{m.sent_ns, m.lag_us});
       stats_slot::add(slot.published);
       ++sent;
-      // Without confirms nothing else reads the socket: returns and heartbeats need it.
+      if (tx > 0 && ++pc.uncommitted >= tx) {
+        pc.ch->tx_commit();
+        pc.uncommitted = 0;
+      }
+      // Nothing else reads the socket while the window has room: confirms, returns and
+      // heartbeats need it.
       const clock::time_point now = clock::now();
-      if (now - last_read > milliseconds(20)) {
+      if (now - last_read > read_every) {
         pump(conn, std::chrono::duration<double>(0));
         if (conn.heartbeat() > 0) conn.heartbeat_tick();
         last_read = now;
       }
     }
     if (count != 0 && sent >= count) producer_finished();
+    // What was published is committed: the published count is what the broker got.
+    for (producer_channel& pc : channels) {
+      if (pc.uncommitted > 0) pc.ch->tx_commit();
+    }
     if (options_.confirms()) {
       // Wait for the outstanding confirms: until the stop's grace ends, or indefinitely (as
       // long as confirms keep coming) when this producer ended by reaching -C.
@@ -119,82 +185,150 @@ class blocking_workload final : public thread_workload {
         pump(conn, milliseconds(50));
       }
     }
-    conn.close();
   }
 
   struct consumer_channel {
     channel* ch = nullptr;
-    std::uint32_t unacked = 0;
+    std::string queue;
+    std::uint32_t unacked = 0, uncommitted = 0;
     std::uint64_t last_tag = 0;
+    std::optional<receiver> recv;
   };
 
   void consumer_main(unsigned index) override {
     const consumer_plan& plan = plan_.consumers[index];
     stats_slot& slot = consumer_slot(index);
     connection conn(
-        connection_for(options_, plan.uri, "perf-consumer-" + std::to_string(index + 1)));
+        connection_for(options_, plan.uri, connection_name(options_, "consumer", index)));
     conn.connect();
     std::vector<consumer_channel> channels(options_.consumer_channels);
-    const bool timestamps = options_.timestamps();
     const std::uint64_t count = options_.consumer_message_count;
-    const std::uint32_t multi = options_.multi_ack_every;
     rate_limiter limiter(options_.consumer_rate);
     std::uint64_t received = 0;
+    bool done = false;  // --exit-when reached
+    clock::time_point last_activity = clock::now();
+    channel* probe = nullptr;  // --exit-when empty: passive declares
     auto stopping = [this] { return consumers_stopping(); };
+    auto handle = [&, this](consumer_channel& cc, message& m) {
+      // What one read brought in after the stop or the end (a rate-limited backlog, the rest
+      // of a batch): not the run's.
+      if (stopping() || done || (count != 0 && received >= count)) return;
+      const codec::field_value* stamp = m.headers().find(stamp_header);
+      const std::string* header = stamp ? stamp->as_long_string() : nullptr;
+      cc.recv->count(m.body(), header ? std::optional<std::string_view>(*header) : std::nullopt);
+      last_activity = clock::now();
+      ++received;
+      settle(cc, m.delivery_tag());
+      if (options_.consumer_tx_size > 0 && ++cc.uncommitted >= options_.consumer_tx_size) {
+        cc.ch->tx_commit();
+        cc.uncommitted = 0;
+      }
+      if (limiter.limited()) sleep_unless(limiter.acquire(clock::now()), stopping);
+      cc.recv->work();
+    };
     for (std::size_t c = 0; c < channels.size(); ++c) {
       consumer_channel& cc = channels[c];
+      cc.recv.emplace(options_, slot, tracker(index, c));
       cc.ch = &conn.channel();
       if (options_.prefetch) cc.ch->basic_qos(0, options_.prefetch, false);
-      std::string queue = plan.queues[c];
-      if (queue.empty()) {
+      if (options_.consumer_tx_size > 0) cc.ch->tx_select();
+      cc.queue = plan.queues[c];
+      if (cc.queue.empty()) {
         queue_declare_options q;
         q.exclusive = true;
         q.arguments = queue_arguments_table(options_);
-        queue = cc.ch->queue_declare("", q).queue;
-        cc.ch->queue_bind(queue, plan_.exchange, plan_.routing_key);
+        cc.queue = cc.ch->queue_declare("", q).queue;
+        cc.ch->queue_bind(cc.queue, plan_.exchange, plan_.routing_key);
       }
+      set_tracker_queue(index, c, cc.queue);
+      if (options_.polling) continue;
       consume_options copts;
       copts.no_ack = options_.auto_ack;
+      copts.arguments = consumer_arguments_table(options_);
       cc.ch->basic_consume(
-          queue,
-          [&, this](message& m) {
-            // What one read brought in after the stop (a rate-limited backlog): not the run's.
-            if (stopping()) return;
-            count_received(slot, m.body(), timestamps);
-            ++received;
-            if (!options_.auto_ack) {
-              if (multi > 1) {
-                cc.last_tag = m.delivery_tag();
-                if (++cc.unacked >= multi) {
-                  cc.ch->basic_ack(cc.last_tag, true);
-                  cc.unacked = 0;
-                }
-              } else {
-                cc.ch->basic_ack(m.delivery_tag());
-              }
-            }
-            if (limiter.limited()) sleep_unless(limiter.acquire(clock::now()), stopping);
-          },
-          copts);
+          cc.queue, [&handle, &cc](message& m) { handle(cc, m); }, copts);
     }
     ready();
-    while (!stopping() && (count == 0 || received < count)) {
-      pump(conn, milliseconds(100));
+    bool idle_clock = false;  // --exit-when counts idle time from the start of the run
+    while (!stopping() && !done && (count == 0 || received < count)) {
+      if (options_.polling) {
+        for (consumer_channel& cc : channels) {
+          if (std::optional<message> m = cc.ch->basic_get(cc.queue, options_.auto_ack)) {
+            handle(cc, *m);
+          }
+          if (options_.polling_interval_ms > 0) {
+            sleep_unless(milliseconds(options_.polling_interval_ms), stopping);
+          }
+        }
+        pump(conn, std::chrono::duration<double>(0));
+      } else {
+        pump(conn, milliseconds(100));
+      }
       if (conn.heartbeat() > 0) conn.heartbeat_tick();
+      if (!idle_clock && started()) {
+        last_activity = clock::now();
+        idle_clock = true;
+      }
+      if (options_.exit != exit_when::never && idle_clock &&
+          clock::now() - last_activity > std::chrono::seconds(1)) {
+        if (options_.exit == exit_when::idle) {
+          done = true;
+        } else {
+          if (probe == nullptr) probe = &conn.channel();
+          queue_declare_options passive;
+          passive.passive = true;
+          done = true;
+          for (const consumer_channel& cc : channels) {
+            if (probe->queue_declare(cc.queue, passive).message_count != 0) done = false;
+          }
+        }
+      }
     }
-    if (count != 0 && received >= count) consumer_finished();
+    if (done || (count != 0 && received >= count)) consumer_finished();
+    // What was received is settled: the last multiple ack, the last commit.
     for (consumer_channel& cc : channels) {
-      if (cc.unacked > 0) cc.ch->basic_ack(cc.last_tag, true);
+      if (cc.unacked > 0) {
+        if (options_.nack) {
+          cc.ch->basic_nack(cc.last_tag, true, options_.requeue);
+        } else {
+          cc.ch->basic_ack(cc.last_tag, true);
+        }
+      }
+      if (cc.uncommitted > 0) cc.ch->tx_commit();
     }
     conn.close();
+  }
+
+  // Acks (or nacks) one delivery, every -A deliveries at once when -A is given.
+  void settle(consumer_channel& cc, std::uint64_t tag) {
+    if (options_.auto_ack) return;
+    const std::uint32_t multi = options_.multi_ack_every;
+    if (multi <= 1) {
+      if (options_.nack) {
+        cc.ch->basic_nack(tag, false, options_.requeue);
+      } else {
+        cc.ch->basic_ack(tag);
+      }
+      return;
+    }
+    cc.last_tag = tag;
+    if (++cc.unacked >= multi) {
+      if (options_.nack) {
+        cc.ch->basic_nack(tag, true, options_.requeue);
+      } else {
+        cc.ch->basic_ack(tag, true);
+      }
+      cc.unacked = 0;
+    }
   }
 };
 
 }  // namespace
 
 std::unique_ptr<workload> make_blocking_workload(const perf_options& o, const topology_plan& plan,
-                                                 run_stats& stats) {
-  return std::make_unique<blocking_workload>(o, plan, stats);
+                                                 run_stats& stats,
+                                                 std::shared_ptr<const body_source> bodies) {
+  return std::make_unique<blocking_workload>(o, plan, stats, std::move(bodies));
 }
 
 }  // namespace warren::perf

@@ -1,5 +1,6 @@
 #include "tools/perf/options.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <functional>
@@ -24,10 +25,10 @@ T parse_integer(const std::string& name, const std::string& value, T min, T max)
   long long v = 0;
   const char* end = value.data() + value.size();
   auto [p, ec] = std::from_chars(value.data(), end, v);
-  if (ec != std::errc() || p != end || value.empty()) {
+  if ((ec != std::errc() && ec != std::errc::result_out_of_range) || p != end || value.empty()) {
     throw usage_error(name + " expects an integer, got '" + value + "'");
   }
-  if (v < static_cast<long long>(min) ||
+  if (ec == std::errc::result_out_of_range || v < static_cast<long long>(min) ||
       (v > 0 && static_cast<unsigned long long>(v) > static_cast<unsigned long long>(max))) {
     throw usage_error(name + " must be between " + std::to_string(min) + " and " +
                       std::to_string(max) + ", got " + value);
@@ -70,6 +71,119 @@ std::vector<std::string> split(std::string_view s, char sep) {
     out.emplace_back(s.substr(start, end - start));
     if (end == std::string_view::npos) return out;
     start = end + 1;
+  }
+}
+
+bool parse_bool(const std::string& name, const std::string& value) {
+  if (value == "true") return true;
+  if (value == "false") return false;
+  throw usage_error(name + " expects true or false, got '" + value + "'");
+}
+
+// RATE:SECONDS or SIZE:SECONDS; the value at least `min_value`, the seconds at least 1 (as
+// PerfTest: both integers).
+variable_step parse_step(const std::string& name, const std::string& value,
+                         std::int64_t min_value) {
+  const auto colon = value.find(':');
+  if (colon == std::string::npos) {
+    throw usage_error(name + " expects VALUE:SECONDS, got '" + value + "'");
+  }
+  variable_step step;
+  step.value =
+      parse_integer<std::int64_t>(name, value.substr(0, colon), min_value, 512 * 1024 * 1024);
+  step.seconds = parse_integer<unsigned>(name, value.substr(colon + 1), 1, 86400 * 365);
+  return step;
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// An ISO 8601 date-time with its offset (2022-06-03T07:45:54Z, 2022-06-03T09:45:54.250+02:00),
+// as PerfTest reads --stream-consumer-offset; seconds since the epoch (fractions dropped: an
+// AMQP timestamp counts whole seconds).
+std::optional<std::int64_t> parse_date_time(std::string_view v) {
+  // YYYY-MM-DDTHH:MM:SS
+  if (v.size() < 20 || v[4] != '-' || v[7] != '-' || (v[10] != 'T' && v[10] != 't') ||
+      v[13] != ':' || v[16] != ':') {
+    return std::nullopt;
+  }
+  auto num = [&](std::size_t at, std::size_t n) -> int {
+    const std::string_view d = v.substr(at, n);
+    return all_digits(d) ? std::stoi(std::string(d)) : -1;
+  };
+  const int year = num(0, 4), month = num(5, 2), day = num(8, 2);
+  const int hour = num(11, 2), minute = num(14, 2), second = num(17, 2);
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 ||
+      minute < 0 || minute > 59 || second < 0 || second > 60) {
+    return std::nullopt;
+  }
+  std::size_t at = 19;
+  if (at < v.size() && v[at] == '.') {
+    std::size_t end = at + 1;
+    while (end < v.size() && v[end] >= '0' && v[end] <= '9') ++end;
+    if (end == at + 1) return std::nullopt;
+    at = end;
+  }
+  int offset_s = 0;
+  const std::string_view zone = v.substr(at);
+  if (zone == "Z" || zone == "z") {
+    offset_s = 0;
+  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
+    const int h = num(at + 1, 2), m = num(at + 4, 2);
+    if (h < 0 || h > 18 || m < 0 || m > 59) return std::nullopt;
+    offset_s = (h * 3600 + m * 60) * (zone[0] == '-' ? -1 : 1);
+  } else {
+    return std::nullopt;
+  }
+  // Days from the civil date (proleptic Gregorian), independent of the local time zone.
+  const int y = year - (month <= 2 ? 1 : 0);
+  const int era = y / 400;
+  const int yoe = y - era * 400;
+  const int doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
+  const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  const std::int64_t days = static_cast<std::int64_t>(era) * 146097 + doe - 719468;
+  return days * 86400 + hour * 3600 + minute * 60 + second - offset_s;
+}
+
+stream_offset parse_stream_offset(const std::string& name, const std::string& v) {
+  stream_offset o;
+  if (v == "first" || v == "last" || v == "next") {
+    o.what = v == "first"  ? stream_offset::kind::first
+             : v == "last" ? stream_offset::kind::last
+                           : stream_offset::kind::next;
+    return o;
+  }
+  if (all_digits(v)) {
+    o.what = stream_offset::kind::offset;
+    o.value = parse_integer<std::int64_t>(name, v, 0, std::numeric_limits<std::int64_t>::max());
+    return o;
+  }
+  // RabbitMQ's interval: a number and one unit of Y, M, D, h, m, s ("1h": the last hour).
+  if (v.size() >= 2 && all_digits(std::string_view(v).substr(0, v.size() - 1)) &&
+      std::string_view("YMDhms").find(v.back()) != std::string_view::npos) {
+    o.what = stream_offset::kind::interval;
+    o.interval = v;
+    return o;
+  }
+  if (const auto t = parse_date_time(v)) {
+    o.what = stream_offset::kind::timestamp;
+    o.value = *t;
+    return o;
+  }
+  throw usage_error(name +
+                    " expects first, last, next, an offset, an ISO 8601 date-time with its "
+                    "offset (2022-06-03T07:45:54Z) or an interval (1h, 30m, 7D), got '" +
+                    v + "'");
+}
+
+void parse_key_values(const std::string& name, const std::string& v,
+                      std::vector<queue_argument>& out) {
+  for (const std::string& e : split(v, ',')) {
+    if (e.find('=') == std::string::npos || e.front() == '=') {
+      throw usage_error(name + " expects key=value[,key=value...], got '" + e + "'");
+    }
+    out.push_back(parse_queue_argument(e));
   }
 }
 
@@ -353,6 +467,183 @@ const std::vector<option_def>& option_table() {
            throw usage_error(n + " expects async or blocking, got '" + v + "'");
          }
        }},
+      {{"--variable-rate", "-vr"},
+       "RATE:SECONDS",
+       true,
+       "publish RATE msg/s per producer for SECONDS, then the next --variable-rate; the steps "
+       "repeat (RATE 0 pauses publishing); repeatable; not with -r",
+       [](auto& o, auto& n, auto& v) { o.variable_rates.push_back(parse_step(n, v, 0)); }},
+      {{"--variable-size", "-vs"},
+       "SIZE:SECONDS",
+       true,
+       "bodies of SIZE octets for SECONDS, then the next --variable-size; the steps repeat; "
+       "repeatable; not with -s",
+       [](auto& o, auto& n, auto& v) { o.variable_sizes.push_back(parse_step(n, v, 1)); }},
+      {{"-L", "--consumer-latency"},
+       "USEC",
+       false,
+       "simulated work per message in each consumer, in microseconds (default 0)",
+       [](auto& o, auto& n, auto& v) {
+         o.consumer_latency_us = parse_integer<std::uint32_t>(n, v, 0, 60'000'000);
+       }},
+      {{"--producer-random-start-delay", "-prsd"},
+       "SECONDS",
+       false,
+       "each producer waits a random time of 1 ms to SECONDS before its first publish "
+       "(default: none)",
+       [](auto& o, auto& n, auto& v) {
+         o.producer_random_start_delay_s = parse_integer<unsigned>(n, v, 1, 86400);
+       }},
+      {{"--exit-when", "-ew"},
+       "empty|idle",
+       false,
+       "a consumer stops once it received nothing for a second (idle) and, for empty, its "
+       "queue holds no message; the run ends when every consumer stopped",
+       [](auto& o, auto& n, auto& v) {
+         if (v == "idle") {
+           o.exit = exit_when::idle;
+         } else if (v == "empty") {
+           o.exit = exit_when::empty;
+         } else {
+           throw usage_error(n + " expects empty or idle, got '" + v + "'");
+         }
+       }},
+      {{"-m", "--ptxsize"},
+       "N",
+       false,
+       "producer transactions: tx.commit every N publishes per channel (default 0: none; not "
+       "with -c)",
+       [](auto& o, auto& n, auto& v) {
+         o.producer_tx_size = parse_integer<std::uint32_t>(n, v, 0, 1u << 24);
+       }},
+      {{"-n", "--ctxsize"},
+       "N",
+       false,
+       "consumer transactions: tx.commit every N messages per channel (default 0: none)",
+       [](auto& o, auto& n, auto& v) {
+         o.consumer_tx_size = parse_integer<std::uint32_t>(n, v, 0, 1u << 24);
+       }},
+      {{"--polling", "-po"},
+       "",
+       false,
+       "consume with basic.get in a loop instead of basic.consume",
+       [](auto& o, auto&, auto&) { o.polling = true; }},
+      {{"--polling-interval", "-pi"},
+       "MSEC",
+       false,
+       "with --polling: pause after each basic.get, in milliseconds (default 0)",
+       [](auto& o, auto& n, auto& v) {
+         o.polling_interval_ms = parse_integer<std::uint32_t>(n, v, 0, 3'600'000);
+       }},
+      {{"--nack", "-na"},
+       "",
+       false,
+       "consumers settle with basic.nack (requeued, see --requeue) instead of basic.ack",
+       [](auto& o, auto&, auto&) { o.nack = true; }},
+      {{"--requeue", "-re"},
+       "true|false",
+       false,
+       "with --nack: whether nacked messages are requeued (default true)",
+       [](auto& o, auto& n, auto& v) { o.requeue = parse_bool(n, v); }},
+      {{"-B", "--body"},
+       "FILES",
+       true,
+       "message bodies from these files (comma-separated or repeated), taken in turn; the "
+       "latency stamp travels in a header",
+       [](auto& o, auto& n, auto& v) {
+         for (const std::string& f : split(v, ',')) {
+           if (f.empty()) throw usage_error(n + " expects file names, got '" + v + "'");
+           o.body_files.push_back(f);
+         }
+       }},
+      {{"-T", "--body-content-type"},
+       "TYPE",
+       false,
+       "content-type of the -B bodies",
+       [](auto& o, auto&, auto& v) { o.body_content_type = v; }},
+      {{"--json-body", "-jb"},
+       "",
+       false,
+       "random JSON documents of about -s octets as bodies (content-type application/json); "
+       "the latency stamp travels in a header",
+       [](auto& o, auto&, auto&) { o.json_body = true; }},
+      {{"--body-count", "-bc"},
+       "N",
+       false,
+       "with --json-body: documents made before the run and used at random (default 100)",
+       [](auto& o, auto& n, auto& v) { o.body_count = parse_integer<unsigned>(n, v, 1, 1000000); }},
+      {{"--body-field-count", "-bfc"},
+       "N",
+       false,
+       "with --json-body: random names and values the documents are made of (default 1000)",
+       [](auto& o, auto& n, auto& v) {
+         o.body_field_count = parse_integer<unsigned>(n, v, 1, 1000000);
+       }},
+      {{"--id", "-d"},
+       "ID",
+       false,
+       "test id: starts every output line, names the -o rows and the connections "
+       "(ID-producer-1) (default: test-HHMMSS-mmm in -o, unnamed elsewhere)",
+       [](auto& o, auto& n, auto& v) {
+         if (v.empty()) throw usage_error(n + " expects an id");
+         o.id = v;
+       }},
+      {{"-ms", "--use-millis"},
+       "",
+       false,
+       "stamp the wall clock instead of the monotonic one, so that producers and consumers in "
+       "different processes or hosts (clocks in sync) measure latency; shown in milliseconds",
+       [](auto& o, auto&, auto&) { o.use_millis = true; }},
+      {{"-o", "--output-file"},
+       "FILE",
+       false,
+       "write PerfTest's CSV (a row per second: rates, consumer and confirm latency)",
+       [](auto& o, auto& n, auto& v) {
+         if (v.empty()) throw usage_error(n + " expects a file name");
+         o.perftest_csv_path = v;
+       }},
+      {{"--quorum-queue", "-qq"},
+       "",
+       false,
+       "declare quorum queues (x-queue-type=quorum, durable, not auto-delete; adds -f "
+       "persistent); needs -u or --queue-pattern",
+       [](auto& o, auto&, auto&) { o.quorum_queue = true; }},
+      {{"--stream-queue", "-sq"},
+       "",
+       false,
+       "declare streams (x-queue-type=stream, x-max-length-bytes 20 GB, segments of 500 MB; "
+       "adds -f persistent, prefetch 200 unless -q); needs -u or --queue-pattern",
+       [](auto& o, auto&, auto&) { o.stream_queue = true; }},
+      {{"--stream-consumer-offset", "-sco"},
+       "OFFSET",
+       false,
+       "where stream consumers start: first, last, next, an offset, an ISO 8601 date-time "
+       "(2022-06-03T07:45:54Z, sent as an AMQP timestamp) or an interval (1h, 30m, 7D)",
+       [](auto& o, auto& n, auto& v) { o.consumer_offset = parse_stream_offset(n, v); }},
+      {{"--connection-allocation", "-cal"},
+       "round-robin|random",
+       false,
+       "how connections take the -H URIs: in turn (default) or each at random",
+       [](auto& o, auto& n, auto& v) {
+         if (v == "round-robin") {
+           o.allocation = connection_allocation::round_robin;
+         } else if (v == "random") {
+           o.allocation = connection_allocation::random;
+         } else {
+           throw usage_error(n + " expects random or round-robin, got '" + v + "'");
+         }
+       }},
+      {{"--auto-delete", "-ad"},
+       "true|false",
+       false,
+       "whether the named queues (-u, --queue-pattern) are auto-delete (default true; quorum "
+       "queues and streams never are)",
+       [](auto& o, auto& n, auto& v) { o.auto_delete = parse_bool(n, v); }},
+      {{"--consumer-args", "-ca"},
+       "K=V,...",
+       true,
+       "consumer arguments (x-priority=5); integers and true/false typed",
+       [](auto& o, auto& n, auto& v) { parse_key_values(n, v, o.consumer_arguments); }},
       {{"-h", "--help"}, "", false, "this text", [](auto& o, auto&, auto&) { o.help = true; }},
   };
   return table;
@@ -383,14 +674,93 @@ void check_combinations(perf_options& o, const std::set<std::string_view>& given
   }
   if (o.producers == 0 && o.consumers == 0) throw usage_error("-x 0 with -y 0: nothing to run");
   if (o.consumers == 0) {
-    for (std::string_view n : {"-D", "-a", "-A", "-q", "-R", "-Y"}) {
+    for (std::string_view n : {"-D", "-a", "-A", "-q", "-R", "-Y", "-L", "--exit-when", "-n",
+                               "--polling", "--polling-interval", "--nack", "--requeue",
+                               "--consumer-args", "--stream-consumer-offset"}) {
       if (has(n)) throw usage_error(std::string(n) + " needs consumers, but -y is 0");
     }
   }
   if (o.producers == 0) {
-    for (std::string_view n : {"-C", "-c", "-r", "-X", "-f", "-s"}) {
+    for (std::string_view n : {"-C", "-c", "-r", "-X", "-f", "-s", "--variable-rate",
+                               "--variable-size", "--producer-random-start-delay", "-m", "-B", "-T",
+                               "--json-body", "--body-count", "--body-field-count"}) {
       if (has(n)) throw usage_error(std::string(n) + " needs producers, but -x is 0");
     }
+  }
+  auto exclusive = [&](std::string_view a, std::string_view b) {
+    if (has(a) && has(b)) {
+      throw usage_error(std::string(a) + " and " + std::string(b) + " exclude each other");
+    }
+  };
+  exclusive("-r", "--variable-rate");
+  exclusive("-s", "--variable-size");
+  exclusive("-B", "-s");
+  exclusive("-B", "--variable-size");
+  exclusive("-B", "--json-body");
+  exclusive("--json-body", "--variable-size");
+  exclusive("--quorum-queue", "--stream-queue");
+  if (has("-T") && !has("-B")) throw usage_error("-T (body content-type) needs -B");
+  for (std::string_view n : {"--body-count", "--body-field-count"}) {
+    if (has(n) && !o.json_body) throw usage_error(std::string(n) + " needs --json-body");
+  }
+  if (has("--polling-interval") && !o.polling) {
+    throw usage_error("--polling-interval needs --polling");
+  }
+  if (has("--requeue") && !o.nack) throw usage_error("--requeue needs --nack");
+  if (o.nack && o.auto_ack) {
+    throw usage_error("--nack settles messages, but -a (auto-ack) consumes them unsettled");
+  }
+  if (o.producer_tx_size > 0 && o.confirms()) {
+    throw usage_error(
+        "-m (transactions) and -c (confirms) exclude each other: a channel is in one mode");
+  }
+  if (o.mode != run_mode::broker) {
+    for (std::string_view n : {"-m", "-n", "--polling", "--quorum-queue", "--stream-queue",
+                               "--stream-consumer-offset"}) {
+      if (has(n)) {
+        throw usage_error(std::string(n) +
+                          " needs a broker: the null broker (--sink, --firehose) has no "
+                          "transactions, basic.get or queue types");
+      }
+    }
+  }
+  if (o.quorum_queue || o.stream_queue) {
+    const char* what = o.quorum_queue ? "--quorum-queue" : "--stream-queue";
+    if (o.queue.empty() && !has("--queue-pattern")) {
+      throw usage_error(std::string(what) +
+                        " needs -u or --queue-pattern: such a queue cannot be server-named");
+    }
+    for (const queue_argument& a : o.queue_arguments) {
+      if (a.key == "x-queue-type") {
+        throw usage_error(std::string(what) + " sets x-queue-type: not also -qa x-queue-type");
+      }
+    }
+    // As PerfTest: these queues are durable, so their messages are persistent.
+    o.persistent = true;
+    o.auto_delete = false;
+    if (o.stream_queue) {
+      o.queue_arguments.push_back({"x-queue-type", std::string("stream")});
+      o.queue_arguments.push_back({"x-max-length-bytes", std::int64_t{20} << 30});
+      o.queue_arguments.push_back({"x-stream-max-segment-size-bytes", std::int64_t{500} << 20});
+      if (o.prefetch == 0) o.prefetch = 200;
+    } else {
+      o.queue_arguments.push_back({"x-queue-type", std::string("quorum")});
+    }
+  }
+  if (o.stream() && o.consumers > 0) {
+    // RabbitMQ refuses these, each after the connection is up: refuse them before it.
+    if (o.auto_ack) {
+      throw usage_error("a stream is consumed with acknowledgements: not with -a (auto-ack)");
+    }
+    if (o.prefetch == 0) {
+      throw usage_error("a stream consumer needs a prefetch: give -q (1 to 65535)");
+    }
+    if (o.polling) throw usage_error("a stream cannot be read with basic.get: not with --polling");
+  }
+  if (o.consumer_offset && !o.stream()) {
+    throw usage_error(
+        "--stream-consumer-offset applies to streams: give --stream-queue or -qa "
+        "x-queue-type=stream");
   }
   const bool pattern = has("--queue-pattern");
   if (pattern != has("--queue-pattern-from") || pattern != has("--queue-pattern-to")) {
@@ -427,6 +797,21 @@ void check_combinations(perf_options& o, const std::set<std::string_view>& given
 }
 
 }  // namespace
+
+std::int64_t perf_options::max_message_size() const noexcept {
+  std::int64_t m = variable_sizes.empty() ? message_size : 0;
+  for (const variable_step& v : variable_sizes) m = std::max(m, v.value);
+  return m;
+}
+
+bool perf_options::stream() const noexcept {
+  for (const queue_argument& a : queue_arguments) {
+    if (a.key == "x-queue-type" && a.value == queue_argument_value(std::string("stream"))) {
+      return true;
+    }
+  }
+  return false;
+}
 
 std::vector<std::string> perf_options::pattern_queues() const {
   std::vector<std::string> out;

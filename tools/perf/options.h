@@ -42,8 +42,34 @@ struct queue_argument {
 
 // No trailing slash: "/" would name the empty vhost (RabbitMQ URI spec); absent means "/".
 inline constexpr std::string_view default_uri = "amqp://guest:guest@127.0.0.1:5672";
-// The first body octets carry the publish time (8) and the producer's number (4).
+// What a published body carries (stamp.h has the layout): at least timestamp_octets, the publish
+// time and how late it was against its rate's schedule (latency); at least sequence_octets, also
+// the producer's stream and sequence number (gaps, duplicates, reordering).
 inline constexpr std::int64_t timestamp_octets = 12;
+inline constexpr std::int64_t sequence_octets = 24;
+
+// One step of --variable-rate or --variable-size: `value` for `seconds`, then the next step;
+// the steps repeat for the whole run.
+struct variable_step {
+  std::int64_t value = 0;
+  unsigned seconds = 0;
+  bool operator==(const variable_step&) const = default;
+};
+
+// --exit-when: PerfTest's consumer end conditions (besides -D): idle, no message for more than
+// a second; empty, idle and its queue holds no message.
+enum class exit_when { never, idle, empty };
+
+// --connection-allocation: how connections take the -H URIs.
+enum class connection_allocation { round_robin, random };
+
+// --stream-consumer-offset, sent as the x-stream-offset consumer argument.
+struct stream_offset {
+  enum class kind { first, last, next, offset, timestamp, interval } what = kind::next;
+  std::int64_t value = 0;  // offset: the offset; timestamp: seconds since the epoch
+  std::string interval;    // interval: as RabbitMQ reads it, e.g. "1h", "30m", "7D"
+  bool operator==(const stream_offset&) const = default;
+};
 
 struct perf_options {
   unsigned producers = 1;          // -x
@@ -82,12 +108,49 @@ struct perf_options {
   std::string json_path, csv_path, plot_path;
   run_mode mode = run_mode::broker;
   client_kind client = client_kind::async;  // --client
+
+  // PerfTest's options beyond the core (README, "The perf tool", has the table).
+  std::vector<variable_step> variable_rates;     // --variable-rate RATE:SECONDS, msg/s per producer
+  std::vector<variable_step> variable_sizes;     // --variable-size SIZE:SECONDS, octets
+  std::uint32_t consumer_latency_us = 0;         // -L, simulated work per message
+  unsigned producer_random_start_delay_s = 0;    // --producer-random-start-delay; 0: none
+  exit_when exit = exit_when::never;             // --exit-when
+  std::uint32_t producer_tx_size = 0;            // -m, publishes per commit; 0: no transactions
+  std::uint32_t consumer_tx_size = 0;            // -n, messages per commit; 0: no transactions
+  bool polling = false;                          // --polling: basic.get instead of basic.consume
+  std::uint32_t polling_interval_ms = 0;         // --polling-interval, pause after each get
+  bool nack = false;                             // --nack: basic.nack instead of basic.ack
+  bool requeue = true;                           // --requeue, for --nack
+  std::vector<std::string> body_files;           // -B, bodies taken in turn
+  std::string body_content_type;                 // -T, with -B
+  bool json_body = false;                        // --json-body, about -s octets of random JSON
+  unsigned body_count = 100;                     // --body-count, --json-body documents made
+  unsigned body_field_count = 1000;              // --body-field-count, names and values to use
+  std::string id;                                // --id (-d); empty: not given
+  bool use_millis = false;                       // -ms: wall-clock stamps, latency shown in ms
+  std::string perftest_csv_path;                 // -o: PerfTest's CSV format
+  bool quorum_queue = false;                     // --quorum-queue
+  bool stream_queue = false;                     // --stream-queue
+  std::optional<stream_offset> consumer_offset;  // --stream-consumer-offset
+  connection_allocation allocation = connection_allocation::round_robin;
+  std::vector<queue_argument> consumer_arguments;  // --consumer-args
+  bool auto_delete = true;  // --auto-delete: the named queues (-u, --queue-pattern)
   bool help = false;
 
   bool confirms() const noexcept { return confirm_window > 0; }
+  // Publishes are paced: -r or --variable-rate (latency from the intended send time applies).
+  bool rate_limited() const noexcept { return producer_rate > 0 || !variable_rates.empty(); }
+  // The largest body a producer sends (-s, or the largest --variable-size).
+  std::int64_t max_message_size() const noexcept;
+  // Bodies are not the tool's own (-B, --json-body): the stamp travels in a header instead.
+  bool stamp_in_header() const noexcept { return !body_files.empty() || json_body; }
+  // Consumers read stamps: latency is measured (the null broker's firehose sends none).
   bool timestamps() const noexcept {
-    return mode != run_mode::firehose && message_size >= timestamp_octets;
+    return mode != run_mode::firehose &&
+           (stamp_in_header() || max_message_size() >= timestamp_octets);
   }
+  // The queues are streams (--stream-queue, or -qa x-queue-type=stream).
+  bool stream() const noexcept;
   // The queues of --queue-pattern, in order (empty without it).
   std::vector<std::string> pattern_queues() const;
 };

@@ -4,8 +4,16 @@
 
 namespace warren::perf {
 
-topology_plan make_plan(const perf_options& o, std::string_view run_key) {
+topology_plan make_plan(const perf_options& o, std::string_view run_key, std::uint64_t seed) {
   topology_plan p;
+  std::mt19937_64 rng(seed);
+  p.run_tag = static_cast<std::uint16_t>(rng());
+  const std::size_t n_uris = std::max<std::size_t>(1, o.uris.size());
+  std::uniform_int_distribution<std::size_t> any_uri(0, n_uris - 1);
+  // Connection number `i` (producers first, then consumers).
+  auto uri_for = [&](std::size_t i) {
+    return o.allocation == connection_allocation::random ? any_uri(rng) : i % n_uris;
+  };
   p.exchange = o.exchange;
   p.exchange_type = o.exchange_type;
   p.declare = o.mode == run_mode::broker;
@@ -28,10 +36,9 @@ topology_plan make_plan(const perf_options& o, std::string_view run_key) {
     else
       p.shared_queues = {o.queue};
   }
-  const std::size_t n_uris = std::max<std::size_t>(1, o.uris.size());
   for (unsigned i = 0; i < o.producers; ++i) {
     producer_plan pp;
-    pp.uri = i % n_uris;
+    pp.uri = uri_for(i);
     for (unsigned c = 0; c < o.producer_channels; ++c) {
       const std::size_t k = static_cast<std::size_t>(i) * o.producer_channels + c;
       pp.routing_keys.push_back(p.bind_shared_by_name ? pattern[k % pattern.size()]
@@ -41,7 +48,7 @@ topology_plan make_plan(const perf_options& o, std::string_view run_key) {
   }
   for (unsigned j = 0; j < o.consumers; ++j) {
     consumer_plan cp;
-    cp.uri = (o.producers + j) % n_uris;
+    cp.uri = uri_for(o.producers + j);
     for (unsigned c = 0; c < o.consumer_channels; ++c) {
       const std::size_t k = static_cast<std::size_t>(j) * o.consumer_channels + c;
       cp.queues.push_back(p.shared_queues.empty() ? std::string()
@@ -50,6 +57,11 @@ topology_plan make_plan(const perf_options& o, std::string_view run_key) {
     p.consumers.push_back(std::move(cp));
   }
   return p;
+}
+
+std::uint64_t random_seed() {
+  std::random_device rd;
+  return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
 }
 
 std::string random_routing_key() {
@@ -61,9 +73,9 @@ std::string random_routing_key() {
   return key;
 }
 
-codec::field_table queue_arguments_table(const perf_options& o) {
-  codec::field_table t;
-  for (const queue_argument& a : o.queue_arguments) {
+namespace {
+void set_arguments(codec::field_table& t, const std::vector<queue_argument>& args) {
+  for (const queue_argument& a : args) {
     if (const auto* n = std::get_if<std::int64_t>(&a.value)) {
       t.set(a.key, codec::field_value::i64(*n));
     } else if (const auto* b = std::get_if<bool>(&a.value)) {
@@ -72,12 +84,54 @@ codec::field_table queue_arguments_table(const perf_options& o) {
       t.set(a.key, codec::field_value::long_string(std::get<std::string>(a.value)));
     }
   }
+}
+}  // namespace
+
+codec::field_table queue_arguments_table(const perf_options& o) {
+  codec::field_table t;
+  set_arguments(t, o.queue_arguments);
   return t;
+}
+
+codec::field_table consumer_arguments_table(const perf_options& o) {
+  codec::field_table t;
+  set_arguments(t, o.consumer_arguments);
+  if (o.consumer_offset) {
+    const stream_offset& so = *o.consumer_offset;
+    switch (so.what) {
+      case stream_offset::kind::first:
+        t.set("x-stream-offset", codec::field_value::long_string("first"));
+        break;
+      case stream_offset::kind::last:
+        t.set("x-stream-offset", codec::field_value::long_string("last"));
+        break;
+      case stream_offset::kind::next:
+        t.set("x-stream-offset", codec::field_value::long_string("next"));
+        break;
+      case stream_offset::kind::offset:
+        t.set("x-stream-offset", codec::field_value::i64(so.value));
+        break;
+      case stream_offset::kind::timestamp:
+        t.set("x-stream-offset",
+              codec::field_value::timestamp(static_cast<std::uint64_t>(so.value)));
+        break;
+      case stream_offset::kind::interval:
+        t.set("x-stream-offset", codec::field_value::long_string(so.interval));
+        break;
+    }
+  }
+  return t;
+}
+
+std::string connection_name(const perf_options& o, std::string_view role, unsigned index) {
+  return (o.id.empty() ? std::string("perf") : o.id) + "-" + std::string(role) + "-" +
+         std::to_string(index + 1);
 }
 
 queue_declare_options shared_queue_options(const perf_options& o) {
   queue_declare_options q;
   q.durable = true;
+  q.auto_delete = o.auto_delete;
   q.arguments = queue_arguments_table(o);
   // Quorum queues and streams refuse auto-delete (406).
   for (const queue_argument& a : o.queue_arguments) {

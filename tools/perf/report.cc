@@ -12,9 +12,15 @@ std::string fixed(double v, int decimals) {
   return buf;
 }
 
-// Microseconds: whole above 100, one decimal below (sub-100 us latencies are common on loopback).
-std::string us(double v) {
+// A latency in the display unit (microseconds, or milliseconds with -ms): whole above 100,
+// one decimal below (sub-100 us latencies are common on loopback).
+std::string shown(double us, bool millis) {
+  const double v = millis ? us / 1000 : us;
   return fixed(v, v >= 100 ? 0 : 1);
+}
+
+const char* unit(bool millis) {
+  return millis ? "ms" : "us";
 }
 
 nlohmann::ordered_json latency_json(const latency_summary& l) {
@@ -22,8 +28,25 @@ nlohmann::ordered_json latency_json(const latency_summary& l) {
           {"p99", l.p99}, {"p999", l.p999}, {"max", l.max}};
 }
 
+// null when the run does not measure it.
+nlohmann::ordered_json latency_json_if(bool measured, const latency_summary& l) {
+  return measured ? latency_json(l) : nlohmann::ordered_json();
+}
+
 nlohmann::ordered_json queue_argument_json(const queue_argument_value& v) {
   return std::visit([](const auto& x) { return nlohmann::ordered_json(x); }, v);
+}
+
+nlohmann::ordered_json arguments_json(const std::vector<queue_argument>& args) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const queue_argument& a : args) out[a.key] = queue_argument_json(a.value);
+  return out;
+}
+
+nlohmann::ordered_json steps_json(const std::vector<variable_step>& steps) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const variable_step& s : steps) out.push_back({{"value", s.value}, {"seconds", s.seconds}});
+  return out;
 }
 
 const char* mode_name(run_mode m) {
@@ -38,11 +61,40 @@ const char* mode_name(run_mode m) {
   return "broker";
 }
 
+const char* exit_name(exit_when e) {
+  switch (e) {
+    case exit_when::idle:
+      return "idle";
+    case exit_when::empty:
+      return "empty";
+    case exit_when::never:
+      break;
+  }
+  return "never";
+}
+
+nlohmann::ordered_json stream_offset_json(const std::optional<stream_offset>& so) {
+  if (!so) return nullptr;
+  switch (so->what) {
+    case stream_offset::kind::first:
+      return "first";
+    case stream_offset::kind::last:
+      return "last";
+    case stream_offset::kind::next:
+      return "next";
+    case stream_offset::kind::offset:
+      return {{"offset", so->value}};
+    case stream_offset::kind::timestamp:
+      return {{"timestamp", so->value}};
+    case stream_offset::kind::interval:
+      return {{"interval", so->interval}};
+  }
+  return nullptr;
+}
+
 nlohmann::ordered_json options_json(const perf_options& o) {
   nlohmann::ordered_json uris = nlohmann::ordered_json::array();
   for (const std::string& u : o.uris) uris.push_back(redact_uri(u));
-  nlohmann::ordered_json qa = nlohmann::ordered_json::object();
-  for (const queue_argument& a : o.queue_arguments) qa[a.key] = queue_argument_json(a.value);
   return {
       {"producers", o.producers},
       {"consumers", o.consumers},
@@ -67,7 +119,7 @@ nlohmann::ordered_json options_json(const perf_options& o) {
       {"frame_max", o.frame_max},
       {"heartbeat", o.heartbeat ? nlohmann::ordered_json(*o.heartbeat) : nlohmann::ordered_json()},
       {"uris", uris},
-      {"queue_arguments", qa},
+      {"queue_arguments", arguments_json(o.queue_arguments)},
       {"queue_pattern", o.queue_pattern},
       {"queue_pattern_from", o.queue_pattern_from},
       {"queue_pattern_to", o.queue_pattern_to},
@@ -78,10 +130,63 @@ nlohmann::ordered_json options_json(const perf_options& o) {
       {"tls", !o.tls_ca.empty() || !o.tls_cert.empty() || o.tls_no_verify},
       {"mode", mode_name(o.mode)},
       {"client", o.client == client_kind::blocking ? "blocking" : "async"},
+      {"id", o.id},
+      {"variable_rates", steps_json(o.variable_rates)},
+      {"variable_sizes", steps_json(o.variable_sizes)},
+      {"consumer_latency_us", o.consumer_latency_us},
+      {"producer_random_start_delay_s", o.producer_random_start_delay_s},
+      {"exit_when", exit_name(o.exit)},
+      {"producer_tx_size", o.producer_tx_size},
+      {"consumer_tx_size", o.consumer_tx_size},
+      {"polling", o.polling},
+      {"polling_interval_ms", o.polling_interval_ms},
+      {"nack", o.nack},
+      {"requeue", o.requeue},
+      {"body_files", o.body_files},
+      {"body_content_type", o.body_content_type},
+      {"json_body", o.json_body},
+      {"use_millis", o.use_millis},
+      {"quorum_queue", o.quorum_queue},
+      {"stream_queue", o.stream_queue},
+      {"stream_consumer_offset", stream_offset_json(o.consumer_offset)},
+      {"connection_allocation",
+       o.allocation == connection_allocation::random ? "random" : "round-robin"},
+      {"consumer_arguments", arguments_json(o.consumer_arguments)},
+      {"auto_delete", o.auto_delete},
   };
 }
 
+// " median/95th/99th a/b/c us", or " -" without samples.
+std::string three(const latency_summary& l, bool millis) {
+  if (l.count == 0) return " -";
+  return " " + shown(l.p50, millis) + "/" + shown(l.p95, millis) + "/" + shown(l.p99, millis) +
+         " " + unit(millis);
+}
+
+// "min 1, median 2, ..., max 9 (N samples)"
+std::string all_percentiles(const latency_summary& l, bool millis) {
+  if (l.count == 0) return "no samples";
+  return "min " + shown(l.min, millis) + ", median " + shown(l.p50, millis) + ", 75th " +
+         shown(l.p75, millis) + ", 95th " + shown(l.p95, millis) + ", 99th " +
+         shown(l.p99, millis) + ", 99.9th " + shown(l.p999, millis) + ", max " +
+         shown(l.max, millis) + " (" + std::to_string(l.count) + " samples)";
+}
+
+std::string id_prefix(const report_style& style) {
+  return style.id.empty() ? "" : "id: " + style.id + ", ";
+}
+
 }  // namespace
+
+report_style style_of(const perf_options& o) {
+  report_style s;
+  s.latency = o.timestamps() && o.consumers > 0;
+  s.confirm_latency = o.confirms() && o.producers > 0 && o.mode != run_mode::sink;
+  s.intended = o.rate_limited();
+  s.millis = o.use_millis;
+  s.id = o.id;
+  return s;
+}
 
 run_summary make_summary(const interval_report& whole, double client_cpu_s) {
   run_summary s;
@@ -92,36 +197,59 @@ run_summary make_summary(const interval_report& whole, double client_cpu_s) {
   return s;
 }
 
-std::string format_interval(const interval_report& r, bool latency) {
-  std::string line = "time " + fixed(r.elapsed_s, 1) + " s, published " + fixed(r.publish_rate, 0) +
-                     " msg/s, confirmed " + fixed(r.confirm_rate, 0) + " msg/s, nacked " +
-                     std::to_string(r.nacked) + ", returned " + std::to_string(r.returned) +
+std::string format_interval(const interval_report& r, const report_style& style) {
+  std::string line = id_prefix(style) + "time " + fixed(r.elapsed_s, 1) + " s, published " +
+                     fixed(r.publish_rate, 0) + " msg/s, confirmed " + fixed(r.confirm_rate, 0) +
+                     " msg/s, nacked " + std::to_string(r.nacked) + ", in doubt " +
+                     std::to_string(r.in_doubt) + ", returned " + std::to_string(r.returned) +
                      ", received " + fixed(r.receive_rate, 0) + " msg/s";
-  if (latency) {
-    line += ", latency median/95th/99th ";
-    line += r.latency.count
-                ? us(r.latency.p50) + "/" + us(r.latency.p95) + "/" + us(r.latency.p99) + " us"
-                : "-";
+  if (style.latency) {
+    line += ", latency median/95th/99th" + three(r.latency, style.millis);
+    if (style.intended) line += " (from intended" + three(r.latency_intended, style.millis) + ")";
+  }
+  if (style.confirm_latency) {
+    line += ", confirm latency median/95th/99th" + three(r.confirm_latency, style.millis);
+    if (style.intended) {
+      line += " (from intended" + three(r.confirm_latency_intended, style.millis) + ")";
+    }
   }
   return line;
 }
 
-std::string format_summary(const run_summary& s, bool latency) {
+std::string format_summary(const run_summary& s, const report_style& style) {
   const interval_report& t = s.totals;
-  std::string out =
-      "summary: " + fixed(t.seconds, 2) + " s, published " + std::to_string(t.published) + " (" +
-      fixed(t.publish_rate, 0) + " msg/s), confirmed " + std::to_string(t.confirmed) + ", nacked " +
-      std::to_string(t.nacked) + ", returned " + std::to_string(t.returned) + ", received " +
-      std::to_string(t.received) + " (" + fixed(t.receive_rate, 0) + " msg/s)\n";
-  if (latency) {
-    const latency_summary& l = t.latency;
-    out += "latency us: ";
-    out += l.count ? "min " + us(l.min) + ", median " + us(l.p50) + ", 75th " + us(l.p75) +
-                         ", 95th " + us(l.p95) + ", 99th " + us(l.p99) + ", 99.9th " + us(l.p999) +
-                         ", max " + us(l.max) + " (" + std::to_string(l.count) + " samples)\n"
-                   : "no samples\n";
+  const std::string id = id_prefix(style);
+  const std::string u = unit(style.millis);
+  std::string out = id + "summary: " + fixed(t.seconds, 2) + " s, published " +
+                    std::to_string(t.published) + " (" + fixed(t.publish_rate, 0) +
+                    " msg/s), confirmed " + std::to_string(t.confirmed) + ", nacked " +
+                    std::to_string(t.nacked) + ", in doubt " + std::to_string(t.in_doubt) +
+                    ", returned " + std::to_string(t.returned) + ", received " +
+                    std::to_string(t.received) + " (" + fixed(t.receive_rate, 0) + " msg/s)\n";
+  // Percentiles over the whole run, every sample of every interval.
+  if (style.latency) {
+    out += id + "latency " + u + ": " + all_percentiles(t.latency, style.millis) + "\n";
+    if (style.intended) {
+      out += id + "latency from intended send time " + u + ": " +
+             all_percentiles(t.latency_intended, style.millis) + "\n";
+    }
   }
-  out += "client cpu: " + fixed(s.cpu_us_per_msg, 2) + " us/msg (" + fixed(s.client_cpu_s, 2) +
+  if (style.confirm_latency) {
+    out += id + "confirm latency " + u + ": " + all_percentiles(t.confirm_latency, style.millis) +
+           "\n";
+    if (style.intended) {
+      out += id + "confirm latency from intended send time " + u + ": " +
+             all_percentiles(t.confirm_latency_intended, style.millis) + "\n";
+    }
+  }
+  if (s.sequence) {
+    const sequence_summary& q = *s.sequence;
+    out += id + "sequence: " + std::to_string(q.streams) + " streams, " +
+           std::to_string(q.received) + " received, " + std::to_string(q.missing) + " missing in " +
+           std::to_string(q.gaps) + " gaps, " + std::to_string(q.duplicates) + " duplicates, " +
+           std::to_string(q.reordered) + " reordered\n";
+  }
+  out += id + "client cpu: " + fixed(s.cpu_us_per_msg, 2) + " us/msg (" + fixed(s.client_cpu_s, 2) +
          " s user+system for " + std::to_string(t.published + t.received) +
          " messages published or received)\n";
   return out;
@@ -129,58 +257,149 @@ std::string format_summary(const run_summary& s, bool latency) {
 
 std::string to_json(const perf_options& o, const std::vector<interval_report>& intervals,
                     const run_summary& s) {
+  const report_style style = style_of(o);
+  const bool intended_latency = style.latency && style.intended;
+  const bool intended_confirm = style.confirm_latency && style.intended;
   nlohmann::ordered_json out;
   out["options"] = options_json(o);
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   for (const interval_report& r : intervals) {
-    list.push_back({{"elapsed", r.elapsed_s},
-                    {"seconds", r.seconds},
-                    {"published", r.published},
-                    {"confirmed", r.confirmed},
-                    {"nacked", r.nacked},
-                    {"returned", r.returned},
-                    {"received", r.received},
-                    {"publish_rate", r.publish_rate},
-                    {"confirm_rate", r.confirm_rate},
-                    {"receive_rate", r.receive_rate},
-                    {"latency_us", latency_json(r.latency)}});
+    list.push_back(
+        {{"elapsed", r.elapsed_s},
+         {"seconds", r.seconds},
+         {"published", r.published},
+         {"confirmed", r.confirmed},
+         {"nacked", r.nacked},
+         {"in_doubt", r.in_doubt},
+         {"returned", r.returned},
+         {"received", r.received},
+         {"publish_rate", r.publish_rate},
+         {"confirm_rate", r.confirm_rate},
+         {"receive_rate", r.receive_rate},
+         {"latency_us", latency_json(r.latency)},
+         {"latency_intended_us", latency_json_if(intended_latency, r.latency_intended)},
+         {"confirm_latency_us", latency_json_if(style.confirm_latency, r.confirm_latency)},
+         {"confirm_latency_intended_us",
+          latency_json_if(intended_confirm, r.confirm_latency_intended)}});
   }
   out["intervals"] = std::move(list);
   const interval_report& t = s.totals;
-  out["summary"] = {{"published", t.published},
-                    {"confirmed", t.confirmed},
-                    {"nacked", t.nacked},
-                    {"returned", t.returned},
-                    {"received", t.received},
-                    {"seconds", t.seconds},
-                    {"publish_rate", t.publish_rate},
-                    {"confirm_rate", t.confirm_rate},
-                    {"receive_rate", t.receive_rate},
-                    {"client_cpu_s", s.client_cpu_s},
-                    {"client_cpu_us_per_msg", s.cpu_us_per_msg},
-                    {"latency_samples", t.latency.count},
-                    {"latency_us", latency_json(t.latency)}};
+  nlohmann::ordered_json sequence;
+  if (s.sequence) {
+    sequence = {{"streams", s.sequence->streams},       {"received", s.sequence->received},
+                {"missing", s.sequence->missing},       {"gaps", s.sequence->gaps},
+                {"duplicates", s.sequence->duplicates}, {"reordered", s.sequence->reordered}};
+  }
+  out["summary"] = {
+      {"published", t.published},
+      {"confirmed", t.confirmed},
+      {"nacked", t.nacked},
+      {"in_doubt", t.in_doubt},
+      {"returned", t.returned},
+      {"received", t.received},
+      {"seconds", t.seconds},
+      {"publish_rate", t.publish_rate},
+      {"confirm_rate", t.confirm_rate},
+      {"receive_rate", t.receive_rate},
+      {"client_cpu_s", s.client_cpu_s},
+      {"client_cpu_us_per_msg", s.cpu_us_per_msg},
+      {"latency_samples", t.latency.count},
+      {"latency_us", latency_json(t.latency)},
+      {"latency_intended_us", latency_json_if(intended_latency, t.latency_intended)},
+      {"confirm_latency_samples", t.confirm_latency.count},
+      {"confirm_latency_us", latency_json_if(style.confirm_latency, t.confirm_latency)},
+      {"confirm_latency_intended_us",
+       latency_json_if(intended_confirm, t.confirm_latency_intended)},
+      {"sequence", sequence}};
   return out.dump(2) + "\n";
 }
 
 std::string to_csv(const std::vector<interval_report>& intervals, const run_summary& s) {
   std::string out =
-      "kind,elapsed_s,seconds,published,confirmed,nacked,returned,received,publish_rate,"
-      "confirm_rate,receive_rate,latency_min_us,latency_p50_us,latency_p75_us,latency_p95_us,"
-      "latency_p99_us,latency_p999_us,latency_max_us,client_cpu_us_per_msg\n";
-  auto row = [&](const char* kind, const interval_report& r, const std::string& cpu) {
-    const latency_summary& l = r.latency;
+      "kind,elapsed_s,seconds,published,confirmed,nacked,in_doubt,returned,received,publish_rate,"
+      "confirm_rate,receive_rate";
+  for (const char* h :
+       {"latency", "latency_intended", "confirm_latency", "confirm_latency_intended"}) {
+    for (const char* p : {"min", "p50", "p75", "p95", "p99", "p999", "max"}) {
+      out += std::string(",") + h + "_" + p + "_us";
+    }
+  }
+  out += ",client_cpu_us_per_msg,missing,gaps,duplicates,reordered\n";
+  auto row = [&](const char* kind, const interval_report& r, const std::string& tail) {
     out += std::string(kind) + "," + fixed(r.elapsed_s, 3) + "," + fixed(r.seconds, 3) + "," +
            std::to_string(r.published) + "," + std::to_string(r.confirmed) + "," +
-           std::to_string(r.nacked) + "," + std::to_string(r.returned) + "," +
-           std::to_string(r.received) + "," + fixed(r.publish_rate, 1) + "," +
-           fixed(r.confirm_rate, 1) + "," + fixed(r.receive_rate, 1) + "," + fixed(l.min, 1) + "," +
-           fixed(l.p50, 1) + "," + fixed(l.p75, 1) + "," + fixed(l.p95, 1) + "," + fixed(l.p99, 1) +
-           "," + fixed(l.p999, 1) + "," + fixed(l.max, 1) + "," + cpu + "\n";
+           std::to_string(r.nacked) + "," + std::to_string(r.in_doubt) + "," +
+           std::to_string(r.returned) + "," + std::to_string(r.received) + "," +
+           fixed(r.publish_rate, 1) + "," + fixed(r.confirm_rate, 1) + "," +
+           fixed(r.receive_rate, 1);
+    for (const latency_summary* l :
+         {&r.latency, &r.latency_intended, &r.confirm_latency, &r.confirm_latency_intended}) {
+      for (double v : {l->min, l->p50, l->p75, l->p95, l->p99, l->p999, l->max}) {
+        out += "," + fixed(v, 1);
+      }
+    }
+    out += "," + tail + "\n";
   };
-  for (const interval_report& r : intervals) row("interval", r, "");
-  row("summary", s.totals, fixed(s.cpu_us_per_msg, 3));
+  for (const interval_report& r : intervals) row("interval", r, ",,,,");
+  std::string tail = fixed(s.cpu_us_per_msg, 3) + ",";
+  if (s.sequence) {
+    tail += std::to_string(s.sequence->missing) + "," + std::to_string(s.sequence->gaps) + "," +
+            std::to_string(s.sequence->duplicates) + "," + std::to_string(s.sequence->reordered);
+  } else {
+    tail += ",,,";
+  }
+  row("summary", s.totals, tail);
   return out;
+}
+
+std::string perftest_rate(double rate) {
+  char buf[64];
+  if (rate == 0) return "0";
+  if (rate < 1) {
+    std::snprintf(buf, sizeof buf, "%1.2f", rate);
+  } else if (rate < 10) {
+    std::snprintf(buf, sizeof buf, "%1.1f", rate);
+  } else {
+    std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(rate));
+  }
+  return buf;
+}
+
+std::string perftest_csv_header(const perf_options& o) {
+  const std::string u = o.use_millis ? "ms" : "\xc2\xb5s";  // PerfTest writes µs in UTF-8
+  std::string out =
+      "id,time (s),published (msg/s),returned (msg/s),confirmed (msg/s),"
+      "nacked (msg/s),received (msg/s)";
+  for (const char* what : {"consumer", "confirm"}) {
+    for (const char* p : {"min", "median", "75th p.", "95th p.", "99th p."}) {
+      out += std::string(",") + p + " " + what + " latency (" + u + ")";
+    }
+  }
+  return out + "\n";
+}
+
+std::string perftest_csv_row(const perf_options& o, const std::string& id,
+                             const interval_report& r) {
+  const bool published = o.producers > 0;
+  const bool received = o.consumers > 0;
+  const bool confirmed = published && o.confirms();
+  auto rate = [](double v, bool shown) { return shown ? perftest_rate(v) : std::string(); };
+  // Whole units, truncated, as PerfTest's long values.
+  auto whole = [&](double us) {
+    return std::to_string(static_cast<long long>(o.use_millis ? us / 1000 : us));
+  };
+  auto five = [&](const latency_summary& l, bool shown) {
+    if (!shown) return std::string(",,,,");
+    return whole(l.min) + "," + whole(l.p50) + "," + whole(l.p75) + "," + whole(l.p95) + "," +
+           whole(l.p99);
+  };
+  return id + "," + fixed(r.elapsed_s, 3) + "," + rate(r.publish_rate, published) + "," +
+         rate(static_cast<double>(r.returned) / (r.seconds > 0 ? r.seconds : 1),
+              published && o.mandatory) +
+         "," + rate(r.confirm_rate, confirmed) + "," +
+         rate(static_cast<double>(r.nacked) / (r.seconds > 0 ? r.seconds : 1), confirmed) + "," +
+         rate(r.receive_rate, received) + "," + five(r.latency, received) + "," +
+         five(r.confirm_latency, confirmed) + "\n";
 }
 
 }  // namespace warren::perf

@@ -2,9 +2,11 @@
 
 #include <sys/resource.h>
 
+#include <ctime>
 #include <fstream>
 #include <thread>
 
+#include "tools/perf/bodies.h"
 #include "tools/perf/plan.h"
 #include "tools/perf/report.h"
 #include "tools/perf/svg_plot.h"
@@ -34,6 +36,36 @@ void write_file(const std::string& path, const std::string& text) {
   if (!f) throw run_error("cannot write " + path);
 }
 
+// PerfTest's default test id: "test-" and the local time, HHMMSS-mmm.
+std::string default_test_id() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm local{};
+  ::localtime_r(&t, &local);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "test-%02d%02d%02d-%03d", local.tm_hour, local.tm_min,
+                local.tm_sec, static_cast<int>(ms.count()));
+  return buf;
+}
+
+// Enables the histograms the run fills: consumers' latency, producers' confirm latency, each
+// also from the intended send time when publishing is paced.
+void enable_histograms(const perf_options& o, run_stats& stats) {
+  const report_style style = style_of(o);
+  for (unsigned i = 0; i < o.producers; ++i) {
+    if (!style.confirm_latency) break;
+    stats.slot(i).confirm_latency.enable();
+    if (style.intended) stats.slot(i).confirm_latency_intended.enable();
+  }
+  for (unsigned j = 0; j < o.consumers; ++j) {
+    if (!style.latency) break;
+    stats.slot(o.producers + j).latency.enable();
+    if (style.intended) stats.slot(o.producers + j).latency_intended.enable();
+  }
+}
+
 // When the run is over, apart from time, signals and failures.
 class end_condition {
  public:
@@ -42,9 +74,10 @@ class end_condition {
   bool reached(const workload& w, std::uint64_t received, clock::time_point now) {
     const bool producers_done =
         o_.producers == 0 || (o_.producer_message_count && w.producers_finished() == o_.producers);
+    const bool consumers_limited = o_.consumer_message_count || o_.exit != exit_when::never;
     const bool consumers_done =
-        o_.consumers == 0 || (o_.consumer_message_count && w.consumers_finished() == o_.consumers);
-    if (o_.consumer_message_count && consumers_done) return true;
+        o_.consumers == 0 || (consumers_limited && w.consumers_finished() == o_.consumers);
+    if (consumers_limited && consumers_done) return true;
     if (!o_.producer_message_count || !producers_done) return false;
     if (consumers_done) return true;
     // Producers are done, consumers have no count: over once deliveries stop for a second.
@@ -69,12 +102,32 @@ std::atomic<bool>& interrupted() noexcept {
 }
 
 int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) {
-  const topology_plan plan = make_plan(o, random_routing_key());
+  std::shared_ptr<const body_source> bodies;
+  try {
+    bodies = body_source::for_options(o);
+  } catch (const usage_error& e) {
+    err << "perf: " << one_line(e.what()) << "\n";
+    return 2;
+  }
+  const topology_plan plan = make_plan(o, random_routing_key(), random_seed());
   run_stats stats(o.producers + o.consumers);
+  enable_histograms(o, stats);
+  const report_style style = style_of(o);
+  // PerfTest's CSV is written as the run goes, so that a run cut short leaves its rows.
+  std::ofstream perftest_csv;
+  const std::string test_id = o.id.empty() ? default_test_id() : o.id;
+  if (!o.perftest_csv_path.empty()) {
+    perftest_csv.open(o.perftest_csv_path, std::ios::binary | std::ios::trunc);
+    perftest_csv << perftest_csv_header(o) << std::flush;
+    if (!perftest_csv) {
+      err << "perf: cannot write " << o.perftest_csv_path << "\n";
+      return 1;
+    }
+  }
   std::unique_ptr<workload> w;
   try {
     declare_topology(o, plan);
-    w = make_workload(o, plan, stats);
+    w = make_workload(o, plan, stats, bodies);
     w->start();
   } catch (const std::exception& e) {
     err << "perf: " << one_line(e.what()) << "\n";
@@ -85,7 +138,6 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
   // theirs.
   const double cpu0 = cpu_seconds();
   const clock::time_point t0 = clock::now();
-  const bool latency = o.timestamps() && o.consumers > 0;
   std::optional<clock::time_point> end_at;
   if (o.duration_s > 0) {
     end_at = t0 + std::chrono::duration_cast<clock::duration>(
@@ -96,10 +148,11 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
   end_condition ended(o);
   auto show = [&](const interval_report& r) {
     if (live) {
-      out << "\r" << format_interval(r, latency) << "\033[K" << std::flush;
+      out << "\r" << format_interval(r, style) << "\033[K" << std::flush;
     } else {
-      out << format_interval(r, latency) << "\n" << std::flush;
+      out << format_interval(r, style) << "\n" << std::flush;
     }
+    if (perftest_csv.is_open()) perftest_csv << perftest_csv_row(o, test_id, r) << std::flush;
   };
   std::optional<std::string> failure;
   for (clock::time_point next_tick = t0 + std::chrono::seconds(1);;) {
@@ -120,7 +173,8 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
   const clock::time_point t_end = clock::now();
   const totals final_totals = stats.snapshot();
   // The tail since the last full second, so that the intervals add up to the summary; under
-  // half a second it joins the last interval.
+  // half a second it joins the last interval (PerfTest's CSV has its row already: it gets one
+  // for the tail only when the tail is a line of its own).
   const double t_end_s = seconds_between(t0, t_end);
   if (!intervals.empty() && t_end_s - intervals.back().elapsed_s < 0.5) {
     intervals.back() = meter.extend_last(final_totals, t_end_s);
@@ -129,10 +183,16 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
     show(intervals.back());
   }
   if (live) out << "\n";
-  const run_summary summary =
+  run_summary summary =
       make_summary(whole_run(final_totals, seconds_between(t0, t_end)), cpu_seconds() - cpu0);
-  out << format_summary(summary, latency) << std::flush;
+  const sequence_summary sequence = summarize(w->sequence_records(), plan.run_tag);
+  if (sequence.received > 0) summary.sequence = sequence;
+  out << format_summary(summary, style) << std::flush;
   try {
+    if (perftest_csv.is_open()) {
+      perftest_csv.close();
+      if (!perftest_csv) throw run_error("cannot write " + o.perftest_csv_path);
+    }
     if (!o.json_path.empty()) {
       perf_options shown = o;
       shown.routing_key = plan.routing_key;  // the random one, when -k was not given
@@ -144,7 +204,7 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
           "warren perf: " + std::to_string(o.producers) + " producers, " +
           std::to_string(o.consumers) + " consumers, " + std::to_string(o.message_size) + " B" +
           (o.confirms() ? ", confirm window " + std::to_string(o.confirm_window) : "");
-      write_file(o.plot_path, render_svg(intervals, title, latency));
+      write_file(o.plot_path, render_svg(intervals, title, style.latency));
     }
   } catch (const std::exception& e) {
     err << "perf: " << one_line(e.what()) << "\n";

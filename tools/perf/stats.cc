@@ -11,29 +11,45 @@ totals run_stats::snapshot() const {
   totals t;
   for (std::size_t i = 0; i < count_; ++i) {
     const stats_slot& s = slots_[i];
-    // Confirms and receipts first: a later publish load keeps confirmed <= published.
-    t.confirmed += s.confirmed.load(std::memory_order_acquire);
-    t.nacked += s.nacked.load(std::memory_order_acquire);
+    // A producer counts a publish once it is made, and its confirm may be counted (on an I/O
+    // thread) before that: a publish with an outcome is published, so that no snapshot has
+    // more outcomes than publishes. Both counts only grow, and so does their maximum: every
+    // interval is a difference of growing totals, and the intervals add up to the summary.
+    const std::uint64_t confirmed = s.confirmed.load(std::memory_order_acquire);
+    const std::uint64_t nacked = s.nacked.load(std::memory_order_acquire);
+    const std::uint64_t in_doubt = s.in_doubt.load(std::memory_order_acquire);
+    t.confirmed += confirmed;
+    t.nacked += nacked;
+    t.in_doubt += in_doubt;
     t.returned += s.returned.load(std::memory_order_acquire);
     t.received += s.received.load(std::memory_order_acquire);
-    t.published += s.published.load(std::memory_order_acquire);
-    histogram h;
-    s.latency.snapshot_into(h);
-    t.latency.merge(h);
+    t.published +=
+        std::max(s.published.load(std::memory_order_acquire), confirmed + nacked + in_doubt);
+    auto merge = [](const optional_histogram& from, histogram& into) {
+      if (!from.enabled()) return;
+      histogram h;
+      from.snapshot_into(h);
+      into.merge(h);
+    };
+    merge(s.latency, t.latency);
+    merge(s.latency_intended, t.latency_intended);
+    merge(s.confirm_latency, t.confirm_latency);
+    merge(s.confirm_latency_intended, t.confirm_latency_intended);
   }
   return t;
 }
 
 namespace {
 
-interval_report make_report(const totals& t, const histogram& latency, double elapsed_s,
-                            double seconds) {
+// `t`'s counts, and its histograms as they are (the interval's, or the whole run's).
+interval_report make_report(const totals& t, double elapsed_s, double seconds) {
   interval_report r;
   r.elapsed_s = elapsed_s;
   r.seconds = seconds;
   r.published = t.published;
   r.confirmed = t.confirmed;
   r.nacked = t.nacked;
+  r.in_doubt = t.in_doubt;
   r.returned = t.returned;
   r.received = t.received;
   if (seconds > 0) {
@@ -41,7 +57,10 @@ interval_report make_report(const totals& t, const histogram& latency, double el
     r.confirm_rate = static_cast<double>(r.confirmed) / seconds;
     r.receive_rate = static_cast<double>(r.received) / seconds;
   }
-  r.latency = latency.summary();
+  r.latency = t.latency.summary();
+  r.latency_intended = t.latency_intended.summary();
+  r.confirm_latency = t.confirm_latency.summary();
+  r.confirm_latency_intended = t.confirm_latency_intended.summary();
   return r;
 }
 
@@ -60,6 +79,15 @@ namespace {
 std::uint64_t since(std::uint64_t now, std::uint64_t before) noexcept {
   return now >= before ? now - before : 0;
 }
+
+// What `now` recorded since `before` (an earlier snapshot of the same recorders).
+histogram histogram_since(const histogram& now, const histogram& before) {
+  histogram h = now;
+  h.subtract(before);
+  // Bucket bounds can overshoot the exact extremes of the whole run by the bucket error.
+  if (h.count()) h.set_extremes(std::max(h.min(), now.min()), std::min(h.max(), now.max()));
+  return h;
+}
 }  // namespace
 
 interval_report interval_meter::next(const totals& now, double elapsed_s) {
@@ -67,15 +95,15 @@ interval_report interval_meter::next(const totals& now, double elapsed_s) {
   d.published = since(now.published, prev_.published);
   d.confirmed = since(now.confirmed, prev_.confirmed);
   d.nacked = since(now.nacked, prev_.nacked);
+  d.in_doubt = since(now.in_doubt, prev_.in_doubt);
   d.returned = since(now.returned, prev_.returned);
   d.received = since(now.received, prev_.received);
-  histogram h = now.latency;
-  h.subtract(prev_.latency);
-  // Bucket bounds can overshoot the exact extremes of the whole run by the bucket error.
-  if (h.count()) {
-    h.set_extremes(std::max(h.min(), now.latency.min()), std::min(h.max(), now.latency.max()));
-  }
-  interval_report r = make_report(d, h, elapsed_s, elapsed_s - prev_elapsed_s_);
+  d.latency = histogram_since(now.latency, prev_.latency);
+  d.latency_intended = histogram_since(now.latency_intended, prev_.latency_intended);
+  d.confirm_latency = histogram_since(now.confirm_latency, prev_.confirm_latency);
+  d.confirm_latency_intended =
+      histogram_since(now.confirm_latency_intended, prev_.confirm_latency_intended);
+  interval_report r = make_report(d, elapsed_s, elapsed_s - prev_elapsed_s_);
   before_prev_ = std::move(prev_);
   before_prev_elapsed_s_ = prev_elapsed_s_;
   prev_ = now;
@@ -84,7 +112,7 @@ interval_report interval_meter::next(const totals& now, double elapsed_s) {
 }
 
 interval_report whole_run(const totals& final_totals, double elapsed_s) {
-  return make_report(final_totals, final_totals.latency, elapsed_s, elapsed_s);
+  return make_report(final_totals, elapsed_s, elapsed_s);
 }
 
 }  // namespace warren::perf

@@ -17,16 +17,54 @@
 
 namespace warren::perf {
 
+// How a confirmed-mode publish ended, as the tool counts it. A nack is the broker's refusal; in
+// doubt means nobody knows whether the broker has the message (the connection or channel went
+// before its confirm came, or the confirm timed out). They are different facts for a load
+// tester and are never counted together. Which client outcome is which: confirm_outcome.h.
+enum class settlement { confirmed, nacked, in_doubt };
+
+// A histogram a slot has only when the run needs it: each holds 32 KiB of counters, and 10,000
+// producers would otherwise hold 1.3 GB of histograms they never fill. enable() before the run
+// (before any thread records); record() and snapshot_into() do nothing while disabled.
+class optional_histogram {
+ public:
+  void enable() { h_ = std::make_unique<concurrent_histogram>(); }
+  bool enabled() const noexcept { return h_ != nullptr; }
+  void record(std::uint64_t ns) noexcept {
+    if (h_) h_->record(ns);
+  }
+  void snapshot_into(histogram& out) const noexcept {
+    if (h_) h_->snapshot_into(out);
+  }
+
+ private:
+  std::unique_ptr<concurrent_histogram> h_;
+};
+
 struct alignas(64) stats_slot {
   std::atomic<std::uint64_t> published{0};
   std::atomic<std::uint64_t> confirmed{0};
   std::atomic<std::uint64_t> nacked{0};
+  std::atomic<std::uint64_t> in_doubt{0};
   std::atomic<std::uint64_t> returned{0};
   std::atomic<std::uint64_t> received{0};
-  concurrent_histogram latency;
+  // Consumers: publish to receipt; from the intended send time too when publishing is paced
+  // (coordinated omission corrected). Producers: publish to confirm, likewise.
+  optional_histogram latency, latency_intended, confirm_latency, confirm_latency_intended;
 
   static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_release);
+  }
+  // Counts `n` publishes that ended as `s`.
+  void settle(settlement s, std::uint64_t n = 1) noexcept {
+    switch (s) {
+      case settlement::confirmed:
+        return add(confirmed, n);
+      case settlement::nacked:
+        return add(nacked, n);
+      case settlement::in_doubt:
+        return add(in_doubt, n);
+    }
   }
   // For a counter only its owner thread writes (a producer's `published`): a plain load and
   // store, no locked read-modify-write per message.
@@ -38,8 +76,8 @@ struct alignas(64) stats_slot {
 
 // Sums over every slot at one moment.
 struct totals {
-  std::uint64_t published = 0, confirmed = 0, nacked = 0, returned = 0, received = 0;
-  histogram latency;
+  std::uint64_t published = 0, confirmed = 0, nacked = 0, in_doubt = 0, returned = 0, received = 0;
+  histogram latency, latency_intended, confirm_latency, confirm_latency_intended;
 };
 
 // A fixed set of slots: their addresses never change, so writers may keep references.
@@ -61,9 +99,9 @@ class run_stats {
 struct interval_report {
   double elapsed_s = 0;  // since the start of the run, at the interval's end
   double seconds = 0;    // length of the interval
-  std::uint64_t published = 0, confirmed = 0, nacked = 0, returned = 0, received = 0;
+  std::uint64_t published = 0, confirmed = 0, nacked = 0, in_doubt = 0, returned = 0, received = 0;
   double publish_rate = 0, confirm_rate = 0, receive_rate = 0;
-  latency_summary latency;
+  latency_summary latency, latency_intended, confirm_latency, confirm_latency_intended;
 };
 
 // Turns successive snapshots into intervals (single thread: the reporter's).

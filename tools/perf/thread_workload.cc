@@ -39,6 +39,7 @@ void thread_workload::start() {
   }
   std::lock_guard lock(mu_);
   go_ = true;
+  started_.store(true, std::memory_order_release);
   cv_.notify_all();
 }
 
@@ -64,6 +65,14 @@ void thread_workload::fail(std::string what) {
   std::lock_guard lock(mu_);
   if (!failure_) failure_ = one_line(std::move(what));
   cv_.notify_all();
+}
+
+std::vector<sequence_record> thread_workload::sequence_records() const {
+  std::vector<sequence_record> out;
+  for (std::size_t i = 0; i < trackers_.size(); ++i) {
+    out.push_back({tracker_queues_[i], &trackers_[i]});
+  }
+  return out;
 }
 
 std::optional<std::string> thread_workload::failure() const {

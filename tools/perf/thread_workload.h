@@ -15,8 +15,14 @@ namespace warren::perf {
 
 class thread_workload : public workload {
  public:
-  thread_workload(const perf_options& o, const topology_plan& plan, run_stats& stats)
-      : options_(o), plan_(plan), stats_(stats) {}
+  thread_workload(const perf_options& o, const topology_plan& plan, run_stats& stats,
+                  std::shared_ptr<const body_source> bodies)
+      : options_(o),
+        plan_(plan),
+        stats_(stats),
+        bodies_(std::move(bodies)),
+        trackers_(std::size_t{o.consumers} * o.consumer_channels),
+        tracker_queues_(trackers_.size()) {}
   ~thread_workload() override;
 
   void start() override;
@@ -24,6 +30,7 @@ class thread_workload : public workload {
   unsigned consumers_finished() const override { return consumers_finished_.load(); }
   std::optional<std::string> failure() const override;
   void stop(std::chrono::milliseconds confirm_grace) override;
+  std::vector<sequence_record> sequence_records() const override;
 
  protected:
   // Each runs on its own thread. Call ready() once connected and set up (a producer then
@@ -35,6 +42,9 @@ class thread_workload : public workload {
   void ready();
   // False when the run stops before it started.
   bool wait_for_go();
+  // True once the producers were let go (consumers start --exit-when's idle clock then, not
+  // while the producers still connect).
+  bool started() const noexcept { return started_.load(std::memory_order_acquire); }
   bool producers_stopping() const noexcept {
     return stop_producers_.load(std::memory_order_relaxed);
   }
@@ -47,10 +57,19 @@ class thread_workload : public workload {
 
   stats_slot& producer_slot(unsigned i) noexcept { return stats_.slot(i); }
   stats_slot& consumer_slot(unsigned j) noexcept { return stats_.slot(options_.producers + j); }
+  // Consumer j's channel c: its sequence record, and the queue it consumes (set once known,
+  // before ready()).
+  sequence_tracker& tracker(unsigned j, std::size_t c) noexcept {
+    return trackers_[j * options_.consumer_channels + c];
+  }
+  void set_tracker_queue(unsigned j, std::size_t c, std::string queue) {
+    tracker_queues_[j * options_.consumer_channels + c] = std::move(queue);
+  }
 
   const perf_options& options_;
   const topology_plan& plan_;
   run_stats& stats_;
+  std::shared_ptr<const body_source> bodies_;
 
  private:
   void launch(bool producers);
@@ -67,7 +86,10 @@ class thread_workload : public workload {
   std::condition_variable cv_;
   unsigned ready_ = 0;
   bool go_ = false;
+  std::atomic<bool> started_{false};
   std::optional<std::string> failure_;
+  std::vector<sequence_tracker> trackers_;
+  std::vector<std::string> tracker_queues_;
 };
 
 }  // namespace warren::perf

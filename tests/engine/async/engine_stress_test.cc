@@ -58,7 +58,7 @@ TEST_F(engine_stress_test, many_publishers_many_consumers_acks_from_workers) {
                         }
                         ++received;
                       },
-                      {.concurrency = (i % 2 == 0) ? 1u : 3u});
+                      {}, {}, (i % 2 == 0) ? 1u : 3u);
     consumer_channels.push_back(ch);
   }
   auto shared = pub->open_channel();

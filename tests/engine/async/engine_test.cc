@@ -78,6 +78,38 @@ TEST(engine_test, publishes_reach_the_peer_and_every_confirm_completes_once) {
   EXPECT_EQ(ch->outstanding_confirms(), 0u);
 }
 
+// The broker numbers every publish that follows confirm.select on the wire, the ones another
+// thread makes while confirm_select still waits for select-ok included: those must be tracked
+// with the numbers the broker gives them, or every later ack names the wrong publish.
+TEST(engine_test, a_publish_made_while_confirm_select_waits_is_confirmed_with_its_broker_number) {
+  engine e({.io_threads = 1, .workers = 2});
+  test::scripted_peer peer;
+  peer.select_ok_after_a_publish.store(true);
+  auto c = connect_peer(e, peer);
+  auto ch = c->open_channel();
+  std::thread selector([&] { ch->confirm_select(100); });
+  ASSERT_TRUE(wait_until([&] { return peer.confirm_selects.load() == 1; }, 10s));
+  std::mutex mu;
+  std::vector<confirm_result> results;
+  auto record = [&](const confirm_result& r) {
+    std::lock_guard lock(mu);
+    results.push_back(r);
+  };
+  codec::basic_properties props;
+  // confirm.select is on the wire and unanswered: the peer answers once it reads this publish.
+  ASSERT_EQ(ch->try_publish("", "q", props, "racing", {}, record), publish_status::ok);
+  selector.join();
+  ASSERT_EQ(ch->try_publish("", "q", props, "after", {}, record), publish_status::ok);
+  ASSERT_TRUE(ch->wait_for_confirms(clock_type::now() + 10s));
+  EXPECT_TRUE(ch->is_open()) << "an ack for a number the engine never gave closes the channel";
+  std::lock_guard lock(mu);
+  ASSERT_EQ(results.size(), 2u) << "each publish completes once";
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    EXPECT_EQ(results[i].what, confirm_result::outcome::ack) << i;
+    EXPECT_EQ(results[i].sequence, i + 1);
+  }
+}
+
 TEST(engine_test, stalled_peer_turns_into_buffer_full_with_bounded_memory_then_recovers) {
   engine_options eo;
   eo.max_outgoing_bytes = 64 * 1024;

@@ -52,6 +52,10 @@ class scripted_peer {
   std::atomic<std::uint64_t> die_after_publishes{0};
   // Leave channel.open unanswered while false.
   std::atomic<bool> answer_channel_open{true};
+  // Answer confirm.select only once a publish on its channel has been read after it: a publish
+  // another thread made while its confirm_select waited (the broker numbers it 1).
+  std::atomic<bool> select_ok_after_a_publish{false};
+  std::atomic<int> confirm_selects{0};  // confirm.select methods read
   // Answer queue.declare with declare-ok (naming the declared queue) while true.
   std::atomic<bool> answer_queue_declare{false};
   // Before that declare-ok: this many deliveries on the declare's channel, to consumer "c1"
@@ -339,6 +343,11 @@ class scripted_peer {
       case codec::confirm_select::id:
         confirm_mode_[channel] = true;
         published_[channel] = 0;
+        ++confirm_selects;
+        if (select_ok_after_a_publish.load()) {
+          select_pending_[channel] = true;
+          return true;
+        }
         send(channel, codec::confirm_select_ok{});
         return true;
       case codec::channel_close::id:
@@ -349,6 +358,10 @@ class scripted_peer {
         return false;
       case codec::basic_publish::id: {
         ++published_[channel];
+        if (select_pending_[channel]) {
+          select_pending_[channel] = false;
+          send(channel, codec::confirm_select_ok{});
+        }
         const std::uint64_t total = publishes.fetch_add(1) + 1;
         const std::uint64_t die = die_after_publishes.load();
         if (die != 0 && total >= die) {
@@ -376,6 +389,7 @@ class scripted_peer {
   std::atomic<bool> stop_{false};
   std::map<std::uint16_t, std::uint64_t> published_;
   std::map<std::uint16_t, bool> confirm_mode_;
+  std::map<std::uint16_t, bool> select_pending_;  // select_ok_after_a_publish
 };
 
 }  // namespace warren::test

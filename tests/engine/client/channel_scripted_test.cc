@@ -18,12 +18,17 @@ using std::chrono::steady_clock;
 using test::broker_session;
 using test::scripted_broker;
 
+// Bounds every wait, so a script that stops early fails the test instead of hanging it.
+client_options scripted_client() {
+  client_options c;
+  c.read_timeout = seconds_f(10);
+  return c;
+}
+
 connection_options scripted_options(const scripted_broker& b) {
   connection_options o;
   o.host = b.host();
   o.connect_timeout = seconds_f(10);
-  // Bounds every wait, so a script that stops early fails the test instead of hanging it.
-  o.read_timeout = seconds_f(10);
   // A starved broker thread must not let the client's kernel abort the connection (py-amqp's
   // default TCP_USER_TIMEOUT is 1 s).
   o.socket_settings = {{IPPROTO_TCP, TCP_USER_TIMEOUT, 0}};
@@ -42,8 +47,9 @@ TEST(channel_scripted_test, confirm_timeout_bounds_the_confirm_select_of_a_first
     s.serve_close();
   });
   connection_options o = scripted_options(b);
-  o.confirm_publish = true;
-  connection c(o);
+  client_options co = scripted_client();
+  co.confirm_publish = true;
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   const auto start = steady_clock::now();

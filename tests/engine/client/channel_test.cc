@@ -419,8 +419,9 @@ TEST_F(channel_test, reject_publish_overflow_nacks_and_wait_for_confirms_raises)
 
 TEST_F(channel_test, confirm_publish_raises_message_nacked_from_the_overflowing_publish) {
   connection_options o = broker_options();
-  o.confirm_publish = true;
-  connection c(o);
+  client_options co;
+  co.confirm_publish = true;
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   // Confirms are selected at the first publish, as py-amqp's basic_publish_confirm does.
@@ -444,8 +445,9 @@ TEST_F(channel_test, confirm_publish_still_confirms_on_a_channel_the_broker_clos
   const std::string full = full_reject_publish_queue();
   const std::string q = declare_queue();
   connection_options o = broker_options();
-  o.confirm_publish = true;
-  connection c(o);
+  client_options co;
+  co.confirm_publish = true;
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   ch.basic_publish(message("before"), "", q, {.confirm_timeout = seconds_f(5)});
@@ -465,8 +467,9 @@ TEST_F(channel_test, confirm_publish_still_confirms_on_a_channel_the_user_reopen
   const std::string full = full_reject_publish_queue();
   const std::string q = declare_queue();
   connection_options o = broker_options();
-  o.confirm_publish = true;
-  connection c(o);
+  client_options co;
+  co.confirm_publish = true;
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   const std::uint16_t id = ch.channel_id();
@@ -495,8 +498,9 @@ TEST_F(channel_test, confirm_publish_still_confirms_on_a_channel_the_user_reopen
 TEST_F(channel_test, tx_select_works_on_a_confirm_publish_connection) {
   const std::string q = declare_queue();
   connection_options o = broker_options();
-  o.confirm_publish = true;
-  connection c(o);
+  client_options co;
+  co.confirm_publish = true;
+  connection c(o, co);
   c.connect();
   channel& tx = c.channel();
   EXPECT_FALSE(tx.in_confirm_mode());
@@ -517,8 +521,9 @@ TEST_F(channel_test, tx_select_works_on_a_confirm_publish_connection) {
 
 TEST_F(channel_test, mandatory_unroutable_publish_is_returned_before_the_ack) {
   connection_options o = broker_options();
-  o.confirm_publish = true;
-  connection c(o);
+  client_options co;
+  co.confirm_publish = true;
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   std::vector<std::string> order;
@@ -613,8 +618,9 @@ TEST_F(channel_test, basic_consume_that_raised_a_return_leaves_no_consumer_behin
 
 TEST_F(channel_test, mandatory_return_without_a_handler_raises_from_a_confirmed_publish) {
   connection_options o = broker_options();
-  o.confirm_publish = true;
-  connection c(o);
+  client_options co;
+  co.confirm_publish = true;
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   EXPECT_THROW(ch.basic_publish(message("lost"), "", unique_name("nowhere"), {.mandatory = true}),

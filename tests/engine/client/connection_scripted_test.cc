@@ -29,12 +29,17 @@ using test::scripted_broker;
 using test::scripted_peer;
 using test::wait_until;
 
+// Bounds every wait, so a script that stops early fails the test instead of hanging it.
+client_options scripted_client() {
+  client_options c;
+  c.read_timeout = seconds_f(10);
+  return c;
+}
+
 connection_options scripted_options(const scripted_broker& b) {
   connection_options o;
   o.host = b.host();
   o.connect_timeout = seconds_f(10);
-  // Bounds every wait, so a script that stops early fails the test instead of hanging it.
-  o.read_timeout = seconds_f(10);
   // The broker is a thread, which a loaded machine (sanitizers, other builds) may starve for
   // over a second while the client's writes wait for window: py-amqp's default TCP_USER_TIMEOUT
   // (1 s) would let the client's kernel abort the connection then.
@@ -70,13 +75,14 @@ TEST(connection_scripted_test, publish_reads_a_pending_connection_blocked_first)
     s.serve_close();
   });
   connection_options o = scripted_options(b);
+  client_options co = scripted_client();
   std::vector<std::string> events;
   bool in_publish = false, fired_in_publish = false;
-  o.on_blocked = [&](std::string_view reason) {
+  co.on_blocked = [&](std::string_view reason) {
     events.emplace_back(reason);
     fired_in_publish = in_publish;
   };
-  connection c(o);
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   channel_opened = true;
@@ -113,12 +119,13 @@ TEST(connection_scripted_test, publish_only_loop_hears_connection_blocked) {
     s.serve_close();
   });
   connection_options o = scripted_options(b);
+  client_options co = scripted_client();
   int blocked_events = 0;
-  o.on_blocked = [&](std::string_view reason) {
+  co.on_blocked = [&](std::string_view reason) {
     EXPECT_EQ(reason, "low on memory");
     ++blocked_events;
   };
-  connection c(o);
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   long published = 0;
@@ -149,7 +156,7 @@ TEST(connection_scripted_test, no_common_sasl_mechanism_is_a_connection_error_as
     s.send(p.start("GSSAPI"));
     s.wait_for_eof();
   });
-  connection c(scripted_options(b));
+  connection c(scripted_options(b), scripted_client());
   try {
     c.connect();
     ADD_FAILURE() << "connect must fail without a common mechanism";
@@ -189,6 +196,7 @@ TEST(connection_scripted_test, sasl_challenges_are_answered_by_on_challenge) {
     s.serve_close();
   });
   connection_options o = scripted_options(b);
+  client_options co = scripted_client();
   o.authentication = {protocol::sasl_raw("X-TOKEN", "first")};
   std::vector<std::string> challenges;
   o.on_challenge = [&](std::string_view challenge) {
@@ -196,7 +204,7 @@ TEST(connection_scripted_test, sasl_challenges_are_answered_by_on_challenge) {
     return "answer to " + std::string(challenge);
   };
   {
-    connection c(o);
+    connection c(o, co);
     c.connect();
     EXPECT_TRUE(c.connected());
     EXPECT_EQ(c.chosen_mechanism(), "X-TOKEN");
@@ -225,8 +233,9 @@ TEST(connection_scripted_test, heartbeat_tick_on_a_silent_peer_raises_and_closes
     s.wait_for_eof();
   });
   connection_options o = scripted_options(b);
+  client_options co = scripted_client();
   o.heartbeat = 1;
-  connection c(o);
+  connection c(o, co);
   c.connect();
   ASSERT_EQ(c.heartbeat(), 1);
   const auto start = steady_clock::now();
@@ -276,7 +285,7 @@ TEST(connection_scripted_test, close_sends_only_connection_close_and_closes_ever
     s.send(p.connection_close_ok());
     s.wait_for_eof();
   });
-  connection c(scripted_options(b));
+  connection c(scripted_options(b), scripted_client());
   c.connect();
   channel& one = c.channel();
   channel& two = c.channel();

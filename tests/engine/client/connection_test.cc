@@ -116,10 +116,11 @@ TEST_F(connection_test, server_properties_and_capabilities_are_populated) {
 
 TEST_F(connection_test, channel_max_is_negotiated_and_enforced) {
   connection_options o = broker_options();
+  client_options co;
   o.channel_max = 3;
   bool tuned = false;
-  o.on_tune_ok = [&] { tuned = true; };
-  connection c(o);
+  co.on_tune_ok = [&] { tuned = true; };
+  connection c(o, co);
   c.connect();
   EXPECT_TRUE(tuned);
   EXPECT_EQ(c.channel_max(), 3);
@@ -131,12 +132,13 @@ TEST_F(connection_test, channel_max_is_negotiated_and_enforced) {
 
 TEST_F(connection_test, on_open_is_called_once_connected) {
   connection_options o = broker_options();
+  client_options co;
   int opened = 0;
-  o.on_open = [&](connection& c) {
+  co.on_open = [&](connection& c) {
     EXPECT_TRUE(c.connected());
     ++opened;
   };
-  connection c(o);
+  connection c(o, co);
   c.connect();
   c.connect();  // a no-op when connected
   EXPECT_EQ(opened, 1);
@@ -275,9 +277,10 @@ TEST_F(connection_test, heartbeats_keep_an_idle_connection_alive_while_draining)
 
 TEST_F(connection_test, background_heartbeat_keeps_a_sleeping_owner_connected) {
   connection_options o = broker_options();
+  client_options co;
   o.heartbeat = 1;
-  o.background_heartbeat = true;
-  connection c(o);
+  co.background_heartbeat = true;
+  connection c(o, co);
   c.connect();
   const std::uint64_t sent = c.bytes_sent();
   std::this_thread::sleep_for(milliseconds(3500));
@@ -312,70 +315,6 @@ TEST_F(connection_test, heartbeat_tick_without_reading_reports_a_silent_peer) {
         }
       },
       connection_forced);
-}
-
-TEST_F(connection_test, from_uri_maps_every_component_and_query_key) {
-  const connection_options o = connection_options::from_uri(
-      "amqp://bob:s%40cret@example.com:5673/my%2Fvhost?heartbeat=7&channel_max=9&frame_max=8192"
-      "&connection_timeout=2500&auth_mechanism=amqplain&auth_mechanism=plain");
-  EXPECT_EQ(o.host, "example.com:5673");
-  EXPECT_EQ(o.userid, "bob");
-  EXPECT_EQ(o.password, "s@cret");
-  EXPECT_EQ(o.virtual_host, "my/vhost");
-  EXPECT_EQ(o.heartbeat, 7);
-  EXPECT_EQ(o.channel_max, 9);
-  EXPECT_EQ(o.frame_max, 8192u);
-  ASSERT_TRUE(o.connect_timeout);
-  EXPECT_DOUBLE_EQ(o.connect_timeout->count(), 2.5);
-  EXPECT_FALSE(o.ssl);
-  ASSERT_EQ(o.authentication.size(), 2u);
-  EXPECT_EQ(o.authentication[0].mechanism, "AMQPLAIN");
-  EXPECT_EQ(o.authentication[1].mechanism, "PLAIN");
-  EXPECT_EQ(o.authentication[1].response, std::string("\0bob\0s@cret", 11));
-
-  const connection_options d = connection_options::from_uri("amqp://[::1]");
-  EXPECT_EQ(d.host, "[::1]:5672");
-  EXPECT_EQ(d.userid, "guest");
-  EXPECT_EQ(d.virtual_host, "/");
-  EXPECT_EQ(d.heartbeat, 0);
-  EXPECT_FALSE(d.connect_timeout);
-  EXPECT_TRUE(d.authentication.empty());
-}
-
-TEST_F(connection_test, from_uri_tls_keys_fill_the_tls_options) {
-  const connection_options o = connection_options::from_uri(
-      "amqps://h?cacertfile=/ca.pem&certfile=/c.pem&keyfile=/k.pem&verify=verify_none"
-      "&server_name_indication=disable&auth_mechanism=external");
-  EXPECT_EQ(o.host, "h:5671");
-  ASSERT_TRUE(o.ssl);
-  EXPECT_EQ(o.ssl->ca_file, "/ca.pem");
-  EXPECT_EQ(o.ssl->cert_file, "/c.pem");
-  EXPECT_EQ(o.ssl->key_file, "/k.pem");
-  EXPECT_FALSE(o.ssl->verify_peer);
-  EXPECT_EQ(o.ssl->server_name, "");
-  ASSERT_EQ(o.authentication.size(), 1u);
-  EXPECT_EQ(o.authentication[0].mechanism, "EXTERNAL");
-
-  const connection_options sni = connection_options::from_uri("amqps://h?server_name_indication=x");
-  ASSERT_TRUE(sni.ssl);
-  EXPECT_TRUE(sni.ssl->verify_peer);
-  EXPECT_EQ(sni.ssl->server_name, "x");
-}
-
-TEST_F(connection_test, from_uri_errors_never_quote_the_password) {
-  try {
-    connection_options::from_uri("amqp://u:Pa55w0rd@h?auth_mechanism=gssapi");
-    FAIL() << "an unsupported mechanism must be refused";
-  } catch (const uri_error& e) {
-    EXPECT_NE(std::string(e.what()).find("GSSAPI"), std::string::npos) << e.what();
-    EXPECT_EQ(std::string(e.what()).find("Pa55w0rd"), std::string::npos) << e.what();
-  }
-  try {
-    connection_options::from_uri("amqp://u:Pa55w0rd@h?heartbeat=x");
-    FAIL() << "a bad heartbeat must be refused";
-  } catch (const uri_error& e) {
-    EXPECT_EQ(std::string(e.what()).find("Pa55w0rd"), std::string::npos) << e.what();
-  }
 }
 
 TEST_F(connection_test, connection_from_a_uri_talks_to_the_broker) {
@@ -496,12 +435,13 @@ class blocked_test : public ::testing::Test {
 
 TEST_F(blocked_test, memory_alarm_calls_on_blocked_and_a_publish_times_out) {
   connection_options o = node_options();
+  client_options co;
   std::vector<std::string> events;
-  o.on_blocked = [&](std::string_view reason) {
+  co.on_blocked = [&](std::string_view reason) {
     events.push_back("blocked:" + std::string(reason));
   };
-  o.on_unblocked = [&] { events.push_back("unblocked"); };
-  connection c(o);
+  co.on_unblocked = [&] { events.push_back("unblocked"); };
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
 
@@ -537,10 +477,11 @@ TEST_F(blocked_test, memory_alarm_calls_on_blocked_and_a_publish_times_out) {
 
 TEST_F(blocked_test, confirm_wait_without_confirm_timeout_is_bounded_by_the_publish_timeout) {
   connection_options o = node_options();
-  o.confirm_publish = true;
+  client_options co;
+  co.confirm_publish = true;
   // Only so that a wait the publish timeout does not bound fails in seconds, not hangs.
-  o.read_timeout = seconds_f(10);
-  connection c(o);
+  co.read_timeout = seconds_f(10);
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   // Another connection shows when the alarm is in force.
@@ -569,9 +510,10 @@ TEST_F(blocked_test, confirm_wait_without_confirm_timeout_is_bounded_by_the_publ
 // broker's notice sits unread in the socket until the writes stall and a publish times out.
 TEST_F(blocked_test, publish_only_loop_hears_on_blocked_before_a_publish_times_out) {
   connection_options o = node_options();
+  client_options co;
   int blocked = 0;
-  o.on_blocked = [&](std::string_view) { ++blocked; };
-  connection c(o);
+  co.on_blocked = [&](std::string_view) { ++blocked; };
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   node_->raise_memory_alarm();
@@ -597,10 +539,11 @@ TEST_F(blocked_test, publish_only_loop_hears_on_blocked_before_a_publish_times_o
 
 TEST_F(blocked_test, on_unblocked_is_called_when_the_alarm_clears) {
   connection_options o = node_options();
+  client_options co;
   int blocked = 0, unblocked = 0;
-  o.on_blocked = [&](std::string_view) { ++blocked; };
-  o.on_unblocked = [&] { ++unblocked; };
-  connection c(o);
+  co.on_blocked = [&](std::string_view) { ++blocked; };
+  co.on_unblocked = [&] { ++unblocked; };
+  connection c(o, co);
   c.connect();
   channel& ch = c.channel();
   raise_alarm(ch);

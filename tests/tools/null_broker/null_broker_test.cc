@@ -18,13 +18,15 @@
 namespace warren::null_broker {
 namespace {
 
-connection_options client_options(const server& s) {
+connection_options null_broker_options(const server& s) {
   connection_options o;
   o.host = "127.0.0.1:" + std::to_string(s.port());
   o.connect_timeout = seconds_f(5);
-  o.read_timeout = seconds_f(10);
   return o;
 }
+
+// A read that never ends would hang the test: bounded.
+const client_options bounded_reads{.read_timeout = seconds_f(10)};
 
 // The server updates its totals after each read; give it a moment to catch up.
 template <class Predicate>
@@ -39,7 +41,7 @@ bool eventually(Predicate p) {
 
 TEST(null_broker, blocking_client_completes_the_handshake_and_sees_the_capabilities) {
   server s({.session = {.mode = mode::sink, .frame_max = 65536}});
-  connection c(client_options(s));
+  connection c(null_broker_options(s), bounded_reads);
   c.connect();
   EXPECT_TRUE(c.connected());
   const codec::field_value* product = c.server_properties().find("product");
@@ -61,7 +63,7 @@ TEST(null_broker, blocking_client_completes_the_handshake_and_sees_the_capabilit
 
 TEST(null_broker, sink_counts_every_publish_and_acks_confirms) {
   server s({.session = {.mode = mode::sink}});
-  connection c(client_options(s));
+  connection c(null_broker_options(s), bounded_reads);
   c.connect();
   channel& ch = c.channel();
   ch.confirm_select();
@@ -80,7 +82,7 @@ TEST(null_broker, sink_counts_every_publish_and_acks_confirms) {
 
 TEST(null_broker, firehose_delivers_increasing_tags_that_the_blocking_client_decodes) {
   server s({.session = {.mode = mode::firehose, .body_size = 100}});
-  connection c(client_options(s));
+  connection c(null_broker_options(s), bounded_reads);
   c.connect();
   channel& ch = c.channel();
   std::uint64_t received = 0;
@@ -106,7 +108,7 @@ TEST(null_broker, firehose_delivers_increasing_tags_that_the_blocking_client_dec
 
 TEST(null_broker, firehose_counts_manual_acks) {
   server s({.session = {.mode = mode::firehose}});
-  connection c(client_options(s));
+  connection c(null_broker_options(s), bounded_reads);
   c.connect();
   channel& ch = c.channel();
   ch.basic_qos(0, 1000, false);
@@ -127,7 +129,7 @@ TEST(null_broker, serves_several_connections_at_once) {
   std::vector<std::thread> clients;
   for (int i = 0; i < 4; ++i) {
     clients.emplace_back([&s] {
-      connection c(client_options(s));
+      connection c(null_broker_options(s), bounded_reads);
       c.connect();
       channel& ch = c.channel();
       for (int k = 0; k < 1000; ++k) ch.basic_publish(message(std::string(16, 'm')), "", "q");
@@ -142,9 +144,9 @@ TEST(null_broker, serves_several_connections_at_once) {
 
 TEST(null_broker, heartbeats_are_sent_every_half_interval_when_negotiated) {
   server s({.session = {.mode = mode::sink, .heartbeat = 1}});
-  connection_options o = client_options(s);
+  connection_options o = null_broker_options(s);
   o.heartbeat = 1;
-  connection c(o);
+  connection c(o, bounded_reads);
   c.connect();
   c.channel();
   const std::uint64_t before = c.bytes_recv();

@@ -143,6 +143,120 @@ TEST(options, tls_options_are_kept) {
   EXPECT_TRUE(o.tls_no_verify);
 }
 
+TEST(options, perftest_options_beyond_the_core_set_their_fields) {
+  const perf_options o = parse({"--variable-rate",
+                                "100:60",
+                                "-vr",
+                                "0:5",
+                                "--variable-size",
+                                "1000:30",
+                                "-L",
+                                "250",
+                                "--producer-random-start-delay",
+                                "10",
+                                "--exit-when",
+                                "empty",
+                                "-n",
+                                "20",
+                                "--polling",
+                                "--polling-interval",
+                                "5",
+                                "--nack",
+                                "--requeue",
+                                "false",
+                                "--id",
+                                "run-1",
+                                "-ms",
+                                "-o",
+                                "/tmp/out.csv",
+                                "--connection-allocation",
+                                "random",
+                                "--consumer-args",
+                                "x-priority=5,x-tag=a",
+                                "-ca",
+                                "x-flag=true"});
+  EXPECT_EQ(o.variable_rates, (std::vector<variable_step>{{100, 60}, {0, 5}}));
+  EXPECT_EQ(o.variable_sizes, (std::vector<variable_step>{{1000, 30}}));
+  EXPECT_TRUE(o.rate_limited());
+  EXPECT_EQ(o.max_message_size(), 1000);
+  EXPECT_EQ(o.consumer_latency_us, 250u);
+  EXPECT_EQ(o.producer_random_start_delay_s, 10u);
+  EXPECT_EQ(o.exit, exit_when::empty);
+  EXPECT_EQ(o.consumer_tx_size, 20u);
+  EXPECT_TRUE(o.polling);
+  EXPECT_EQ(o.polling_interval_ms, 5u);
+  EXPECT_TRUE(o.nack);
+  EXPECT_FALSE(o.requeue);
+  EXPECT_EQ(o.id, "run-1");
+  EXPECT_TRUE(o.use_millis);
+  EXPECT_EQ(o.perftest_csv_path, "/tmp/out.csv");
+  EXPECT_EQ(o.allocation, connection_allocation::random);
+  EXPECT_EQ(o.consumer_arguments,
+            (std::vector<queue_argument>{
+                {"x-priority", std::int64_t{5}}, {"x-tag", std::string("a")}, {"x-flag", true}}));
+  EXPECT_EQ(parse({}).allocation, connection_allocation::round_robin);
+  EXPECT_EQ(parse({"-d", "x"}).id, "x");
+  EXPECT_EQ(parse({"--exit-when", "idle"}).exit, exit_when::idle);
+  EXPECT_EQ(parse({"-m", "10"}).producer_tx_size, 10u);
+  EXPECT_TRUE(parse({}).auto_delete);
+  EXPECT_FALSE(parse({"--auto-delete", "false"}).auto_delete);
+  EXPECT_FALSE(parse({"--quorum-queue", "-u", "q"}).auto_delete);
+}
+
+TEST(options, bodies_from_files_or_json_put_the_stamp_in_a_header) {
+  const perf_options files = parse({"-B", "a.json,b.json", "-B", "c.json", "-T", "text/plain"});
+  EXPECT_EQ(files.body_files, (std::vector<std::string>{"a.json", "b.json", "c.json"}));
+  EXPECT_EQ(files.body_content_type, "text/plain");
+  EXPECT_TRUE(files.stamp_in_header());
+  EXPECT_TRUE(files.timestamps());
+  const perf_options json =
+      parse({"--json-body", "-s", "4000", "--body-count", "7", "--body-field-count", "9"});
+  EXPECT_TRUE(json.json_body);
+  EXPECT_EQ(json.body_count, 7u);
+  EXPECT_EQ(json.body_field_count, 9u);
+  EXPECT_TRUE(json.stamp_in_header());
+  EXPECT_FALSE(parse({}).stamp_in_header());
+}
+
+// PerfTest: --quorum-queue is --flag persistent --queue-args x-queue-type=quorum --auto-delete
+// false; --stream-queue likewise, with prefetch 200 and its length and segment limits.
+TEST(options, quorum_and_stream_queues_as_perftest_declares_them) {
+  const perf_options q = parse({"--quorum-queue", "-u", "qq"});
+  EXPECT_TRUE(q.persistent);
+  EXPECT_EQ(q.queue_arguments,
+            (std::vector<queue_argument>{{"x-queue-type", std::string("quorum")}}));
+  EXPECT_FALSE(q.stream());
+  const perf_options st = parse({"--stream-queue", "-u", "s"});
+  EXPECT_TRUE(st.persistent);
+  EXPECT_TRUE(st.stream());
+  EXPECT_EQ(st.prefetch, 200);
+  EXPECT_EQ(st.queue_arguments, (std::vector<queue_argument>{
+                                    {"x-queue-type", std::string("stream")},
+                                    {"x-max-length-bytes", std::int64_t{20} << 30},
+                                    {"x-stream-max-segment-size-bytes", std::int64_t{500} << 20}}));
+  EXPECT_EQ(parse({"--stream-queue", "-u", "s", "-q", "10"}).prefetch, 10);
+  EXPECT_TRUE(parse({"-qa", "x-queue-type=stream", "-u", "s", "-q", "5"}).stream());
+}
+
+TEST(options, stream_consumer_offsets_in_every_form) {
+  auto offset = [](const std::string& v) {
+    return *parse({"--stream-queue", "-u", "s", "--stream-consumer-offset", v}).consumer_offset;
+  };
+  EXPECT_EQ(offset("first").what, stream_offset::kind::first);
+  EXPECT_EQ(offset("last").what, stream_offset::kind::last);
+  EXPECT_EQ(offset("next").what, stream_offset::kind::next);
+  EXPECT_EQ(offset("12345"), (stream_offset{stream_offset::kind::offset, 12345, ""}));
+  EXPECT_EQ(offset("1h"), (stream_offset{stream_offset::kind::interval, 0, "1h"}));
+  EXPECT_EQ(offset("7D"), (stream_offset{stream_offset::kind::interval, 0, "7D"}));
+  // 2022-06-03T07:45:54Z is 1654242354 s after the epoch.
+  EXPECT_EQ(offset("2022-06-03T07:45:54Z"),
+            (stream_offset{stream_offset::kind::timestamp, 1654242354, ""}));
+  EXPECT_EQ(offset("2022-06-03T09:45:54.750+02:00").value, 1654242354);
+  EXPECT_EQ(offset("2022-06-03T02:45:54-05:00").value, 1654242354);
+  EXPECT_EQ(offset("1970-01-01T00:00:00Z").value, 0);
+  EXPECT_EQ(offset("2000-03-01T00:00:00Z").value, 951868800);  // after a leap day
+}
+
 TEST(options, help_stops_checking_and_documents_every_option) {
   EXPECT_TRUE(parse({"--help", "-a", "-A", "2"}).help);
   const std::string help = help_text();
@@ -184,7 +298,32 @@ TEST(options, help_stops_checking_and_documents_every_option) {
                            "--plot",
                            "--sink",
                            "--firehose",
-                           "--client"}) {
+                           "--client",
+                           "--variable-rate",
+                           "--variable-size",
+                           "-L",
+                           "--producer-random-start-delay",
+                           "--exit-when",
+                           "-m",
+                           "-n",
+                           "--polling",
+                           "--polling-interval",
+                           "--nack",
+                           "--requeue",
+                           "-B",
+                           "-T",
+                           "--json-body",
+                           "--body-count",
+                           "--body-field-count",
+                           "--id",
+                           "-ms",
+                           "-o",
+                           "--quorum-queue",
+                           "--stream-queue",
+                           "--stream-consumer-offset",
+                           "--connection-allocation",
+                           "--consumer-args",
+                           "--auto-delete"}) {
     // At the start of a help entry: "  -x, --producers N" or "  --json FILE".
     const std::string at = std::string("\n  ") + name;
     const bool documented =
@@ -243,7 +382,53 @@ INSTANTIATE_TEST_SUITE_P(
         bad_case{{"--rx-batch", "0"}, "--rx-batch must be between 1 and"},
         bad_case{{"--rx-batch", "4096:x"}, "--rx-batch expects an integer, got 'x'"},
         bad_case{{"--rx-batch", "4096:0"}, "--rx-batch must be between 1 and 1000000"},
-        bad_case{{"-H", "http://h"}, "-H: invalid AMQP URI"}));
+        bad_case{{"-H", "http://h"}, "-H: invalid AMQP URI"},
+        bad_case{{"--variable-rate", "100"}, "--variable-rate expects VALUE:SECONDS"},
+        bad_case{{"--variable-rate", "100:0"}, "--variable-rate must be between 1 and"},
+        bad_case{{"--variable-rate", "-1:5"}, "--variable-rate must be between 0 and"},
+        bad_case{{"--variable-rate", "a:5"}, "--variable-rate expects an integer, got 'a'"},
+        bad_case{{"--variable-size", "0:5"}, "--variable-size must be between 1 and"},
+        bad_case{{"-r", "10", "--variable-rate", "5:5"}, "-r and --variable-rate exclude"},
+        bad_case{{"-s", "10", "--variable-size", "5:5"}, "-s and --variable-size exclude"},
+        bad_case{{"-L", "-3"}, "-L must be between 0 and"},
+        bad_case{{"--producer-random-start-delay", "0"}, "must be between 1 and"},
+        bad_case{{"--exit-when", "done"}, "--exit-when expects empty or idle"},
+        bad_case{{"-y", "0", "--exit-when", "idle"}, "--exit-when needs consumers"},
+        bad_case{{"-m", "10", "-c", "100"}, "-m (transactions) and -c (confirms) exclude"},
+        bad_case{{"--polling-interval", "5"}, "--polling-interval needs --polling"},
+        bad_case{{"--requeue", "false"}, "--requeue needs --nack"},
+        bad_case{{"--nack", "--requeue", "no"}, "--requeue expects true or false"},
+        bad_case{{"--nack", "-a"}, "--nack settles messages, but -a"},
+        bad_case{{"-x", "0", "-B", "f"}, "-B needs producers"},
+        bad_case{{"-B", "f", "-s", "100"}, "-B and -s exclude"},
+        bad_case{{"-B", "f", "--json-body"}, "-B and --json-body exclude"},
+        bad_case{{"-T", "text/plain"}, "-T (body content-type) needs -B"},
+        bad_case{{"--body-count", "5"}, "--body-count needs --json-body"},
+        bad_case{{"--id", ""}, "--id expects an id"},
+        bad_case{{"-o", ""}, "-o expects a file name"},
+        bad_case{{"--quorum-queue"}, "--quorum-queue needs -u or --queue-pattern"},
+        bad_case{{"--stream-queue"}, "--stream-queue needs -u or --queue-pattern"},
+        bad_case{{"--quorum-queue", "--stream-queue", "-u", "q"}, "exclude each other"},
+        bad_case{{"--quorum-queue", "-u", "q", "-qa", "x-queue-type=classic"},
+                 "not also -qa x-queue-type"},
+        bad_case{{"--stream-queue", "-u", "s", "-a"}, "not with -a (auto-ack)"},
+        bad_case{{"-qa", "x-queue-type=stream", "-u", "s", "-a"}, "not with -a (auto-ack)"},
+        bad_case{{"-qa", "x-queue-type=stream", "-u", "s"}, "needs a prefetch: give -q"},
+        bad_case{{"--stream-queue", "-u", "s", "--polling"}, "not with --polling"},
+        bad_case{{"--stream-consumer-offset", "first"}, "applies to streams"},
+        bad_case{{"--stream-queue", "-u", "s", "--stream-consumer-offset", "yesterday"},
+                 "--stream-consumer-offset expects first, last, next"},
+        bad_case{{"--stream-queue", "-u", "s", "--stream-consumer-offset", "2022-06-03T07:45:54"},
+                 "--stream-consumer-offset expects"},
+        bad_case{{"--stream-queue", "-u", "s", "--stream-consumer-offset", "2022-13-03T07:45:54Z"},
+                 "--stream-consumer-offset expects"},
+        bad_case{{"--stream-queue", "-u", "s", "--stream-consumer-offset", "99999999999999999999"},
+                 "--stream-consumer-offset must be between 0 and"},
+        bad_case{{"--connection-allocation", "shuffle"}, "expects random or round-robin"},
+        bad_case{{"--auto-delete", "yes"}, "--auto-delete expects true or false"},
+        bad_case{{"--consumer-args", "x-priority"}, "--consumer-args expects key=value"},
+        bad_case{{"--sink", "-m", "5"}, "-m needs a broker"},
+        bad_case{{"--firehose", "--polling"}, "--polling needs a broker"}));
 
 TEST(options, uri_errors_never_show_the_password) {
   const std::string e = error_of({"-H", "amqp://user:s3cret@host:99999"});

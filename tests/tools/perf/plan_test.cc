@@ -105,6 +105,70 @@ TEST(shared_queue_options, quorum_queues_are_durable_and_not_auto_delete) {
   EXPECT_TRUE(q.durable);
   EXPECT_FALSE(q.auto_delete);
   EXPECT_TRUE(shared_queue_options(parse({})).auto_delete);
+  EXPECT_FALSE(shared_queue_options(parse({"--auto-delete", "false"})).auto_delete);
+}
+
+TEST(shared_queue_options, perftests_queue_type_flags_declare_durable_typed_queues) {
+  for (const char* flag : {"--quorum-queue", "--stream-queue"}) {
+    const queue_declare_options q = shared_queue_options(parse({flag, "-u", "q"}));
+    EXPECT_TRUE(q.durable) << flag;
+    EXPECT_FALSE(q.auto_delete) << flag;
+    EXPECT_FALSE(q.exclusive) << flag;
+    ASSERT_NE(q.arguments.find("x-queue-type"), nullptr) << flag;
+  }
+  const queue_declare_options s = shared_queue_options(parse({"--stream-queue", "-u", "s"}));
+  EXPECT_EQ(*s.arguments.find("x-queue-type")->as_long_string(), "stream");
+  EXPECT_EQ(*s.arguments.find("x-max-length-bytes")->as_i64(), std::int64_t{20} << 30);
+}
+
+TEST(plan, random_allocation_spreads_connections_over_every_uri) {
+  const perf_options o = parse({"-x", "50", "-y", "50", "-H", "amqp://a,amqp://b,amqp://c",
+                                "--connection-allocation", "random"});
+  const topology_plan p = make_plan(o, "k", 7);
+  std::vector<int> per_uri(3);
+  for (const producer_plan& pp : p.producers) ++per_uri.at(pp.uri);
+  for (const consumer_plan& cp : p.consumers) ++per_uri.at(cp.uri);
+  // 100 connections over 3 URIs: each gets some (for this seed; any seed gives the same plan).
+  for (int n : per_uri) EXPECT_GT(n, 10);
+  EXPECT_EQ(make_plan(o, "k", 7).producers[17].uri, p.producers[17].uri);
+  // Not in turn: some neighbours share a URI.
+  int same = 0;
+  for (std::size_t i = 1; i < p.producers.size(); ++i) {
+    same += p.producers[i].uri == p.producers[i - 1].uri;
+  }
+  EXPECT_GT(same, 0);
+}
+
+TEST(plan, the_run_tag_comes_from_the_seed) {
+  EXPECT_EQ(make_plan(parse({}), "k", 1).run_tag, make_plan(parse({}), "k", 1).run_tag);
+  EXPECT_NE(make_plan(parse({}), "k", 1).run_tag, make_plan(parse({}), "k", 2).run_tag);
+}
+
+TEST(connection_name, names_the_role_and_number_and_the_id_when_given) {
+  EXPECT_EQ(connection_name(parse({}), "producer", 0), "perf-producer-1");
+  EXPECT_EQ(connection_name(parse({"--id", "run-7"}), "consumer", 2), "run-7-consumer-3");
+  const connection_options c = connection_for(parse({}), 0, "perf-consumer-1");
+  EXPECT_EQ(*c.client_properties.find("connection_name")->as_long_string(), "perf-consumer-1");
+}
+
+TEST(consumer_arguments_table, holds_the_consumer_args_and_the_stream_offset) {
+  const codec::field_table t =
+      consumer_arguments_table(parse({"--consumer-args", "x-priority=5", "--stream-queue", "-u",
+                                      "s", "--stream-consumer-offset", "first"}));
+  EXPECT_EQ(*t.find("x-priority")->as_i64(), 5);
+  EXPECT_EQ(*t.find("x-stream-offset")->as_long_string(), "first");
+  auto offset_of = [](const std::string& v) {
+    return *consumer_arguments_table(
+                parse({"--stream-queue", "-u", "s", "--stream-consumer-offset", v}))
+                .find("x-stream-offset");
+  };
+  EXPECT_EQ(*offset_of("42").as_i64(), 42);
+  EXPECT_EQ(*offset_of("1h").as_long_string(), "1h");
+  // An AMQP timestamp (type T), in seconds: what RabbitMQ needs for a point in time.
+  const codec::field_value ts = offset_of("2022-06-03T07:45:54Z");
+  EXPECT_EQ(ts.type(), codec::field_type::timestamp);
+  EXPECT_EQ(*ts.as_timestamp(), 1654242354u);
+  EXPECT_TRUE(consumer_arguments_table(parse({})).empty());
 }
 
 }  // namespace
