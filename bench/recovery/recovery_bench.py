@@ -42,6 +42,7 @@ import json
 import os
 import shlex
 import shutil
+import select
 import signal
 import socket
 import statistics
@@ -65,8 +66,10 @@ ALL_SCENARIOS = ["kill", "leader", "close", "restart"]
 WINDOW = 500
 SIZE = 100
 # Trace outcome names (README, "Trace file") -> the table's columns: ack, nack, fail (the client
-# said the publish failed), doubt (the client said its outcome is unknown), none (never reported).
-CATEGORY = {"timeout": "fail", "in_doubt": "doubt"}
+# said the publish failed), doubt (the client completed it without a verdict: sent, may or may
+# not be on the broker), none (never reported).
+CATEGORY = {"in_doubt": "doubt", "connection_lost": "doubt", "channel_closed": "doubt",
+            "timeout": "doubt"}
 SEQ_AT = 12  # the sequence number's octets in a body: [12, 20), big-endian
 
 OWNER = os.getpid()
@@ -88,8 +91,11 @@ class HarnessError(RuntimeError):
 
 def rn(*args, timeout=300, check=True):
     """Runs tools/rabbit_node.sh ARGS; returns its standard output."""
+    # From /tmp: an Erlang CLI that crashes (e.g. its node removed under it when the harness is
+    # interrupted) leaves erl_crash.dump in its working directory.
     p = subprocess.run(["bash", RABBIT_NODE, *args], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=timeout)
+                       stderr=subprocess.PIPE, text=True, timeout=timeout,
+                       cwd=tempfile.gettempdir())
     if check and p.returncode != 0:
         raise HarnessError(f"rabbit_node.sh {' '.join(args)} failed ({p.returncode}): "
                            f"{p.stderr.strip()[-2000:]}")
@@ -117,66 +123,58 @@ def beam_dead(pid):
     return s[s.rindex(")") + 2] in "ZX"
 
 
-def sockets_on(port):
-    """(listening, established) counts of the TCP sockets whose local port is `port`, from
-    /proc/net/tcp and tcp6: the node's listener and its end of its clients' connections."""
-    hex_port = f":{port:04X}"
-    listen = established = 0
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    fields = line.split(None, 4)
-                    if fields[1].endswith(hex_port):
-                        if fields[3] == "0A":
-                            listen += 1
-                        elif fields[3] == "01":
-                            established += 1
-        except OSError:
-            pass
-    return listen, established
+def canary(port):
+    """A connection of the harness's own to the node, opened just before a kill: the node has
+    sent connection.start on it (so its VM holds the socket), and the kill resets it exactly as it
+    resets the client's connection. RabbitMQ closes a connection that stays in the handshake for
+    10 s (handshake_timeout), far longer than a kill takes."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    c.sendall(b"AMQP\x00\x00\x09\x01")
+    if not c.recv(4096):
+        raise HarnessError(f"the node on port {port} closed the canary connection at once")
+    c.setblocking(False)
+    return c
 
 
 def kill_node(name):
     """kill -9 through rabbit_node.sh; returns (the instant the kill became visible to clients,
-    command start, command end), and records the other instants in KILL_DETAIL. The kernel closes
-    a killed process's sockets (resetting its connections) only once its last thread has exited:
-    on this busy machine that came 20-250 ms after /proc first showed the VM's main thread as a
-    zombie, time no client can see. So the visible instant is the first poll (about every
-    millisecond) that finds none of the node's client connections left (its end of them gone),
-    or, when it had none (a leader-only kill), its AMQP listener gone."""
+    command start, command end), and records the VM's zombie instant in KILL_DETAIL. The kernel
+    closes a killed process's sockets (resetting its connections) only once its last thread has
+    exited: on this busy machine that came 20-250 ms after /proc first showed the VM's main thread
+    as a zombie, time no client can see. So the instant of the kill is the reset of a canary
+    connection (above), watched every 0.5 ms."""
     info = node_info(name)
     pid = info.get("pid")
     port = int(info.get("amqp_port") or node_port(name))
     if not pid:
         raise HarnessError(f"{name} is not running, cannot kill it")
-    _, conns_before = sockets_on(port)
-    t_cmd = now_ms()
-    p = subprocess.Popen(["bash", RABBIT_NODE, "kill", name], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
-    t_zombie = t_reset = t_closed = None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        t = now_ms()
-        if t_zombie is None and beam_dead(pid):
-            t_zombie = t
-        listen, conns = sockets_on(port)
-        if t_reset is None and conns_before and conns == 0:
-            t_reset = t
-        if t_closed is None and listen == 0:
-            t_closed = t
-        if t_zombie is not None and t_closed is not None and (t_reset or not conns_before):
-            break
-        time.sleep(0.0005)
-    err = p.communicate(timeout=60)[1]
-    t_end = now_ms()
-    if p.returncode != 0 or t_closed is None:
+    c = canary(port)
+    try:
+        t_cmd = now_ms()
+        p = subprocess.Popen(["bash", RABBIT_NODE, "kill", name], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+        t_zombie = t_reset = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and t_reset is None:
+            readable, _, _ = select.select([c], [], [], 0.0005)
+            if readable:
+                try:
+                    if not c.recv(4096):
+                        t_reset = now_ms()
+                except (ConnectionResetError, BrokenPipeError):
+                    t_reset = now_ms()
+                except BlockingIOError:
+                    pass
+            if t_zombie is None and beam_dead(pid):
+                t_zombie = now_ms()
+        err = p.communicate(timeout=60)[1]
+        t_end = now_ms()
+    finally:
+        c.close()
+    if p.returncode != 0 or t_reset is None:
         raise HarnessError(f"rabbit_node.sh kill {name} failed: {err.strip()}")
-    visible = t_reset if t_reset is not None else t_closed
-    KILL_DETAIL.update(zombie_t=t_zombie, reset_t=t_reset, listener_closed_t=t_closed,
-                       connections_before=conns_before)
-    return visible, t_cmd, t_end
+    KILL_DETAIL.update(zombie_t=t_zombie, reset_t=t_reset)
+    return t_reset, t_cmd, t_end
 
 
 KILL_DETAIL = {}
@@ -355,8 +353,12 @@ class Driver:
                 self.cond.wait(min(left, 0.5))
 
     def first(self, kind, after_t=None):
+        """The first event of this kind at or after after_t; a `lost` the application caused
+        (its own close at the end of the run) does not count."""
         with self.cond:
             for ev in self.events:
+                if ev.get("initiated_by_application") is True:
+                    continue
                 if ev["event"] == kind and (after_t is None or (ev.get("t") or 0) >= after_t):
                     return ev
         return None
@@ -427,7 +429,7 @@ def analyse(trace, stored, fault_t, ref_t):
     for seq, (pub, outcome, t) in trace.items():
         by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
     r["outcomes"] = by_outcome
-    # The table's columns: a confirm timeout is the client saying "failed" as well.
+    # The table's columns (CATEGORY).
     trace = {s: (p, CATEGORY.get(o, o), t) for s, (p, o, t) in trace.items()}
     r["confirmed_lost"] = sum(1 for s, (p, o, t) in trace.items() if o == "ack" and s not in counts)
     r["not_acked_but_stored"] = {}
@@ -761,7 +763,7 @@ SCENARIO_TEXT = {
 def table(results):
     rows = ["| client | scenario | time to first confirm after the fault, s: median (min–max) "
             "| detected after, s | confirmed lost | unconfirmed at the fault: acked / nacked / "
-            "failed / in doubt / never reported | of those, stored | reported failed or nacked "
+            "failed / no verdict (in doubt) / never reported | of those, stored | reported failed or nacked "
             "but stored | duplicates | runs |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     groups = {}

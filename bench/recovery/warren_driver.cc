@@ -43,13 +43,17 @@ using std::chrono::steady_clock;
 
 // What the application was told about one publish (the trace's names; README, "Trace file").
 enum outcome : std::uint8_t {
-  none,     // nothing yet: no callback ran
-  ack,      // confirm_result::outcome::ack
-  nack,     // confirm_result::outcome::nack
-  fail,     // publish refused (closed) or completed with connection_lost / channel_closed
-  timeout,  // confirm_result::outcome::timeout (no confirm timeout is set here: never expected)
+  none,             // nothing yet: no callback ran
+  ack,              // confirm_result::outcome::ack
+  nack,             // confirm_result::outcome::nack
+  fail,             // the publish was refused (closed, too_large): not sent
+  timeout,          // confirm_result::outcome::timeout (no confirm timeout is set: not expected)
+  connection_lost,  // confirm_result::outcome::connection_lost: sent, no verdict
+  channel_closed,   // confirm_result::outcome::channel_closed: sent, no verdict
 };
-constexpr const char* outcome_names[] = {"none", "ack", "nack", "fail", "timeout"};
+constexpr const char* outcome_names[] = {
+    "none", "ack", "nack", "fail", "timeout", "connection_lost", "channel_closed"};
+constexpr int outcome_count = 7;
 
 struct driver_options {
   std::vector<std::string> uris;
@@ -336,12 +340,10 @@ class driver {
         w = timeout;
         break;
       case warren::async::confirm_result::outcome::connection_lost:
-        connection_lost_.fetch_add(1, std::memory_order_relaxed);
-        w = fail;
+        w = connection_lost;
         break;
       case warren::async::confirm_result::outcome::channel_closed:
-        channel_closed_.fetch_add(1, std::memory_order_relaxed);
-        w = fail;
+        w = channel_closed;
         break;
     }
     r.what.store(w, std::memory_order_release);
@@ -371,8 +373,8 @@ class driver {
   }
 
   void report(double stop_t) {
-    std::uint64_t count[5] = {};
-    std::uint64_t at_fault[5] = {};
+    std::uint64_t count[outcome_count] = {};
+    std::uint64_t at_fault[outcome_count] = {};
     const double fault_t = fault_t_.load(std::memory_order_acquire);
     double first_confirm_after = NAN;
     double first_publish_after = NAN;
@@ -386,7 +388,7 @@ class driver {
                  (w == none ? std::string("null") : ms(r.out_t)) + "]\n";
       }
       if (std::isnan(fault_t)) continue;
-      if (r.pub_t <= fault_t && (w == none || r.out_t > fault_t)) ++at_fault[w];
+      if (r.pub_t <= fault_t && (w == none || r.out_t >= fault_t)) ++at_fault[w];
       if (r.pub_t > fault_t && w != fail) {
         if (std::isnan(first_publish_after)) first_publish_after = r.pub_t;
         if (w == ack && (std::isnan(first_confirm_after) || r.out_t < first_confirm_after)) {
@@ -394,23 +396,22 @@ class driver {
         }
       }
     }
-    std::uint64_t at_fault_total = 0;
-    for (const std::uint64_t n : at_fault) at_fault_total += n;
+    auto by_outcome = [](const std::uint64_t* n) {
+      std::string out = "{";
+      std::uint64_t total = 0;
+      for (int i = 0; i < outcome_count; ++i) {
+        out += std::string("\"") + outcome_names[i] + "\":" + std::to_string(n[i]) + ",";
+        total += n[i];
+      }
+      return out + "\"total\":" + std::to_string(total) + "}";
+    };
     emit(
         "{\"event\":\"summary\",\"client\":\"warren\",\"published\":" + std::to_string(published_) +
-        ",\"acked\":" + std::to_string(count[ack]) + ",\"nacked\":" + std::to_string(count[nack]) +
-        ",\"failed\":" + std::to_string(count[fail]) + ",\"timed_out\":" +
-        std::to_string(count[timeout]) + ",\"unreported\":" + std::to_string(count[none]) +
-        ",\"failed_as\":{\"connection_lost\":" + std::to_string(connection_lost_.load()) +
-        ",\"channel_closed\":" + std::to_string(channel_closed_.load()) +
-        ",\"publish_refused\":" + json_string(refused_) +
-        "},\"recoveries\":0,\"capacity_reached\":" + (capacity_reached_ ? "true" : "false") +
+        ",\"outcomes\":" + by_outcome(count) + ",\"publish_refused\":" + json_string(refused_) +
+        ",\"recoveries\":0,\"capacity_reached\":" + (capacity_reached_ ? "true" : "false") +
         ",\"fault_t\":" + ms(fault_t) + ",\"first_publish_after_fault_t\":" +
         ms(first_publish_after) + ",\"first_confirm_after_fault_t\":" + ms(first_confirm_after) +
-        ",\"unconfirmed_at_fault\":{\"total\":" + std::to_string(at_fault_total) + ",\"acked\":" +
-        std::to_string(at_fault[ack]) + ",\"nacked\":" + std::to_string(at_fault[nack]) +
-        ",\"failed\":" + std::to_string(at_fault[fail]) +
-        ",\"never\":" + std::to_string(at_fault[none]) + "},\"stop_t\":" + ms(stop_t) + "}");
+        ",\"unconfirmed_at_fault\":" + by_outcome(at_fault) + ",\"stop_t\":" + ms(stop_t) + "}");
     if (o_.trace.empty()) return;
     std::FILE* f = std::fopen(o_.trace.c_str(), "w");
     if (f == nullptr || std::fwrite(trace.data(), 1, trace.size(), f) != trace.size() ||
@@ -427,9 +428,6 @@ class driver {
   std::uint64_t published_ = 0;  // the publisher thread's; read by report() after it ended
   bool capacity_reached_ = false;
   std::string refused_;
-  // Counted on the I/O thread, read by report() while that thread may still complete publishes.
-  std::atomic<std::uint64_t> connection_lost_{0};
-  std::atomic<std::uint64_t> channel_closed_{0};
   std::atomic<bool> stop_{false};
   std::atomic<bool> lost_{false};
   std::atomic<bool> closing_{false};

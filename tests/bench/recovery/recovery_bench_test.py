@@ -59,15 +59,16 @@ class AnalyseTest(unittest.TestCase):
             [2, FAULT - 40, "ack", FAULT + 5],
             [3, FAULT - 30, "none", None],
             [4, FAULT - 20, "fail", FAULT + 300],
-            [5, FAULT - 15, "timeout", FAULT + 400],  # a confirm timeout is a failure
+            [5, FAULT - 15, "connection_lost", FAULT + 400],  # no verdict: in doubt
             [6, FAULT - 10, "in_doubt", FAULT + 300],
             [7, FAULT - 5, "nack", FAULT + 300],
         ]
         a = self.run_analysis(rows, stored=[1, 2, 3, 4])
         self.assertEqual(a["unconfirmed_at_fault"],
-                         {"total": 6, "ack": 1, "none": 1, "fail": 2, "doubt": 1, "nack": 1})
+                         {"total": 6, "ack": 1, "none": 1, "fail": 1, "doubt": 2, "nack": 1})
         self.assertEqual(a["unconfirmed_at_fault_stored"], 3)
         self.assertEqual(a["not_acked_but_stored"], {"none": 1, "fail": 1})
+        self.assertEqual(a["outcomes"]["connection_lost"], 1)  # raw names kept
 
     def test_time_to_first_confirm_counts_only_messages_published_after_the_fault(self):
         rows = [
@@ -108,6 +109,19 @@ class DriverTest(unittest.TestCase):
             d.kill()
             os.remove(log.name)
 
+    def test_a_loss_the_application_caused_is_not_the_fault_detected(self):
+        script = ('printf \'{"event":"lost","t":5,"initiated_by_application":true}\\n'
+                  '{"event":"ready","t":6}\\n\'; cat >/dev/null')
+        log = tempfile.NamedTemporaryFile(delete=False)
+        log.close()
+        d = rb.Driver(["/bin/sh", "-c", script], log.name)
+        try:
+            d.wait_for("ready", 10)
+            self.assertIsNone(d.first("lost"))
+        finally:
+            d.kill()
+            os.remove(log.name)
+
     def test_waiting_for_an_event_a_driver_never_sends_fails_when_it_ends(self):
         log = tempfile.NamedTemporaryFile(delete=False)
         log.close()
@@ -126,13 +140,13 @@ class TableTest(unittest.TestCase):
         def run(t, exit_code):
             return {"client": "warren", "scenario": "kill", "exit": exit_code, "detected_s": 0.02,
                     "analysis": {"time_to_first_confirm_s": t, "confirmed_lost": 0,
-                                 "unconfirmed_at_fault": {"total": 500, "fail": 500},
+                                 "unconfirmed_at_fault": {"total": 500, "doubt": 500},
                                  "unconfirmed_at_fault_stored": 300,
                                  "not_acked_but_stored": {"fail": 300}, "duplicates": 0}}
         out = rb.table([run(None, 1), run(None, 1), run(None, 1)])
         row = out.splitlines()[2]
         self.assertIn("| never |", row)
-        self.assertIn("500: 0 / 0 / 500 / 0 / 0", row)
+        self.assertIn("500: 0 / 0 / 0 / 500 / 0", row)
         self.assertIn("3 of 3, exit 1", row)
         out = rb.table([dict(run(1.2, 0), client="java"), dict(run(1.0, 0), client="java"),
                         dict(run(1.1, 0), client="java")])
