@@ -274,6 +274,9 @@ def drain_queue(port, queue, idle_s=2.0, timeout_s=180):
             last["tag"] = m.delivery_tag
             if len(seqs) % 1000 == 0:
                 ch.basic_ack(m.delivery_tag, multiple=True)
+                # Acked: acking it again when the queue runs dry would be an unknown tag (406;
+                # it happened whenever a queue held a multiple of 1000 messages).
+                last["tag"] = None
 
         ctag = ch.basic_consume(queue, callback=on_message)
         idle_since = time.monotonic()
@@ -459,14 +462,19 @@ def analyse(trace, stored, fault_t, ref_t):
     return r
 
 
-def close_instant(trace, cmd_start_t, lost_t):
-    """The instant of a forced close as the client met it: its `lost` event, or the first
-    publish it settled otherwise than with an ack after the command began, whichever came first
-    (warren completes the outstanding publishes before it calls on_closed, so counting from
-    `lost` alone would find nothing unconfirmed at the fault)."""
+def client_seen_instant(trace, cmd_start_t, fault_t, lost_t=None):
+    """The instant of the fault for sorting publishes into before and after it: the harness's
+    own instant (a kill's canary reset, polled every 0.5 ms by a process on a busy machine, so a
+    few ms late at times; a forced close's `lost` event), or the first sign of it the client gave
+    after the command began (its `lost` event, or a publish settled otherwise than with an ack),
+    whichever came first. warren completes outstanding publishes before it calls on_closed, so
+    with a later instant they would not count as unconfirmed at the fault. The time to the first
+    confirm is still counted from the harness's instant."""
     firsts = [t for (_, o, t) in trace.values()
               if o != "ack" and t is not None and t >= cmd_start_t]
-    return min([lost_t] + firsts)
+    if lost_t is not None and lost_t >= cmd_start_t:
+        firsts.append(lost_t)
+    return min([fault_t] + firsts)
 
 
 # --- the harness -------------------------------------------------------------------------------
@@ -657,6 +665,7 @@ class Harness:
                 victim = client_node if scenario == "kill" else res["leader"]
                 fault_t, t_cmd, t_end = kill_node(victim)
                 res.update(victim=victim, fault_t=fault_t, kill_cmd_s=(t_end - t_cmd) / 1000,
+                           fault_cmd_start_t=t_cmd,
                            kill_detail={k: (v - fault_t if k.endswith("_t") and v else v)
                                         for k, v in KILL_DETAIL.items()})
                 ref_t = fault_t
@@ -667,6 +676,7 @@ class Harness:
                 d.send(f"fault {fault_t:.3f}")
                 ready_t = restart_and_time(client_node, port)
                 res.update(victim=client_node, fault_t=fault_t, node_ready_t=ready_t,
+                           fault_cmd_start_t=t_cmd,
                            node_down_s=(ready_t - fault_t) / 1000)
                 ref_t = ready_t
                 end_t = max(end_t, ready_t + (a.duration - a.fault_at) * 1000)
@@ -678,7 +688,7 @@ class Harness:
                 lost = d.wait_for("lost", 30, after=n_events)
                 fault_t = lost["t"]
                 d.send(f"fault {fault_t:.3f}")
-                res.update(fault_t=fault_t, close_cmd_start_t=t_cmd, close_cmd_end_t=t_end)
+                res.update(fault_t=fault_t, fault_cmd_start_t=t_cmd, close_cmd_end_t=t_end)
                 ref_t = fault_t
             # Until the end of the run, or sooner when the driver has ended (no recovery).
             while now_ms() < end_t and d.p.poll() is None:
@@ -693,6 +703,7 @@ class Harness:
                          ("connected", "lost", "recovered", "fault", "channel_error", "error")]
         lost = d.first("lost", after_t=res["fault_t"] - 1000)
         res["detected_s"] = (lost["t"] - res["fault_t"]) / 1000 if lost else None
+        res["lost_t"] = lost["t"] if lost else None
         rec = d.first("recovered", after_t=res["fault_t"] - 1000)
         res["recovered_port_node"] = port_to_node.get(rec["port"]) if rec else None
         self.after_run(res, scenario, client_nodes, queue, trace, ref_t)
@@ -712,10 +723,9 @@ class Harness:
             res["analysis"] = None
             res["stored_messages"] = len(stored)
             return
-        fault_t = res["fault_t"]
-        if scenario == "close":
-            fault_t = close_instant(t, res["close_cmd_start_t"], fault_t)
-            res["fault_t_client"], res["fault_t"] = res["fault_t"], fault_t
+        lost = res.get("lost_t")
+        fault_t = client_seen_instant(t, res["fault_cmd_start_t"], res["fault_t"], lost)
+        res["fault_t_harness"], res["fault_t"] = res["fault_t"], fault_t
         res["analysis"] = analyse(t, stored, fault_t, ref_t)
         if not self.a.keep_traces:
             os.remove(trace)
@@ -805,7 +815,23 @@ def main():
     ap.add_argument("--raw", default="/tmp/bench_recovery.jsonl")
     ap.add_argument("--keep-traces", action="store_true",
                     help="keep the work directory (traces, driver logs) and print its path")
+    ap.add_argument("--table-from", nargs="+", metavar="RAW",
+                    help="print the table of the runs recorded in these --raw files, run nothing")
     a = ap.parse_args()
+    if a.table_from:
+        results = []
+        for path in a.table_from:
+            with open(path) as f:
+                results += [json.loads(line) for line in f if line.strip()]
+        order = {c: i for i, c in enumerate(ALL_CLIENTS)}
+        results.sort(key=lambda r: (ALL_SCENARIOS.index(r["scenario"]),
+                                    order.get(r["client"], 99)))
+        print(table([r for r in results if "error" not in r]))
+        for r in results:
+            if "error" in r:
+                print(f"- not counted: {r['client']} {r['scenario']} run {r['run'] + 1}: "
+                      f"{r['error']}")
+        return 0
     clients = [c for c in a.clients.split(",") if c]
     scenarios = [s for s in a.scenarios.split(",") if s]
     for c in clients:

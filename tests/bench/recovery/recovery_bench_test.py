@@ -86,11 +86,14 @@ class AnalyseTest(unittest.TestCase):
         a = self.run_analysis(rows, stored=[])
         self.assertIsNone(a["time_to_first_confirm_s"])
 
-    def test_a_forced_close_starts_at_the_first_failure_before_the_lost_event(self):
-        trace = {1: (0.0, "ack", 50.0), 2: (10.0, "fail", 120.0), 3: (11.0, "fail", 120.5),
+    def test_the_fault_is_sorted_by_the_first_sign_the_client_gave_when_that_came_first(self):
+        trace = {1: (0.0, "ack", 50.0), 2: (10.0, "connection_lost", 120.0),
+                 3: (11.0, "connection_lost", 120.5),
                  4: (12.0, "nack", 40.0)}  # a nack before the command does not count
-        self.assertEqual(rb.close_instant(trace, cmd_start_t=100.0, lost_t=130.0), 120.0)
-        self.assertEqual(rb.close_instant({1: (0.0, "none", None)}, 100.0, 130.0), 130.0)
+        self.assertEqual(rb.client_seen_instant(trace, 100.0, 130.0), 120.0)
+        self.assertEqual(rb.client_seen_instant(trace, 100.0, 130.0, lost_t=110.0), 110.0)
+        self.assertEqual(rb.client_seen_instant(trace, 100.0, 115.0, lost_t=140.0), 115.0)
+        self.assertEqual(rb.client_seen_instant({1: (0.0, "none", None)}, 100.0, 130.0), 130.0)
 
 
 class DriverTest(unittest.TestCase):
