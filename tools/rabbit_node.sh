@@ -712,7 +712,8 @@ case "${1:-}" in
       shift
     done
     launch
-    ((do_wait)) && wait_boot "$wait_s"
+    # Not `((do_wait)) && ...`: as the branch's last command it made --no-wait exit 1.
+    if ((do_wait)); then wait_boot "$wait_s"; fi
     ;;
   wait)
     load "${2:?wait NAME}"
