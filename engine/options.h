@@ -23,6 +23,7 @@
 #include "codec/methods.h"
 #include "engine/io/socket.h"
 #include "engine/io/tls.h"
+#include "engine/log.h"
 #include "engine/protocol/connection_machine.h"
 
 namespace warren {
@@ -62,6 +63,12 @@ struct connection_options {
   std::vector<io::socket_option> socket_settings;
   // Capabilities to claim (subset of protocol::handled_capabilities()); empty: all handled.
   std::vector<std::string> negotiate_capabilities;
+  // What the connection tells an operator (README, "Logging"); silent by default. The
+  // connection masks its own password in every message (logger::with_secret).
+  logger log;
+  // The application's name for the connection: the `connection_name` label of its metrics and
+  // the prefix of its log messages. Empty: none.
+  std::string connection_name;
 
   // Options from an amqp:// or amqps:// URI (RabbitMQ's URI spec and query keys, see
   // engine/uri.h): host, port, user, password and vhost; heartbeat, channel_max, frame_max;

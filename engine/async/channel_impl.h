@@ -85,6 +85,7 @@ class channel_impl final : public protocol::channel_handler,
     workers::worker_pool& pool;
     const engine_options& options;
     std::uint32_t frame_max;
+    std::shared_ptr<metrics::channel_metrics> metrics;  // null: the engine records none
   };
 
   channel_impl(std::uint16_t id, environment env);

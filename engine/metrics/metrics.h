@@ -172,6 +172,8 @@ class channel_metrics {
 
   // Any thread: the channel is closed; it is no longer listed per channel (see the top).
   void mark_closed() noexcept { closed_.store(true, std::memory_order_release); }
+  // Any thread: the same channel opened again (a recovery reopens a channel's id): listed again.
+  void mark_open() noexcept { closed_.store(false, std::memory_order_release); }
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
   // Any thread. `with_consumers` false leaves the consumer list out (totals need none).
