@@ -120,13 +120,15 @@ class confirm_ring {
 class async_workload final : public thread_workload {
  public:
   async_workload(const perf_options& o, const topology_plan& plan, run_stats& stats,
-                 std::shared_ptr<const body_source> bodies)
+                 std::shared_ptr<const body_source> bodies,
+                 std::shared_ptr<metrics::registry> registry)
       : thread_workload(o, plan, stats, std::move(bodies)),
         rings_(o.producers),
         engine_(async::engine_options{
             .io_threads = o.io_threads,
             .workers = workers_for(o),
-            .rx_batching = {o.rx_batch_bytes, std::chrono::microseconds(o.rx_batch_wait_us)}}) {}
+            .rx_batching = {o.rx_batch_bytes, std::chrono::microseconds(o.rx_batch_wait_us)},
+            .metrics = std::move(registry)}) {}
   ~async_workload() override { stop(milliseconds(0)); }
 
  private:
@@ -408,8 +410,9 @@ class async_workload final : public thread_workload {
 
 std::unique_ptr<workload> make_async_workload(const perf_options& o, const topology_plan& plan,
                                               run_stats& stats,
-                                              std::shared_ptr<const body_source> bodies) {
-  return std::make_unique<async_workload>(o, plan, stats, std::move(bodies));
+                                              std::shared_ptr<const body_source> bodies,
+                                              std::shared_ptr<metrics::registry> registry) {
+  return std::make_unique<async_workload>(o, plan, stats, std::move(bodies), std::move(registry));
 }
 
 }  // namespace warren::perf

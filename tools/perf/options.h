@@ -135,6 +135,8 @@ struct perf_options {
   connection_allocation allocation = connection_allocation::round_robin;
   std::vector<queue_argument> consumer_arguments;  // --consumer-args
   bool auto_delete = true;  // --auto-delete: the named queues (-u, --queue-pattern)
+  // --metrics-prometheus [PORT]: serve /metrics on this port during the run (0: a free one).
+  std::optional<std::uint16_t> metrics_prometheus_port;
   bool help = false;
 
   bool confirms() const noexcept { return confirm_window > 0; }
