@@ -64,7 +64,9 @@ struct connection_options {
   // Capabilities to claim (subset of protocol::handled_capabilities()); empty: all handled.
   std::vector<std::string> negotiate_capabilities;
   // What the connection tells an operator (README, "Logging"); silent by default. The
-  // connection masks its own password in every message (logger::with_secret).
+  // connection masks its own password in every message (logger::with_secret). The callback runs
+  // on the connection's threads until the connection is gone (closed and released, or its engine
+  // destroyed): what it refers to must live that long.
   logger log;
   // The application's name for the connection: the `connection_name` label of its metrics and
   // the prefix of its log messages. Empty: none.

@@ -785,11 +785,11 @@ struct log_lines {
 };
 
 TEST(engine_test, the_log_hook_reports_blocked_unblocked_a_broker_cancel_and_the_connection_lost) {
+  log_lines log;  // outlives the engine, whose connections may log until they are gone
   engine e({.io_threads = 1, .workers = 1});
   test::scripted_peer peer;
   peer.confirm.store(false);
   peer.die_after_publishes.store(1);
-  log_lines log;
   warren::connection_options o;
   o.host = "peer";
   o.password = "hunter2-secret";
@@ -801,7 +801,7 @@ TEST(engine_test, the_log_hook_reports_blocked_unblocked_a_broker_cancel_and_the
   peer.send_blocked.store(1);
   ASSERT_TRUE(wait_until([&] { return log.has("blocked by the broker"); }, 10s));
   peer.send_blocked.store(0);
-  ASSERT_TRUE(wait_until([&] { return log.has("unblocked"); }, 10s));
+  ASSERT_TRUE(wait_until([&] { return log.has("unblocked by the broker"); }, 10s));
   codec::basic_cancel cancel;
   cancel.consumer_tag = "c";
   peer.queue_method(ch->id(), cancel);
@@ -825,9 +825,9 @@ TEST(engine_test, the_log_hook_reports_blocked_unblocked_a_broker_cancel_and_the
 }
 
 TEST(engine_test, our_own_close_is_logged_at_info_and_a_default_logger_is_silent) {
+  log_lines log;  // outlives the engine
   engine e({.io_threads = 1, .workers = 1});
   test::scripted_peer peer;
-  log_lines log;
   warren::connection_options o;
   o.host = "peer";
   o.log = log.make();
