@@ -23,6 +23,7 @@
 #include "codec/methods.h"
 #include "engine/io/socket.h"
 #include "engine/io/tls.h"
+#include "engine/log.h"
 #include "engine/protocol/connection_machine.h"
 
 namespace warren {
@@ -79,6 +80,15 @@ struct connection_options {
   // The host[:port] list the connection uses: `endpoints` (URIs reduced to host:port, an IPv6
   // literal in brackets), or `host` when it is empty. Throws uri_error for a malformed URI.
   std::vector<std::string> endpoint_hosts() const;
+
+  // What the connection tells an operator (README, "Logging"); silent by default. The
+  // connection masks its own password in every message (logger::with_secret). The callback runs
+  // on the connection's threads until the connection is gone (closed and released, or its engine
+  // destroyed): what it refers to must live that long.
+  logger log;
+  // The application's name for the connection: the `connection_name` label of its metrics and
+  // the prefix of its log messages. Empty: none.
+  std::string connection_name;
 
   // Options from an amqp:// or amqps:// URI (RabbitMQ's URI spec and query keys, see
   // engine/uri.h): host, port, user, password and vhost; heartbeat, channel_max, frame_max;

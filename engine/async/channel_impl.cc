@@ -59,8 +59,16 @@ void rpc_call::on_failed(protocol::end_cause cause, const protocol::close_reason
 
 // channel_impl ----------------------------------------------------------------------------------
 
+namespace {
+protocol::channel_core_options core_options(std::shared_ptr<metrics::channel_metrics> m) {
+  protocol::channel_core_options o;
+  o.metrics = std::move(m);
+  return o;
+}
+}  // namespace
+
 channel_impl::channel_impl(std::uint16_t id, environment env)
-    : core_(id, env.link->wire(), *this),
+    : core_(id, env.link->wire(), *this, core_options(std::move(env.metrics))),
       link_(std::move(env.link)),
       io_(env.io),
       staging_(env.staging),
@@ -312,6 +320,12 @@ void channel_impl::on_flow(bool /*active*/) {
 
 void channel_impl::on_consumer_cancelled(std::unique_ptr<protocol::consumer> c) {
   std::unique_ptr<consumer_entry> e(static_cast<consumer_entry*>(c.release()));
+  if (link_->log().enabled(log_level::warning)) {
+    link_->log().log(log_level::warning, log_component::consumer,
+                     "consumer " + e->tag + " on channel " + std::to_string(id()) +
+                         " cancelled by the broker (basic.cancel: its queue was deleted, or it "
+                         "failed over); no more deliveries come to it");
+  }
   topology_.change([&](protocol::topology& t) { t.cancel(id(), e->tag); });
   if (e->on_cancel) {
     try {

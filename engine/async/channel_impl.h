@@ -86,6 +86,7 @@ class channel_impl final : public protocol::channel_handler,
     const engine_options& options;
     std::uint32_t frame_max;
     bool republish;  // recovery_policy::republish: keep the frames of unconfirmed publishes
+    std::shared_ptr<metrics::channel_metrics> metrics;  // null: the engine records none
   };
 
   channel_impl(std::uint16_t id, environment env);

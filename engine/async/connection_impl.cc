@@ -39,12 +39,30 @@ connection_impl::connection_impl(engine_impl& e, io_thread& t, const connection_
       io_(t),
       opts_(o),
       max_pending_(std::max<std::size_t>(e.options.max_pending_deliveries, 2)),
+      metrics_(e.options.metrics ? e.options.metrics->add_connection(o.connection_name) : nullptr),
+      log_(o.log.with_secret(o.password)),
       staging_(e.options.max_outgoing_bytes),
       machine_(std::make_unique<protocol::connection_machine>(o.machine_config(), *this)),
       stream_(std::move(s)),
       rx_(t.pool()),
       endpoints_(std::move(endpoints)),
-      endpoint_(endpoint) {}
+      endpoint_(endpoint) {
+  machine_->set_metrics(metrics_.get());
+  stream_.set_metrics(metrics_.get());
+  staging_.set_metrics(metrics_.get());
+}
+
+metrics::connection_snapshot connection_impl::metrics_snapshot() const {
+  if (!metrics_) return {};
+  return metrics_->snapshot();
+}
+
+void connection_impl::log(log_level level, std::string_view message) const {
+  if (!log_.enabled(level)) return;
+  log_.log(level, log_component::connection,
+           opts_.connection_name.empty() ? std::string(message)
+                                         : opts_.connection_name + ": " + std::string(message));
+}
 
 connection_impl::~connection_impl() {
   stop_recovery();
@@ -99,8 +117,23 @@ void connection_impl::on_channel_closed(std::uint16_t channel, const protocol::c
   table_.on_channel_closed(channel, why);
 }
 
+void connection_impl::log_end(const protocol::close_reason& why, phase at) const {
+  const log_level level = at == phase::closing ? log_level::info : log_level::warning;
+  if (!log_.enabled(level)) return;
+  std::string m = at == phase::closing     ? "closed"
+                  : at == phase::handshake ? "connection failed during the handshake"
+                                           : "connection lost";
+  m += ": " + why.reply_text;
+  if (why.reply_code != 0) m += " (reply code " + std::to_string(why.reply_code) + ")";
+  log(level, m);
+}
+
 void connection_impl::on_blocked(std::string_view why) {
   staging_.set_blocked(true);
+  if (log_.enabled(log_level::warning)) {
+    log(log_level::warning, "blocked by the broker (" + std::string(why) +
+                                "): publishing waits until connection.unblocked");
+  }
   std::function<void(std::string_view)> f;
   {
     std::lock_guard lock(cb_mu_);
@@ -111,6 +144,7 @@ void connection_impl::on_blocked(std::string_view why) {
 
 void connection_impl::on_unblocked() {
   staging_.set_blocked(false);
+  log(log_level::info, "unblocked by the broker: publishing resumes");
   staging_.notify_room();
   std::function<void()> f;
   {
@@ -140,6 +174,7 @@ void connection_impl::on_closed(const protocol::close_reason& machine_reason) {
 }
 
 void connection_impl::finish(const protocol::close_reason& why, bool was_open, bool connecting) {
+  log_end(why, phase_.load(std::memory_order_relaxed));
   set_phase(phase::ended);
   table_.on_connection_lost(why);
   secrets_.fail_all([&](protocol::reply_expectations<char>::entry& e) {
@@ -285,7 +320,8 @@ std::shared_ptr<channel_impl> connection_impl::open_channel() {
         id, channel_impl::environment{
                 self, self->io_, self->staging_, self->topology_, self->eng_.pool,
                 self->eng_.options, self->frame_max_.load(std::memory_order_relaxed),
-                self->eng_.options.recovery.enabled && self->eng_.options.recovery.republish});
+                self->eng_.options.recovery.enabled && self->eng_.options.recovery.republish,
+                self->metrics_ ? self->metrics_->add_channel(id) : nullptr});
     self->table_.attach(ch->core());
     self->channels_[id] = ch;
     *result = ch;

@@ -94,6 +94,9 @@ class connection_impl final : public protocol::connection_handler,
   // channel_link
   void delivery_handled(std::size_t n) noexcept override;
   void drain_retired() override;
+  const warren::logger& log() const noexcept override { return log_; }
+  // This connection's metrics (zero when the engine records none).
+  metrics::connection_snapshot metrics_snapshot() const;
 
   // I/O thread -----------------------------------------------------------------------------------
   void start(protocol::time_point now);
@@ -117,6 +120,7 @@ class connection_impl final : public protocol::connection_handler,
   void retire(std::unique_ptr<consumer_entry> e) override;
   void hand_off(consumer_entry& e) override { batch_owners_.push_back(&e); }
   void waiting(int delta) override;
+  protocol::time_point feed_time() const noexcept override { return feed_now_; }
 
  private:
   // protocol::connection_handler: the machine's events, inside a feed or a timer.
@@ -144,6 +148,10 @@ class connection_impl final : public protocol::connection_handler,
   // lost and is dropped at the end of the round).
   bool dead() const noexcept { return ended() || drop_transport_; }
   void set_phase(phase p);
+  // A message of the `connection` component, prefixed with the connection's name.
+  void log(log_level level, std::string_view message) const;
+  // Why the connection ended: info for our own close, warning for anything else (lost).
+  void log_end(const protocol::close_reason& why, phase at) const;
   // A call now waits for a reply: receive batching stops holding bytes back (connection_io.cc).
   void reply_awaited();
   void begin_close();
@@ -188,6 +196,10 @@ class connection_impl final : public protocol::connection_handler,
   io_thread& io_;
   const connection_options opts_;
   const std::size_t max_pending_;
+  // The engine's recorders for this connection (null: none). Declared before the machine and the
+  // stream, which record into it, so that it outlives them.
+  const std::shared_ptr<metrics::connection_metrics> metrics_;
+  const warren::logger log_;
   std::atomic<phase> phase_{phase::handshake};
   std::promise<void> opened_;
   std::atomic<std::uint32_t> frame_max_{0};  // set before opened_ is fulfilled

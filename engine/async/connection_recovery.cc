@@ -186,6 +186,9 @@ void connection_impl::install(io::stream s, std::size_t endpoint,
   }
   stream_ = std::move(s);
   machine_ = std::make_unique<protocol::connection_machine>(opts_.machine_config(), *this);
+  // The connection's metrics outlive its transports: the new stream and machine count on.
+  machine_->set_metrics(metrics_.get());
+  stream_.set_metrics(metrics_.get());
   endpoint_.store(endpoint, std::memory_order_relaxed);
   attempt_ = std::move(opened);
   staging_.set_blocked(false);

@@ -65,13 +65,22 @@ bool in_handler() noexcept {
   return handlers_running != 0;
 }
 
-std::function<void(delivery&)> counted_handler(delivery_handler h) {
-  return [h = std::move(h)](delivery& d) {
+std::function<void(delivery&)> counted_handler(delivery_handler h, const consumer_entry* self) {
+  return [h = std::move(h), self](delivery& d) {
     struct guard {
       ~guard() { --handlers_running; }
     } g;
     ++handlers_running;
     h(d);
+    // Set at registration, before any delivery reached the mailbox.
+    if (self->channel_metrics) {
+      const protocol::time_point handed = delivery_stamp::of(d);
+      const protocol::time_point now = protocol::clock::now();
+      if (handed != protocol::time_point{} && now >= handed) {
+        self->channel_metrics->record_handled(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now - handed).count()));
+      }
+    }
   };
 }
 
@@ -83,6 +92,7 @@ void channel_impl::on_delivery(protocol::consumer& c, protocol::command& cmd) {
   delivery& d = e.batch.emplace_back();
   fill(d, cmd, cmd.deliver);
   d.consumer_tag_ = cmd.deliver.consumer_tag;
+  d.handed_ = link_->feed_time();
   d.consumer_ = consumer_ref::adopt(e.route.get());  // counted in bulk by post_batch()
   ++e.uncounted;
   // The machine keeps each buffer once (usually all three parts sit in one).
@@ -105,12 +115,16 @@ std::string channel_impl::basic_consume(std::string_view queue, delivery_handler
   entry->on_cancel = o.on_cancel;
   entry->batch.reserve(64);
   consumer_ref route = entry->route;
+  const consumer_entry* self = entry.get();
   entry->box = std::make_unique<workers::mailbox<delivery>>(
-      pool_, counted_handler(std::move(handler)), std::max(1u, concurrency),
+      pool_, counted_handler(std::move(handler), self), std::max(1u, concurrency),
       workers::mailbox<delivery>::error_handler{},
       // The pending counts go down once per run of deliveries a worker handled, not per
       // delivery: two atomic operations on lines the I/O thread also writes.
-      [route](std::size_t n) { route->handled(n); });
+      [route, self](std::size_t n) {
+        route->handled(n);
+        if (self->metrics) self->metrics->on_handled(n);
+      });
   // The coalescer is per channel: the first consumer's settings apply (I/O thread).
   io_.run_and_wait([this, co = protocol::ack_coalescer_options{ac.max_count, ac.max_delay}] {
     core_.configure_acks(co);

@@ -50,6 +50,7 @@
 #include "engine/buffer.h"
 #include "engine/errors.h"
 #include "engine/io/socket.h"
+#include "engine/metrics/metrics.h"
 #include "engine/options.h"
 #include "engine/protocol/connection_machine.h"
 #include "engine/protocol/recovery.h"
@@ -63,6 +64,7 @@ class io_thread;
 class connection_impl;
 class channel_impl;
 struct consumer_impl;
+struct delivery_stamp;
 struct test_probe;
 
 // A counted reference to a consumer's ack route. Intrusive rather than a shared_ptr so that the
@@ -132,6 +134,10 @@ struct engine_options {
   protocol::recovery_policy recovery;
   // Entities a recovery leaves out (an empty predicate keeps its kind).
   protocol::topology_filter recovery_filter;
+  // Where every connection of the engine records its metrics (README, "Metrics"): a registry of
+  // its own by default (engine::metrics() snapshots it); share one between engines to snapshot
+  // them together; null records nothing (no counter on any path).
+  std::shared_ptr<metrics::registry> metrics = std::make_shared<metrics::registry>();
 };
 
 // Result of a non-blocking publish attempt.
@@ -276,6 +282,10 @@ class connection {
   // Deliveries read on this connection and not yet handled (reading pauses above
   // engine_options::max_pending_deliveries).
   std::size_t pending_deliveries() const noexcept;
+  // This connection's counts, its channels' and its consumers' (README, "Metrics"). Any thread,
+  // any time, also after the connection closed; no lock on any recording path is taken. All
+  // zero, id 0, when engine_options::metrics is null.
+  metrics::connection_snapshot metrics() const;
 
   ~connection();
   explicit connection(std::shared_ptr<detail::connection_impl> impl);
@@ -503,6 +513,7 @@ class delivery {
  private:
   friend class detail::channel_impl;
   friend class channel;  // basic_get builds one
+  friend struct detail::delivery_stamp;
   rx_ref keep_[3];
   codec::content_header header_;
   std::string_view body_, exchange_, routing_key_, consumer_tag_;
@@ -510,6 +521,7 @@ class delivery {
   bool redelivered_ = false;
   std::uint32_t message_count_ = 0;  // fits the padding before consumer_
   detail::consumer_ref consumer_;
+  warren::protocol::time_point handed_{};  // the read that handed it over (metrics)
 };
 
 class engine {
@@ -534,6 +546,9 @@ class engine {
   std::shared_ptr<connection> adopt(io::unique_fd fd, const warren::connection_options& opts);
 
   const engine_options& options() const noexcept;
+  // A snapshot of engine_options::metrics: every connection whose handle, or whose engine, still
+  // holds it (README, "Metrics"). Any thread, any time; empty when the option is null.
+  metrics::snapshot metrics() const;
 
  private:
   std::unique_ptr<detail::engine_impl> impl_;

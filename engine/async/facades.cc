@@ -60,6 +60,11 @@ std::shared_ptr<connection> engine::connect(const warren::connection_options& op
   return std::make_shared<connection>(impl_->connect(opts));
 }
 
+metrics::snapshot engine::metrics() const {
+  if (!impl_->options.metrics) return {};
+  return impl_->options.metrics->take();
+}
+
 std::shared_ptr<connection> engine::adopt(io::unique_fd fd,
                                           const warren::connection_options& opts) {
   return std::make_shared<connection>(impl_->adopt(std::move(fd), opts));
@@ -123,6 +128,9 @@ std::uint32_t connection::frame_max() const noexcept {
 }
 std::size_t connection::pending_deliveries() const noexcept {
   return impl_->pending_deliveries();
+}
+metrics::connection_snapshot connection::metrics() const {
+  return impl_->metrics_snapshot();
 }
 
 // channel -----------------------------------------------------------------------------------------

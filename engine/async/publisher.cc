@@ -52,8 +52,14 @@ publish_status channel_impl::try_publish(std::string_view exchange, std::string_
       staging_.unreserve(need);
       return publish_status::too_large;
     }
+    core_.note_published();
+    if (staging_.counting())
+      staging_.count_frames(2 + codec::body_frame_count(body.size(), frame_max_));
     if (protocol::confirm_tracker* t = core_.confirms()) {
-      const time_point now = has_timeout_ ? clock::now() : time_point{};
+      // A time for the confirm timeout, or (metrics) for the confirm latency; none otherwise.
+      const time_point now = has_timeout_          ? clock::now()
+                             : staging_.counting() ? staging_.batch_time()
+                                                   : time_point{};
       const std::uint64_t seq =
           t->on_publish(t->next_sequence(), now, o.mandatory, exchange, routing_key);
       callbacks_[seq & mask_] = std::move(on_confirm);

@@ -57,6 +57,7 @@
 #include <vector>
 
 #include "codec/methods.h"
+#include "engine/metrics/metrics.h"
 #include "engine/protocol/ack_coalescer.h"
 #include "engine/protocol/confirm_tracker.h"
 #include "engine/protocol/connection_machine.h"
@@ -166,6 +167,14 @@ struct channel_core_options {
   ack_coalescer_options acks;
   // Cancelled no-ack consumer tags remembered (consumer_table).
   std::size_t cancelled_memory = 64;
+  // Where the channel's events are counted (README, "Metrics"), or null for none. The core
+  // records, on the owner thread: deliveries (and each consumer's, see consumer::metrics), the
+  // application's decisions as they are made (a multiple decision counts every delivery it
+  // covers when coalescing; without coalescing the core cannot tell and counts one), the
+  // broker's acks and nacks with their latency from the confirm_event's `published` (not
+  // recorded when the face passed time_point{} to on_publish), returns, and in-doubt ends
+  // (timeout, channel closed, connection lost). The face counts publishes (note_published).
+  std::shared_ptr<metrics::channel_metrics> metrics;
 };
 
 class channel_core {
@@ -199,6 +208,12 @@ class channel_core {
     if (tracker_ && tracker_->full()) return publish_gate::window_full;
     return publish_gate::ok;
   }
+  // n publishes accepted (the face calls it once the frames are queued).
+  void note_published(std::uint64_t n = 1) noexcept {
+    if (metrics_) metrics_->on_published(n);
+  }
+  // The channel's recorders (channel_core_options::metrics), or null. Any thread.
+  metrics::channel_metrics* metrics() const noexcept { return metrics_.get(); }
   // The confirm tracker while in confirm mode, else null. The face registers each publish with
   // on_publish() under the same lock as it queues the frames, so sequences follow wire order.
   confirm_tracker* confirms() noexcept { return tracker_ ? &*tracker_ : nullptr; }
@@ -319,7 +334,12 @@ class channel_core {
 
   void on_deliver(command& cmd, time_point now);
   void on_unknown_consumer(std::string_view tag, std::uint64_t delivery_tag, time_point now);
-  void on_confirm_command(command& cmd);
+  void on_confirm_command(command& cmd, time_point now);
+  // Counts a publish's end (publish lock held).
+  void record_confirm(const confirm_event& e, time_point now) noexcept;
+  void count_decisions(ack_action::kind what, std::uint64_t n) noexcept;
+  // Gives a newly registered consumer its recorders.
+  void attach_metrics(consumer& c);
   void on_return_command(command& cmd);
   void on_flow_command(command& cmd);
   void on_cancel_command(command& cmd);
@@ -352,6 +372,7 @@ class channel_core {
   bool confirm_timeouts_ = false;           // tracker_ has a timeout (owner thread)
   bool keep_unconfirmed_ = false;
   channel_settings settings_;
+  const std::shared_ptr<metrics::channel_metrics> metrics_;  // may be null
 };
 
 }  // namespace warren::protocol

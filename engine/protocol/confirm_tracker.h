@@ -68,6 +68,8 @@ struct confirm_event {
   // and timeout).
   std::uint16_t reply_code = 0;
   std::string_view reply_text;
+  // The `now` given to on_publish (for publish-to-confirm latency; whatever clock the face used).
+  time_point published{};
 };
 
 // Completion callbacks are any callable `void(const confirm_event&)`; they are templates so no
@@ -151,7 +153,7 @@ class confirm_tracker {
   struct slot {
     std::uint64_t sequence = 0;
     std::uint64_t token = 0;
-    time_point deadline = time_point::max();
+    time_point published{};  // on_publish's `now`; the deadline is published + timeout
     slot_state state = slot_state::free;
     bool mandatory = false;
     bool returned = false;
@@ -165,6 +167,13 @@ class confirm_tracker {
   };
 
   slot& at(std::uint64_t sequence) noexcept { return slots_[sequence & mask_]; }
+  time_point deadline_of(const slot& s) const noexcept {
+    // Saturate instead of overflowing for huge timeouts.
+    if (timeout_.count() == 0 || s.published >= time_point::max() - timeout_) {
+      return time_point::max();
+    }
+    return s.published + timeout_;
+  }
   const slot& at(std::uint64_t sequence) const noexcept { return slots_[sequence & mask_]; }
   bool live(std::uint64_t sequence) const noexcept {
     const slot& s = at(sequence);
@@ -236,7 +245,7 @@ bool confirm_tracker::settle(std::uint64_t tag, bool multiple, confirm_outcome o
 template <class F>
 void confirm_tracker::on_timer(time_point now, F&& complete) {
   while (timer_ < next_) {
-    if (at(timer_).deadline > now) return;
+    if (deadline_of(at(timer_)) > now) return;
     confirm_event event;
     std::string text;
     // The slot stays taken (timed_out) until the broker answers; end() moves timer_ on.

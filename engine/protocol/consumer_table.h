@@ -28,6 +28,8 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/metrics/metrics.h"
+
 namespace warren::protocol {
 
 // A consumer as the channel core knows it. Faces derive their own (handler, mailbox, ...) and
@@ -37,6 +39,11 @@ class consumer {
   virtual ~consumer() = default;
   std::string tag;      // the broker's tag (set from consume-ok when the broker named it)
   bool no_ack = false;  // deliveries need no decision from the application
+  // Set by the channel core when it registers the consumer, if its channel records metrics
+  // (channel_core_options::metrics); null otherwise. The face's workers record handled
+  // deliveries into them (consumer_metrics::on_handled, channel_metrics::record_handled).
+  std::shared_ptr<metrics::consumer_metrics> metrics;
+  std::shared_ptr<metrics::channel_metrics> channel_metrics;
 };
 
 class consumer_table {

@@ -121,7 +121,8 @@ class confirm_ring {
 class async_workload final : public thread_workload {
  public:
   async_workload(const perf_options& o, const topology_plan& plan, run_stats& stats,
-                 std::shared_ptr<const body_source> bodies)
+                 std::shared_ptr<const body_source> bodies,
+                 std::shared_ptr<metrics::registry> registry)
       : thread_workload(o, plan, stats, std::move(bodies)),
         rings_(o.producers),
         lost_at_(std::make_unique<std::atomic<std::int64_t>[]>(o.producers)),
@@ -129,7 +130,8 @@ class async_workload final : public thread_workload {
             .io_threads = o.io_threads,
             .workers = workers_for(o),
             .rx_batching = {o.rx_batch_bytes, std::chrono::microseconds(o.rx_batch_wait_us)},
-            .recovery = {.enabled = o.connection_recovery}}) {}
+            .recovery = {.enabled = o.connection_recovery},
+            .metrics = std::move(registry)}) {}
   ~async_workload() override { stop(milliseconds(0)); }
 
  private:
@@ -463,8 +465,9 @@ class async_workload final : public thread_workload {
 
 std::unique_ptr<workload> make_async_workload(const perf_options& o, const topology_plan& plan,
                                               run_stats& stats,
-                                              std::shared_ptr<const body_source> bodies) {
-  return std::make_unique<async_workload>(o, plan, stats, std::move(bodies));
+                                              std::shared_ptr<const body_source> bodies,
+                                              std::shared_ptr<metrics::registry> registry) {
+  return std::make_unique<async_workload>(o, plan, stats, std::move(bodies), std::move(registry));
 }
 
 }  // namespace warren::perf

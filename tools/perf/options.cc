@@ -650,6 +650,16 @@ const std::vector<option_def>& option_table() {
        true,
        "consumer arguments (x-priority=5); integers and true/false typed",
        [](auto& o, auto& n, auto& v) { parse_key_values(n, v, o.consumer_arguments); }},
+      {{"--metrics-prometheus", "-mpr"},
+       "[PORT]",
+       false,
+       "serve Prometheus metrics at http://HOST:PORT/metrics during the run, on every interface "
+       "(default port 8080, PerfTest's; 0: a free one, printed): the tool's counters "
+       "(warren_perf_*) and, with the async client, warren's own (README, \"Metrics\")",
+       [](auto& o, auto& n, auto& v) {
+         o.metrics_prometheus_port =
+             v.empty() ? std::uint16_t{8080} : parse_integer<std::uint16_t>(n, v, 0, 65535);
+       }},
       {{"-h", "--help"}, "", false, "this text", [](auto& o, auto&, auto&) { o.help = true; }},
   };
   return table;
@@ -661,6 +671,15 @@ bool optional_value(const option_def& d) {
 
 bool looks_like_uri(std::string_view s) {
   return s.starts_with("amqp://") || s.starts_with("amqps://");
+}
+// Whether `next` is the optional value of `d` rather than the next option: a URI for [URI], a
+// number for [PORT].
+bool takes_optional(const option_def& d, std::string_view next) {
+  if (d.value_name == "[PORT]") {
+    return !next.empty() &&
+           std::all_of(next.begin(), next.end(), [](char c) { return c >= '0' && c <= '9'; });
+  }
+  return looks_like_uri(next);
 }
 
 void check_combinations(perf_options& o, const std::set<std::string_view>& given) {
@@ -862,7 +881,7 @@ perf_options parse_options(std::span<const std::string> args) {
     } else if (inline_value) {
       value = *inline_value;
     } else if (optional_value(*def)) {
-      if (i + 1 < args.size() && looks_like_uri(args[i + 1])) value = args[++i];
+      if (i + 1 < args.size() && takes_optional(*def, args[i + 1])) value = args[++i];
     } else {
       if (i + 1 >= args.size())
         throw usage_error(name + " needs a value (" + std::string(def->value_name) + ")");

@@ -138,6 +138,8 @@ struct perf_options {
   // Automatic connection recovery of the async client (PerfTest's default too);
   // --disable-connection-recovery turns it off.
   bool connection_recovery = true;
+  // --metrics-prometheus [PORT]: serve /metrics on this port during the run (0: a free one).
+  std::optional<std::uint16_t> metrics_prometheus_port;
   bool help = false;
 
   bool confirms() const noexcept { return confirm_window > 0; }

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "engine/metrics/prometheus.h"
+
 namespace warren::perf {
 namespace {
 
@@ -416,6 +418,35 @@ std::string perftest_csv_row(const perf_options& o, const std::string& id,
          rate(static_cast<double>(r.nacked) / (r.seconds > 0 ? r.seconds : 1), confirmed) + "," +
          rate(r.receive_rate, received) + "," + five(r.latency, received) + "," +
          five(r.confirm_latency, confirmed) + "\n";
+}
+
+std::string prometheus_counters(const totals& t, const std::string& id) {
+  // The id is the tool's own or the user's (--id): escaped as a label value must be.
+  const std::string labels = "{id=\"" + metrics::escape_label_value(id) + "\"}";
+  std::string out;
+  auto counter = [&](const char* name, const char* help, std::uint64_t v) {
+    out += "# HELP warren_perf_";
+    out += name;
+    out += "_total ";
+    out += help;
+    out += "\n# TYPE warren_perf_";
+    out += name;
+    out += "_total counter\nwarren_perf_";
+    out += name;
+    out += "_total";
+    out += labels;
+    out += ' ';
+    out += std::to_string(v);
+    out += '\n';
+  };
+  counter("published", "Messages the producers published (accepted by the client).", t.published);
+  counter("confirmed", "Publishes the broker confirmed (basic.ack).", t.confirmed);
+  counter("nacked", "Publishes the broker refused (basic.nack).", t.nacked);
+  counter("in_doubt", "Publishes whose outcome is unknown (connection or channel lost, timeout).",
+          t.in_doubt);
+  counter("returned", "Mandatory publishes returned unroutable.", t.returned);
+  counter("consumed", "Messages the consumers received.", t.received);
+  return out;
 }
 
 }  // namespace warren::perf

@@ -60,4 +60,9 @@ std::string perftest_csv_row(const perf_options& o, const std::string& id,
 // PerfTest's rate format: 0, two decimals below 1, one below 10, whole numbers above.
 std::string perftest_rate(double rate);
 
+// The tool's own counts in Prometheus' text format (--metrics-prometheus), the same the summary
+// reports: warren_perf_published_total, _confirmed_total, _nacked_total, _in_doubt_total,
+// _returned_total and _consumed_total, each labelled with the test id (`id`).
+std::string prometheus_counters(const totals& t, const std::string& id);
+
 }  // namespace warren::perf

@@ -726,5 +726,139 @@ TEST_F(channel_core_test, settings_keep_qos_tx_and_client_flow_as_the_broker_ack
   EXPECT_TRUE(core->settings().tx) << "settings outlive the life";
 }
 
+// Metrics (channel_core_options::metrics) ------------------------------------------------------
+
+class channel_core_metrics_test : public channel_core_test {
+ protected:
+  channel_core& open_counted(channel_core_options o = {}) {
+    o.metrics = counts;
+    return open_core(std::move(o));
+  }
+  metrics::channel_snapshot snap() const { return counts->snapshot(); }
+
+  std::shared_ptr<metrics::channel_metrics> counts = std::make_shared<metrics::channel_metrics>(1);
+};
+
+TEST_F(channel_core_metrics_test,
+       count_deliveries_each_consumers_pending_and_decisions_per_delivery) {
+  open_counted();
+  consume("c", false, "c");
+  consume("n", true, "n");
+  for (std::uint64_t t = 1; t <= 4; ++t) deliver("c", t);
+  deliver("n", 5);
+  feed(peer);
+  // One multiple ack covers 1..3; then a nack and, with a fifth delivery, a reject.
+  EXPECT_TRUE(core->ack(core->life(), 3, true, now));
+  EXPECT_TRUE(core->nack(core->life(), 4, false, true, now));
+  deliver("c", 6);
+  feed(peer);
+  EXPECT_TRUE(core->reject(core->life(), 6, false, now));
+  EXPECT_FALSE(core->ack(core->life(), 6, false, now)) << "refused: not counted";
+  metrics::channel_snapshot s = snap();
+  EXPECT_EQ(s.deliveries.delivered, 6u);
+  EXPECT_EQ(s.deliveries.acked, 3u);
+  EXPECT_EQ(s.deliveries.nacked, 1u);
+  EXPECT_EQ(s.deliveries.rejected, 1u);
+  ASSERT_EQ(s.consumers.size(), 2u);
+  EXPECT_EQ(s.consumers[0].tag, "c");
+  EXPECT_EQ(s.consumers[0].delivered, 5u);
+  EXPECT_EQ(s.consumers[0].pending, 5);
+  EXPECT_EQ(s.consumers[1].tag, "n");
+  EXPECT_EQ(s.consumers[1].delivered, 1u);
+  // The face's workers report handled deliveries through the consumer's recorders.
+  consumer* c = core->consumers().find("c");
+  ASSERT_NE(c, nullptr);
+  ASSERT_NE(c->metrics, nullptr);
+  EXPECT_EQ(c->channel_metrics, counts);
+  c->metrics->on_handled(4);
+  c->channel_metrics->record_handled(1500);
+  s = snap();
+  EXPECT_EQ(s.consumers[0].pending, 1);
+  EXPECT_EQ(s.delivery_to_handled.count(), 1u);
+}
+
+TEST_F(channel_core_metrics_test, without_coalescing_a_multiple_decision_counts_one) {
+  open_counted({.coalesce_acks = false});
+  consume("c", false, "c");
+  deliver("c", 1);
+  deliver("c", 2);
+  feed(peer);
+  EXPECT_TRUE(core->ack(core->life(), 2, true, now));
+  EXPECT_EQ(snap().deliveries.acked, 1u) << "the core does not know what the tag covers";
+}
+
+TEST_F(channel_core_metrics_test, count_acks_nacks_returns_and_the_latency_from_each_publish) {
+  open_counted();
+  select_confirms();
+  const time_point t0 = now;
+  publish(true, "nowhere");
+  now += 2ms;
+  publish();
+  publish();
+  core->note_published(3);
+  now = t0 + 5ms;
+  codec::basic_return r;
+  r.reply_code = 312;
+  r.reply_text = "NO_ROUTE";
+  r.exchange = "ex";
+  r.routing_key = "nowhere";
+  feed(peer.method(1, r).header(1, 1).body(1, "b").method(1, codec::basic_ack{2, true}));
+  feed(peer.method(1, codec::basic_nack{3, false, false}));
+  const metrics::channel_snapshot s = snap();
+  EXPECT_EQ(s.publishes.published, 3u);
+  EXPECT_EQ(s.publishes.confirmed, 2u);
+  EXPECT_EQ(s.publishes.nacked, 1u);
+  EXPECT_EQ(s.publishes.returned, 1u);
+  EXPECT_EQ(s.publishes.in_doubt, 0u);
+  ASSERT_EQ(s.publish_to_confirm.count(), 3u);
+  // 5 ms for the first, 3 ms for the two published 2 ms later (within the histogram's 3.2%).
+  EXPECT_NEAR(static_cast<double>(s.publish_to_confirm.max()), 5e6, 5e6 * 0.032);
+  EXPECT_NEAR(static_cast<double>(s.publish_to_confirm.min()), 3e6, 3e6 * 0.032);
+}
+
+TEST_F(channel_core_metrics_test, a_publish_not_stamped_by_the_face_has_no_latency) {
+  open_counted();
+  select_confirms();
+  events.lock_publish();
+  core->confirms()->on_publish(0, time_point{});
+  events.unlock_publish();
+  feed(peer.method(1, codec::basic_ack{1, false}));
+  EXPECT_EQ(snap().publishes.confirmed, 1u);
+  EXPECT_EQ(snap().publish_to_confirm.count(), 0u);
+}
+
+TEST_F(channel_core_metrics_test, timeouts_and_the_end_of_the_life_count_in_doubt_never_nacked) {
+  open_counted();
+  select_confirms(8, 50ms);
+  publish();
+  publish();
+  now += 50ms;
+  core->on_timer(now);  // both time out
+  publish();
+  machine->transport_closed("connection reset by peer");
+  const metrics::channel_snapshot s = snap();
+  EXPECT_EQ(s.publishes.in_doubt, 3u);
+  EXPECT_EQ(s.publishes.nacked, 0u);
+  EXPECT_EQ(s.publish_to_confirm.count(), 0u);
+}
+
+TEST_F(channel_core_metrics_test, a_closed_channel_is_hidden_until_the_same_core_opens_again) {
+  metrics::connection_metrics conn(1, "");
+  counts = conn.add_channel(1);
+  events.core_state = [this] { return core->state(); };
+  open_counted();
+  EXPECT_EQ(conn.snapshot().open_channels, 1u);
+  events.on_end = [this](end_cause) { core->open(std::make_shared<test_waiter>()); };
+  feed(peer.channel_close(1, 404, "NOT_FOUND", 50, 10));
+  events.on_end = nullptr;
+  feed(peer.channel_open_ok(1));
+  ASSERT_TRUE(core->is_open());
+  EXPECT_EQ(conn.snapshot().open_channels, 1u) << "reopened from on_ended";
+  core->close(200, "bye", nullptr);
+  feed(peer.channel_close_ok(1));
+  EXPECT_EQ(conn.snapshot().open_channels, 0u);
+  EXPECT_TRUE(conn.snapshot().channels.empty());
+}
+
 }  // namespace
 }  // namespace warren::protocol

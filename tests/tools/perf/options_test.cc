@@ -81,6 +81,17 @@ TEST(options, rx_batch_takes_bytes_and_an_optional_wait) {
   EXPECT_EQ(both.rx_batch_wait_us, 2000u);
 }
 
+TEST(options, metrics_prometheus_takes_an_optional_port_defaulting_to_perftests_8080) {
+  EXPECT_FALSE(parse({}).metrics_prometheus_port.has_value());
+  EXPECT_EQ(parse({"--metrics-prometheus"}).metrics_prometheus_port, 8080);
+  EXPECT_EQ(parse({"--metrics-prometheus", "-x", "2"}).metrics_prometheus_port, 8080);
+  EXPECT_EQ(parse({"--metrics-prometheus", "9419"}).metrics_prometheus_port, 9419);
+  EXPECT_EQ(parse({"--metrics-prometheus=0"}).metrics_prometheus_port, 0);
+  EXPECT_EQ(parse({"-mpr", "0"}).metrics_prometheus_port, 0);
+  EXPECT_THROW(parse({"--metrics-prometheus=http"}), usage_error);
+  EXPECT_THROW(parse({"--metrics-prometheus", "70000"}), usage_error);
+}
+
 TEST(options, perftest_long_names_and_equals_form_are_accepted) {
   const perf_options o = parse({"--producers", "2", "--consumers=3", "--autoack", "--qos=7",
                                 "--flag", "persistent,mandatory", "--client", "blocking"});
