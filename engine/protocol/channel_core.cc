@@ -636,7 +636,7 @@ void channel_core::record_confirm(const confirm_event& e, time_point now) noexce
       return;
     }
     case confirm_outcome::timeout:
-    case confirm_outcome::connection_lost:
+    case confirm_outcome::in_doubt:
     case confirm_outcome::channel_closed:
       metrics_->on_in_doubt();
       return;
