@@ -287,6 +287,7 @@ void channel::basic_qos(std::uint32_t prefetch_size, std::uint16_t prefetch_coun
   m.global = a_global;
   send(m);
   wait_for({codec::basic_qos_ok::id}, std::nullopt);
+  if (!a_global) consumer_prefetch_ = prefetch_count;
 }
 
 std::string channel::basic_consume(std::string_view queue, consumer_callback callback,
@@ -296,7 +297,8 @@ std::string channel::basic_consume(std::string_view queue, consumer_callback cal
   if (o.nowait && o.consumer_tag.empty()) {
     throw std::invalid_argument("basic_consume with nowait needs a consumer_tag");
   }
-  std::string args = encode_arguments(o.arguments);
+  check_consume(queue, o, consumer_prefetch_);
+  std::string args = encode_arguments(consume_arguments(o));
   codec::basic_consume m;
   m.queue = queue;
   m.consumer_tag = o.consumer_tag;
@@ -307,7 +309,8 @@ std::string channel::basic_consume(std::string_view queue, consumer_callback cal
   m.arguments = codec::table_view{args};
   // Registered before sending: deliveries may follow consume-ok in the same read.
   std::string tag = o.consumer_tag;
-  consumer entry{std::move(callback), o.on_cancel, o.no_ack};
+  consumer entry{std::move(callback), o.on_cancel, o.no_ack, std::nullopt};
+  if (is_stream_consume(o)) entry.stream.emplace();
   if (!tag.empty()) consumers_[tag] = entry;
   std::erase(cancelled_no_ack_, tag);
   send(m);
@@ -482,6 +485,7 @@ void channel::basic_ack(std::uint64_t delivery_tag, bool multiple) {
   m.delivery_tag = delivery_tag;
   m.multiple = multiple;
   send(m);
+  stream_settled(delivery_tag, multiple);
   conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
@@ -493,6 +497,7 @@ void channel::basic_nack(std::uint64_t delivery_tag, bool multiple, bool requeue
   m.multiple = multiple;
   m.requeue = requeue;
   send(m);
+  stream_settled(delivery_tag, multiple);
   conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
@@ -503,7 +508,21 @@ void channel::basic_reject(std::uint64_t delivery_tag, bool requeue) {
   m.delivery_tag = delivery_tag;
   m.requeue = requeue;
   send(m);
+  stream_settled(delivery_tag, false);
   conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
+}
+
+void channel::stream_settled(std::uint64_t tag, bool multiple) {
+  for (auto& [t, c] : consumers_) {
+    if (c.stream) c.stream->on_settled(tag, multiple);
+  }
+}
+
+std::optional<std::uint64_t> channel::stream_last_handled(std::string_view consumer_tag) const {
+  std::lock_guard lock(conn_.mu_);
+  auto it = consumers_.find(consumer_tag);
+  if (it == consumers_.end() || !it->second.stream) return std::nullopt;
+  return it->second.stream->last_handled();
 }
 
 void channel::basic_recover(bool requeue) {
@@ -512,6 +531,9 @@ void channel::basic_recover(bool requeue) {
   codec::basic_recover m;
   m.requeue = requeue;
   send(m);
+  for (auto& [t, c] : consumers_) {
+    if (c.stream) c.stream->forget_unsettled();  // given back: they come again
+  }
   wait_for({codec::basic_recover_ok::id}, std::nullopt);
 }
 
@@ -647,6 +669,11 @@ void channel::dispatch(protocol::command& cmd) {
       info.redelivered = d.redelivered;
       info.exchange = d.exchange;
       info.routing_key = d.routing_key;
+      if (it->second.stream) {
+        it->second.stream->on_delivery(
+            d.delivery_tag,
+            cmd.has_content ? stream_offset_header(cmd.header.properties) : std::nullopt);
+      }
       consumer_callback cb = it->second.callback;  // the callback may cancel its consumer
       if (cb) cb(msg);
       return;

@@ -169,6 +169,12 @@ class channel {
   // Consumer tags currently registered on this channel.
   std::vector<std::string> consumer_tags() const;
   bool active() const noexcept { return flow_active_; }
+  // A stream consumer's progress (consume_options::stream_start): the offset of the last
+  // delivery its application settled (basic_ack/nack/reject, or the message's ack()) such that
+  // every earlier one of it was settled too; what a recovery resumes after
+  // (stream_offset::at(*last + 1)). nullopt before the first, or when `consumer_tag` is no
+  // stream consumer of this channel (a broker cancel or basic_cancel removes it).
+  std::optional<std::uint64_t> stream_last_handled(std::string_view consumer_tag) const;
 
   channel(warren::connection& conn, std::uint16_t id);
 
@@ -178,6 +184,7 @@ class channel {
     consumer_callback callback;
     cancel_callback on_cancel;
     bool no_ack = false;
+    std::optional<protocol::stream_progress> stream;  // a stream consumer's
   };
 
   void ensure_open();
@@ -225,6 +232,11 @@ class channel {
   std::vector<std::string> cancelled_no_ack_;  // deliveries for these need no reject
   std::map<std::string, consumer, std::less<>> consumers_;
   std::vector<std::string> no_ack_consumers_;
+  // The prefetch_count of the last basic.qos with global false the broker acknowledged (a stream
+  // consumer needs one: check_consume).
+  std::optional<std::uint16_t> consumer_prefetch_;
+  // Every stream consumer's progress learns of a decision on `tag`.
+  void stream_settled(std::uint64_t tag, bool multiple);
   channel_events events_;
   std::exception_ptr pending_error_;  // raised from the next call on this channel
   // Received messages hold a weak reference: it expires with this object (and so with the

@@ -145,6 +145,7 @@ void channel_core::recover_sent(std::shared_ptr<reply_waiter> waiter) {
   // The decisions held went before the method (flush_acks); what is still undecided the broker
   // now takes back, so a decision on it would name a tag the broker no longer knows.
   coalescer_.reset();
+  forget_unsettled_stream_deliveries();
   if (!waiter) return;
   ++recovering_;
   effect e;
@@ -223,19 +224,40 @@ void channel_core::start_confirms(const confirm_tracker_options& o) {
 
 bool channel_core::decide(std::uint32_t life, ack_action a, time_point now) {
   if (life != life_ || state() != channel_state::open) return false;
+  bool accepted = true;
   if (!coalesce_) {
     wire_.send_ack(id_, a);
-    return true;
+  } else {
+    switch (a.what) {
+      case ack_action::kind::ack:
+        accepted = coalescer_.ack(a.delivery_tag, a.multiple, now);
+        break;
+      case ack_action::kind::nack:
+        accepted = coalescer_.nack(a.delivery_tag, a.multiple, a.requeue, now);
+        break;
+      case ack_action::kind::reject:
+        accepted = coalescer_.reject(a.delivery_tag, a.requeue, now);
+        break;
+    }
   }
-  switch (a.what) {
-    case ack_action::kind::ack:
-      return coalescer_.ack(a.delivery_tag, a.multiple, now);
-    case ack_action::kind::nack:
-      return coalescer_.nack(a.delivery_tag, a.multiple, a.requeue, now);
-    case ack_action::kind::reject:
-      return coalescer_.reject(a.delivery_tag, a.requeue, now);
+  if (accepted && streams_) {
+    consumers_.for_each([&](consumer& c) {
+      if (c.stream) c.stream->on_settled(a.delivery_tag, a.multiple);
+    });
   }
-  return false;
+  return accepted;
+}
+
+const stream_progress* channel_core::stream_progress_of(std::string_view consumer_tag) {
+  const consumer* c = consumers_.find(consumer_tag);
+  return c != nullptr && c->stream ? &*c->stream : nullptr;
+}
+
+void channel_core::forget_unsettled_stream_deliveries() {
+  if (!streams_) return;
+  consumers_.for_each([](consumer& c) {
+    if (c.stream) c.stream->forget_unsettled();
+  });
 }
 
 bool channel_core::ack(std::uint32_t life, std::uint64_t tag, bool multiple, time_point now) {
@@ -348,6 +370,12 @@ void channel_core::on_deliver(command& cmd, time_point now) {
     return;
   }
   if (coalesce_) coalescer_.on_delivery(m.delivery_tag, !c->no_ack && recovering_ == 0);
+  if (c->stream) {
+    streams_ = true;
+    c->stream->on_delivery(m.delivery_tag, cmd.has_content
+                                               ? stream_offset_header(cmd.header.properties)
+                                               : std::nullopt);
+  }
   handler_.on_delivery(*c, cmd);
 }
 
@@ -564,6 +592,9 @@ void channel_core::end(end_cause cause, const close_reason& why) {
   coalescer_.reset();
   actions_.clear();
   recovering_ = 0;
+  // A stream consumer leaves with its watermark (what a recovery resumes after); what it had not
+  // settled comes again.
+  forget_unsettled_stream_deliveries();
   consumers_.clear(
       [&](std::unique_ptr<consumer> c) { handler_.on_consumer_removed(std::move(c)); });
   expected_.fail_all([&](expectations::entry& e) {

@@ -24,9 +24,13 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "engine/protocol/streams.h"
 
 namespace warren::protocol {
 
@@ -37,6 +41,10 @@ class consumer {
   virtual ~consumer() = default;
   std::string tag;      // the broker's tag (set from consume-ok when the broker named it)
   bool no_ack = false;  // deliveries need no decision from the application
+  // Set for a stream consumer (the face sets it at basic.consume): the channel core feeds it each
+  // delivery's x-stream-offset and each accepted decision, so that last_handled() is the offset a
+  // recovery resumes after (stream_progress::resume_from()).
+  std::optional<stream_progress> stream;
 };
 
 class consumer_table {
@@ -93,7 +101,11 @@ class consumer_table {
   // Every registered consumer, in tag order: `f(consumer&)`. `f` must not add or remove.
   template <class F>
   void for_each(F&& f) const {
-    for (const auto& [tag, c] : by_tag_) f(*c);
+    for (const auto& [tag, c] : by_tag_) f(std::as_const(*c));
+  }
+  template <class F>
+  void for_each(F&& f) {
+    for (auto& [tag, c] : by_tag_) f(*c);
   }
 
   std::size_t size() const noexcept { return by_tag_.size(); }
