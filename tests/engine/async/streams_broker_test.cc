@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -105,6 +106,12 @@ class streams_async_broker_test : public test::broker_test {
     return ch;
   }
 
+  // Handlers may still run after a test body returns (a stream keeps delivering to a consumer
+  // nobody cancelled): what they write to lives in the fixture, until TearDown has destroyed the
+  // engine, which waits for handlers in flight.
+  collector& new_collector() { return collectors_.emplace_back(); }
+
+  std::deque<collector> collectors_;
   std::unique_ptr<engine> engine_;
   std::shared_ptr<connection> conn_;
   std::shared_ptr<channel> ch_;
@@ -193,7 +200,7 @@ TEST_F(streams_async_broker_test, stream_queue_declares_a_stream_with_its_retent
 TEST_F(streams_async_broker_test, a_stream_read_from_first_gives_every_offset_in_order) {
   const std::string q = declare(warren::stream_queue(), "stream");
   publish_confirmed(q, 0, 50);
-  collector c;
+  collector& c = new_collector();
   std::string tag;
   auto ch = consume(q, stream_offset::first(), c, &tag);
   ASSERT_TRUE(wait_until([&] { return c.size() >= 50; }));
@@ -218,7 +225,7 @@ TEST_F(streams_async_broker_test, a_stream_read_from_first_gives_every_offset_in
 TEST_F(streams_async_broker_test, a_stream_read_from_a_numeric_offset_starts_there) {
   const std::string q = declare(warren::stream_queue(), "stream");
   publish_confirmed(q, 0, 20);
-  collector c;
+  collector& c = new_collector();
   auto ch = consume(q, stream_offset::at(15), c);
   ASSERT_TRUE(wait_until([&] { return c.size() >= 5; }));
   const auto got = c.snapshot();
@@ -234,7 +241,7 @@ TEST_F(streams_async_broker_test, a_stream_read_from_a_timestamp_skips_what_was_
   const auto from = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()) + 1s;
   std::this_thread::sleep_until(from + 10ms);
   publish_confirmed(q, 10, 10);
-  collector c;
+  collector& c = new_collector();
   auto ch = consume(q, stream_offset::at_time(from), c);
   ASSERT_TRUE(wait_until([&] { return c.size() >= 10; }));
   const auto got = c.snapshot();
@@ -246,7 +253,7 @@ TEST_F(streams_async_broker_test, a_stream_read_from_last_starts_at_the_last_chu
   const std::string q = declare(warren::stream_queue(), "stream");
   publish_confirmed(q, 0, 10);
   publish_confirmed(q, 10, 10);
-  collector c;
+  collector& c = new_collector();
   auto ch = consume(q, stream_offset::last(), c);
   ASSERT_TRUE(wait_until([&] { return c.size() >= 1; }));
   const auto got = c.snapshot();
@@ -257,7 +264,7 @@ TEST_F(streams_async_broker_test, a_stream_read_from_last_starts_at_the_last_chu
 TEST_F(streams_async_broker_test, a_stream_read_from_next_gets_only_what_is_published_after) {
   const std::string q = declare(warren::stream_queue(), "stream");
   publish_confirmed(q, 0, 10);
-  collector c;
+  collector& c = new_collector();
   auto ch = consume(q, stream_offset::next(), c);
   publish_confirmed(q, 10, 3);
   ASSERT_TRUE(wait_until([&] { return c.size() >= 3; }));
