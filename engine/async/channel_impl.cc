@@ -314,6 +314,12 @@ void channel_impl::on_consumer_cancelled(std::unique_ptr<protocol::consumer> c) 
 }
 
 void channel_impl::on_consumer_removed(std::unique_ptr<protocol::consumer> c) {
+  // A stream consumer's progress goes into its topology record, for a recovery to resume after
+  // (a record already removed by a cancel or a close is not there to take it).
+  if (c->stream && c->stream->last_handled()) {
+    topology_.change(
+        [&](protocol::topology& t) { t.stream_handled(id(), c->tag, *c->stream->last_handled()); });
+  }
   link_->retire(std::unique_ptr<consumer_entry>(static_cast<consumer_entry*>(c.release())));
 }
 

@@ -274,6 +274,25 @@ TEST_F(streams_async_broker_test, a_stream_read_from_next_gets_only_what_is_publ
   EXPECT_EQ(got[2].offset, 12u);
 }
 
+TEST_F(streams_async_broker_test, a_channels_end_records_the_last_handled_offset_for_a_replay) {
+  const std::string q = declare(warren::stream_queue(), "stream");
+  publish_confirmed(q, 0, 10);
+  collector& c = new_collector();
+  std::string tag;
+  auto ch = consume(q, stream_offset::first(), c, &tag);
+  ASSERT_TRUE(wait_until([&] { return c.size() >= 10; }));
+  ASSERT_TRUE(
+      wait_until([&] { return ch->stream_last_handled(tag) == std::optional<std::uint64_t>(9); }));
+  // The broker ends the channel (404 on a passive declare): its consumer leaves the table.
+  EXPECT_THROW(ch->queue_declare(unique_name("missing"), {.passive = true}), not_found);
+  const topology_record t = conn_->topology();
+  ASSERT_EQ(t.consumers.size(), 1u) << "a channel the broker closed keeps its consumer records";
+  EXPECT_EQ(t.consumers[0].stream_last_handled, 9u);
+  EXPECT_EQ(*protocol::replay_arguments(t.consumers[0]).find("x-stream-offset"),
+            codec::field_value::i64(10))
+      << "a replay resumes after the last handled offset, not from first";
+}
+
 TEST_F(streams_async_broker_test, a_stream_consume_without_prefetch_fails_before_sending) {
   const std::string q = declare(warren::stream_queue(), "stream");
   auto ch = conn_->open_channel();
