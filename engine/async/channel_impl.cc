@@ -337,6 +337,12 @@ void channel_impl::on_consumer_cancelled(std::unique_ptr<protocol::consumer> c) 
 }
 
 void channel_impl::on_consumer_removed(std::unique_ptr<protocol::consumer> c) {
+  // A stream consumer's progress goes into its topology record, for a recovery to resume after
+  // (a record already removed by a cancel or a close is not there to take it).
+  if (c->stream && c->stream->last_handled()) {
+    topology_.change(
+        [&](protocol::topology& t) { t.stream_handled(id(), c->tag, *c->stream->last_handled()); });
+  }
   std::unique_ptr<consumer_entry> e(static_cast<consumer_entry*>(c.release()));
   if (awaits_recovery_ && staging_.recovering()) {
     // Kept with its mailbox for the replay: its handler goes on with the recovered consumer,

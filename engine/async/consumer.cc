@@ -106,9 +106,20 @@ std::string channel_impl::basic_consume(std::string_view queue, delivery_handler
   if (o.nowait && o.consumer_tag.empty()) {
     throw std::invalid_argument("basic.consume with nowait needs a consumer_tag");
   }
+  // A stream consumer's requirements are checked before anything is sent (engine/options.h);
+  // the prefetch is read on the I/O thread, which records the broker's qos-ok.
+  std::optional<std::uint16_t> prefetch;
+  if (is_stream_consume(o)) {
+    io_.run_and_wait([&] {
+      if (const auto& q = core_.settings().qos_per_consumer) prefetch = q->prefetch_count;
+    });
+    check_consume(queue, o, prefetch);
+  }
+  const codec::field_table arguments = consume_arguments(o);
   auto entry = std::make_unique<consumer_entry>();
   entry->tag = o.consumer_tag;  // the key a nowait consumer is registered under
   entry->no_ack = o.no_ack;
+  if (is_stream_consume(o)) entry->stream.emplace();
   entry->route = consumer_ref::adopt(new consumer_impl());
   entry->route->ch = shared_from_this();
   entry->route->no_ack = o.no_ack;
@@ -129,7 +140,7 @@ std::string channel_impl::basic_consume(std::string_view queue, delivery_handler
   io_.run_and_wait([this, co = protocol::ack_coalescer_options{ac.max_count, ac.max_delay}] {
     core_.configure_acks(co);
   });
-  const std::string args = encode_arguments(o.arguments);
+  const std::string args = encode_arguments(arguments);
   auto c = std::make_shared<rpc_call>(this, rpc_call::kind::consume,
                                       o.nowait ? 0 : codec::basic_consume_ok::id);
   c->consumer = std::move(entry);
@@ -142,7 +153,7 @@ std::string channel_impl::basic_consume(std::string_view queue, delivery_handler
   }
   std::string tag(ok.consumer_tag);
   topology_.change([&](protocol::topology& t) {
-    t.consume({id(), std::string(queue), tag, o.no_ack, o.exclusive, o.no_local, o.arguments});
+    t.consume({id(), std::string(queue), tag, o.no_ack, o.exclusive, o.no_local, arguments});
   });
   return tag;
 }

@@ -188,7 +188,9 @@ class delivery;
 using delivery_handler = std::function<void(delivery&)>;  // runs on a TBB worker thread
 
 // basic.consume's options, shared with the blocking API (engine/options.h): consumer_tag, no_local,
-// no_ack, exclusive, nowait, arguments, on_cancel. Here on_cancel (a broker cancel: queue
+// no_ack, exclusive, nowait, arguments, on_cancel, stream_start (a stream consumer: basic_consume
+// throws stream_consume_error before sending when it is no_ack or the channel has no consumer
+// prefetch). Here on_cancel (a broker cancel: queue
 // deleted, ...) runs on the I/O thread; nowait sends basic.consume without waiting for
 // consume-ok (it needs consumer_tag: nothing would tell the broker's choice), the consumer being
 // registered before the frame goes, so deliveries that follow at once find it; an error (404,
@@ -441,6 +443,13 @@ class channel {
   // for it are rejected with requeue, or dropped when it was no_ack), and the call returns once
   // its handlers in flight finished, without waiting for cancel-ok.
   void basic_cancel(std::string_view consumer_tag, bool nowait = false);
+  // A stream consumer's progress (consumer_options::stream_start): the offset of the last
+  // delivery its application settled (delivery::ack/nack/reject, as the channel's I/O thread
+  // accepted them) such that every earlier one of it was settled too; what a recovery resumes
+  // after (stream_offset::at(*last + 1)). nullopt before the first, or when `consumer_tag` is no
+  // stream consumer of this channel. Blocking (waits for the I/O thread; std::logic_error on
+  // one).
+  std::optional<std::uint64_t> stream_last_handled(std::string_view consumer_tag) const;
   // Blocking. Outstanding confirms complete with channel_closed. Idempotent.
   void close();
   bool is_open() const noexcept;
@@ -499,6 +508,15 @@ class delivery {
   std::string_view consumer_tag() const noexcept { return consumer_tag_; }
   // basic_get only: messages left in the queue after this one (0 for consumed deliveries).
   std::uint32_t message_count() const noexcept { return message_count_; }
+  // A quorum queue's redelivery count (the x-delivery-count header: 1 on the first redelivery,
+  // then 2, ...); nullopt when absent (a first delivery, or a queue type that does not count).
+  std::optional<std::uint64_t> delivery_count() const noexcept {
+    return delivery_count_header(header_.properties);
+  }
+  // A stream delivery's offset (the x-stream-offset header); nullopt when absent.
+  std::optional<std::uint64_t> stream_offset() const noexcept {
+    return stream_offset_header(header_.properties);
+  }
   std::uint16_t channel_id() const noexcept;
   // Any thread; routed to the owning I/O thread; contiguous acks coalesce into multiple=true.
   // Returns false (nothing sent) when the consumer (or basic_get) was no_ack or the channel has

@@ -232,6 +232,16 @@ std::string channel::basic_consume(std::string_view queue, delivery_handler hand
 void channel::basic_cancel(std::string_view consumer_tag, bool nowait) {
   impl_->basic_cancel(consumer_tag, nowait);
 }
+std::optional<std::uint64_t> channel::stream_last_handled(std::string_view consumer_tag) const {
+  detail::check_not_io("stream_last_handled");
+  std::optional<std::uint64_t> last;
+  impl_->io().run_and_wait([&] {
+    // Decisions made before this call and still queued for the I/O thread count.
+    impl_->io().apply_acks(std::chrono::steady_clock::now());
+    if (const auto* p = impl_->core().stream_progress_of(consumer_tag)) last = p->last_handled();
+  });
+  return last;
+}
 void channel::close() {
   impl_->close();
 }

@@ -6,7 +6,8 @@
 //     channel opens, so that deliveries and events of an earlier life of the same id are told
 //     apart (a decision on a delivery of an ended life is refused);
 //   - the replies its calls wait for (reply_expectations: one rule for a call that gives up);
-//   - its consumers and the unknown-consumer rule (consumer_table), broker-side basic.cancel;
+//   - its consumers and the unknown-consumer rule (consumer_table), broker-side basic.cancel, and
+//     each stream consumer's progress (the offset its application last handled: streams.h);
 //   - publisher confirms (confirm_tracker) from confirm.select-ok on, flow (channel.flow from the
 //     broker), tx mode, the qos and client flow last acknowledged (what a recovery replays);
 //   - delivery decisions through an ack_coalescer (or sent at once, for a face whose callers name
@@ -306,6 +307,11 @@ class channel_core {
   consumer_table& consumers() noexcept { return consumers_; }
   const consumer_table& consumers() const noexcept { return consumers_; }
   const channel_settings& settings() const noexcept { return settings_; }
+  // A stream consumer's progress (consumer::stream): the offset its application last handled,
+  // for a recovery to resume after (stream_progress::resume_from()). Null when no consumer has
+  // `consumer_tag` or it is not a stream consumer. Valid until the consumer leaves the table (it
+  // leaves with its progress: on_consumer_removed/on_consumer_cancelled hand it over).
+  const stream_progress* stream_progress_of(std::string_view consumer_tag);
   // Calls sent and not yet answered (abandoned ones included).
   std::size_t calls_pending() const noexcept { return expected_.size(); }
   bool in_tx() const noexcept { return settings_.tx; }
@@ -351,6 +357,8 @@ class channel_core {
   void end(end_cause cause, const close_reason& why);
   bool decide(std::uint32_t life, ack_action a, time_point now);
   void send_actions();
+  // Deliveries the broker takes back (recover, the end of a life) are no longer owed.
+  void forget_unsettled_stream_deliveries();
   // Recounts the calls waiting and reports a change (on_waiting).
   void sync_waiting();
 
@@ -368,6 +376,7 @@ class channel_core {
   ack_coalescer coalescer_;
   std::vector<ack_action> actions_;  // the coalescer's output, reused
   int recovering_ = 0;
+  bool streams_ = false;  // a stream consumer had a delivery: decisions feed consumer::stream
   std::optional<confirm_tracker> tracker_;  // publish lock
   bool confirm_timeouts_ = false;           // tracker_ has a timeout (owner thread)
   bool keep_unconfirmed_ = false;

@@ -77,7 +77,7 @@ const char* exit_name(exit_when e) {
 
 nlohmann::ordered_json stream_offset_json(const std::optional<stream_offset>& so) {
   if (!so) return nullptr;
-  switch (so->what) {
+  switch (so->what()) {
     case stream_offset::kind::first:
       return "first";
     case stream_offset::kind::last:
@@ -85,11 +85,11 @@ nlohmann::ordered_json stream_offset_json(const std::optional<stream_offset>& so
     case stream_offset::kind::next:
       return "next";
     case stream_offset::kind::offset:
-      return {{"offset", so->value}};
+      return {{"offset", so->value()}};
     case stream_offset::kind::timestamp:
-      return {{"timestamp", so->value}};
+      return {{"timestamp", so->value()}};
     case stream_offset::kind::interval:
-      return {{"interval", so->interval}};
+      return {{"interval", so->interval_spec()}};
   }
   return nullptr;
 }
