@@ -859,6 +859,7 @@ TEST_F(channel_core_metrics_test, a_closed_channel_is_hidden_until_the_same_core
   feed(peer.channel_close_ok(1));
   EXPECT_EQ(conn.snapshot().open_channels, 0u);
   EXPECT_TRUE(conn.snapshot().channels.empty());
+}
 
 // Stream consumers ------------------------------------------------------------------------------
 
