@@ -48,11 +48,11 @@ enum outcome : std::uint8_t {
   nack,             // confirm_result::outcome::nack
   fail,             // the publish was refused (closed, too_large): not sent
   timeout,          // confirm_result::outcome::timeout (no confirm timeout is set: not expected)
-  connection_lost,  // confirm_result::outcome::connection_lost: sent, no verdict
+  in_doubt,  // confirm_result::outcome::in_doubt: sent, no verdict
   channel_closed,   // confirm_result::outcome::channel_closed: sent, no verdict
 };
 constexpr const char* outcome_names[] = {
-    "none", "ack", "nack", "fail", "timeout", "connection_lost", "channel_closed"};
+    "none", "ack", "nack", "fail", "timeout", "in_doubt", "channel_closed"};
 constexpr int outcome_count = 7;
 
 struct driver_options {
@@ -253,7 +253,7 @@ class driver {
     ch->wait_for_confirms(steady_clock::now() + std::chrono::duration_cast<steady_clock::duration>(
                                                     std::chrono::duration<double>(o_.drain_s)));
     // The outcomes as the engine reported them by the end of the drain: the close below would
-    // complete what is still outstanding with connection_lost, which is this driver's doing, not
+    // complete what is still outstanding as in doubt, which is this driver's doing, not
     // the engine's answer to the fault (the Java driver reports those as never reported too).
     const double stop_t = clock_.now_ms();
     report(stop_t);
@@ -339,8 +339,8 @@ class driver {
       case warren::async::confirm_result::outcome::timeout:
         w = timeout;
         break;
-      case warren::async::confirm_result::outcome::connection_lost:
-        w = connection_lost;
+      case warren::async::confirm_result::outcome::in_doubt:
+        w = in_doubt;
         break;
       case warren::async::confirm_result::outcome::channel_closed:
         w = channel_closed;

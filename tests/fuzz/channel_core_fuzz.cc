@@ -999,7 +999,7 @@ void face::on_confirm(const protocol::confirm_event& e) {
     case protocol::confirm_outcome::timeout:
       CHECK(!ending);
       break;
-    case protocol::confirm_outcome::connection_lost:
+    case protocol::confirm_outcome::in_doubt:
       CHECK(ending && ending_cause == protocol::end_cause::connection_lost);
       break;
     case protocol::confirm_outcome::channel_closed:
