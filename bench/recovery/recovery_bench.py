@@ -4,8 +4,8 @@
 Usage (from anywhere; paths are taken from the repository this script is in):
   bash bench/recovery/run.sh [--clients java,node,warren] [--scenarios kill,leader,close,restart]
                      [--runs 3] [--duration 20] [--fault-at 6] [--recovery-interval 1]
-                     [--standalone-queue classic|quorum] [--warren-args ARGS] [--no-build]
-                     [--raw FILE] [--keep-traces]
+                     [--standalone-queue classic|quorum] [--warren-args ARGS] [--label TEXT]
+                     [--no-build] [--raw FILE] [--keep-traces]
 
 Scenarios (bench/recovery/README.md says more):
   kill     3-node cluster on loopback, durable quorum queue declared by the client (so its node
@@ -778,7 +778,7 @@ def table(results):
             "|---|---|---|---|---|---|---|---|---|---|"]
     groups = {}
     for r in results:
-        groups.setdefault((r["client"], r["scenario"]), []).append(r)
+        groups.setdefault((r.get("label") or r["client"], r["scenario"]), []).append(r)
     for (client, scenario), rs in groups.items():
         ok = [r for r in rs if r.get("analysis")]
         an = [r["analysis"] for r in ok]
@@ -811,6 +811,9 @@ def main():
     ap.add_argument("--standalone-queue", choices=["classic", "quorum"], default="classic")
     ap.add_argument("--warren-args", default="",
                     help="added to warren_driver's command line, e.g. '--recovery on --republish'")
+    ap.add_argument("--label", default="",
+                    help="the table's name for the client (e.g. 'warren (republish)'), so runs "
+                         "with other flags are told apart; recorded in --raw")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--raw", default="/tmp/bench_recovery.jsonl")
     ap.add_argument("--keep-traces", action="store_true",
@@ -869,6 +872,8 @@ def main():
                             log(f"run failed: {e!r}")
                             r = {"client": client, "scenario": scenario, "run": idx,
                                  "error": repr(e)}
+                        if a.label:
+                            r["label"] = a.label
                         r["load_after"] = os.getloadavg()
                         loads.append(r["load_after"])
                         h.results.append(r)

@@ -10,10 +10,12 @@
 //
 // What the engine does is measured as it is, with the bookkeeping an application would write:
 // each publish's confirm_callback records its outcome. Recovery is the engine's business, so the
-// driver never reconnects by itself: when the connection is lost and the engine does not recover,
-// the driver stops publishing, reports, and exits with status 1 (as an application whose broker
-// went away would). The recovery flags map to the engine's options in connection_options_for();
-// this engine has none, so they are refused with exit status 2 rather than silently ignored.
+// driver never reconnects by itself. While the engine recovers, publishes return `recovering` and
+// the driver retries them (publish(deadline) waits for the recovery within its deadline); the
+// hooks emit `lost` and `recovered`. Only when the connection is closed for good (recovery off, a
+// loss not recovered, or recovery gave up) does the driver stop publishing, report, and exit with
+// status 1 (as an application whose broker went away would). The recovery flags map to the
+// engine's options in connection_options_for() and engine_options_for().
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -43,16 +45,16 @@ using std::chrono::steady_clock;
 
 // What the application was told about one publish (the trace's names; README, "Trace file").
 enum outcome : std::uint8_t {
-  none,             // nothing yet: no callback ran
-  ack,              // confirm_result::outcome::ack
-  nack,             // confirm_result::outcome::nack
-  fail,             // the publish was refused (closed, too_large): not sent
-  timeout,          // confirm_result::outcome::timeout (no confirm timeout is set: not expected)
-  in_doubt,  // confirm_result::outcome::in_doubt: sent, no verdict
-  channel_closed,   // confirm_result::outcome::channel_closed: sent, no verdict
+  none,            // nothing yet: no callback ran
+  ack,             // confirm_result::outcome::ack
+  nack,            // confirm_result::outcome::nack
+  fail,            // the publish was refused (closed, too_large): not sent
+  timeout,         // confirm_result::outcome::timeout (no confirm timeout is set: not expected)
+  in_doubt,        // confirm_result::outcome::in_doubt: sent, no verdict
+  channel_closed,  // confirm_result::outcome::channel_closed: sent, no verdict
 };
-constexpr const char* outcome_names[] = {
-    "none", "ack", "nack", "fail", "timeout", "in_doubt", "channel_closed"};
+constexpr const char* outcome_names[] = {"none",    "ack",      "nack",          "fail",
+                                         "timeout", "in_doubt", "channel_closed"};
 constexpr int outcome_count = 7;
 
 struct driver_options {
@@ -134,21 +136,36 @@ driver_options parse_args(int argc, char** argv) {
   return o;
 }
 
-// The engine's options for the harness's flags: the one place to change when the engine gains
-// recovery (a list of endpoints, recovery on or off, its initial delay, republish). This engine
-// connects to one host and never recovers, so a request for recovery is refused (exit 2) instead
-// of producing a row that looks like recovery was measured; "default" and "off" both mean what
-// the engine does by itself, i.e. nothing.
+// The engine's options for the harness's flags, the one place they are mapped: every URI is an
+// endpoint (tried in the order given; credentials and vhost from the first), --recovery on/off
+// switches recovery (default: the engine's own default, which is on), --recovery-interval-ms is
+// the backoff's initial delay (the engine waits only between rounds that failed on every
+// endpoint), --republish keeps unconfirmed publishes and publishes them again after a recovery.
 warren::connection_options connection_options_for(const driver_options& o) {
-  if (o.recovery == "on" || o.republish || o.recovery_interval_ms) {
-    usage(
-        "this engine has no recovery (engine/async/engine.h): --recovery on, --republish and "
-        "--recovery-interval-ms have nothing to map to");
-  }
   warren::connection_options c = warren::connection_options::from_uri(o.uris.front());
+  c.endpoints = o.uris;
   c.connect_timeout = warren::seconds_f(10);
   c.heartbeat = 10;  // dead peers are found by the socket here (kill -9 resets it)
   return c;
+}
+
+warren::async::engine_options engine_options_for(const driver_options& o) {
+  warren::async::engine_options e{.io_threads = 1, .workers = 1};
+  if (o.recovery == "on") e.recovery.enabled = true;
+  if (o.recovery == "off") e.recovery.enabled = false;
+  if (o.recovery_interval_ms) {
+    e.recovery.initial_delay = std::chrono::milliseconds(*o.recovery_interval_ms);
+    e.recovery.max_delay = std::max(e.recovery.max_delay, e.recovery.initial_delay);
+  }
+  e.recovery.republish = o.republish;
+  return e;
+}
+
+// The port of a host[:port] endpoint, as the harness's event lines give it (a number).
+std::string port_of(const std::string& endpoint) {
+  const std::size_t colon = endpoint.rfind(':');
+  const std::string p = colon == std::string::npos ? "5672" : endpoint.substr(colon + 1);
+  return !p.empty() && p.find_first_not_of("0123456789") == std::string::npos ? p : "null";
 }
 
 // Wall-clock epoch milliseconds with sub-millisecond resolution, from a steady clock.
@@ -221,12 +238,36 @@ class driver {
 
   int run() {
     const warren::connection_options copts = connection_options_for(o_);
-    warren::async::engine eng(warren::async::engine_options{.io_threads = 1, .workers = 1});
+    const warren::async::engine_options eopts = engine_options_for(o_);
+    warren::async::engine eng(eopts);
     std::shared_ptr<warren::async::connection> conn = eng.connect(copts);
-    const std::string port = copts.host.substr(copts.host.rfind(':') + 1);
-    emit("{\"event\":\"connected\",\"t\":" + ms(clock_.now_ms()) + ",\"port\":" + port +
-         ",\"client\":\"warren\",\"version\":" + json_string("warren async engine (no recovery)") +
-         "}");
+    std::string version = "warren async engine, recovery ";
+    version += eopts.recovery.enabled ? "on" : "off";
+    if (eopts.recovery.enabled) {
+      version += std::string(", republish ") + (eopts.recovery.republish ? "on" : "off") +
+                 ", initial delay " + std::to_string(eopts.recovery.initial_delay.count()) + " ms";
+    }
+    emit("{\"event\":\"connected\",\"t\":" + ms(clock_.now_ms()) +
+         ",\"port\":" + port_of(conn->endpoint()) +
+         ",\"client\":\"warren\",\"version\":" + json_string(version) + "}");
+    // A loss the engine recovers: `lost` when it begins, `recovered` with the endpoint reached.
+    conn->on_recovery_started([this](const warren::protocol::close_reason& why) {
+      emit("{\"event\":\"lost\",\"t\":" + ms(clock_.now_ms()) +
+           ",\"initiated_by_application\":false,\"recovering\":true,\"reason\":" +
+           json_string(std::to_string(why.reply_code) + " " + why.reply_text) + "}");
+    });
+    conn->on_recovered([this](const warren::async::recovery_report& r) {
+      recoveries_.fetch_add(1, std::memory_order_relaxed);
+      emit("{\"event\":\"recovered\",\"t\":" + ms(clock_.now_ms()) +
+           ",\"port\":" + port_of(r.endpoint) +
+           ",\"took_ms\":" + ms(std::chrono::duration<double, std::milli>(r.took).count()) +
+           ",\"attempts\":" + std::to_string(r.attempts) +
+           ",\"trigger\":" + json_string(warren::protocol::to_string(r.trigger)) + "}");
+    });
+    conn->on_recovery_failed([this](const warren::protocol::close_reason& why) {
+      emit("{\"event\":\"recovery_failed\",\"t\":" + ms(clock_.now_ms()) + ",\"reason\":" +
+           json_string(std::to_string(why.reply_code) + " " + why.reply_text) + "}");
+    });
     conn->on_closed([this](const warren::protocol::close_reason& why) {
       lost_.store(true, std::memory_order_release);
       emit("{\"event\":\"lost\",\"t\":" + ms(clock_.now_ms()) + ",\"initiated_by_application\":" +
@@ -304,7 +345,7 @@ class driver {
       }
       if (s == warren::async::publish_status::closed ||
           s == warren::async::publish_status::too_large) {
-        // The engine said it was not sent: recorded as failed, and the run ends (no recovery).
+        // The engine said it was not sent: recorded as failed, and the run ends (closed for good).
         published_ = seq;
         r.out_t = r.pub_t;
         r.what.store(fail, std::memory_order_release);
@@ -408,9 +449,10 @@ class driver {
     emit(
         "{\"event\":\"summary\",\"client\":\"warren\",\"published\":" + std::to_string(published_) +
         ",\"outcomes\":" + by_outcome(count) + ",\"publish_refused\":" + json_string(refused_) +
-        ",\"recoveries\":0,\"capacity_reached\":" + (capacity_reached_ ? "true" : "false") +
-        ",\"fault_t\":" + ms(fault_t) + ",\"first_publish_after_fault_t\":" +
-        ms(first_publish_after) + ",\"first_confirm_after_fault_t\":" + ms(first_confirm_after) +
+        ",\"recoveries\":" + std::to_string(recoveries_.load(std::memory_order_relaxed)) +
+        ",\"capacity_reached\":" + (capacity_reached_ ? "true" : "false") + ",\"fault_t\":" +
+        ms(fault_t) + ",\"first_publish_after_fault_t\":" + ms(first_publish_after) +
+        ",\"first_confirm_after_fault_t\":" + ms(first_confirm_after) +
         ",\"unconfirmed_at_fault\":" + by_outcome(at_fault) + ",\"stop_t\":" + ms(stop_t) + "}");
     if (o_.trace.empty()) return;
     std::FILE* f = std::fopen(o_.trace.c_str(), "w");
@@ -431,6 +473,7 @@ class driver {
   std::atomic<bool> stop_{false};
   std::atomic<bool> lost_{false};
   std::atomic<bool> closing_{false};
+  std::atomic<std::uint64_t> recoveries_{0};
   std::atomic<double> fault_t_{NAN};
 };
 

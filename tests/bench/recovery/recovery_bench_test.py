@@ -155,6 +155,21 @@ class TableTest(unittest.TestCase):
                         dict(run(1.1, 0), client="java")])
         self.assertIn("1.10 (1.00–1.20)", out)
 
+    def test_runs_with_a_label_get_their_own_row_named_by_it(self):
+        def run(label=None):
+            r = {"client": "warren", "scenario": "kill", "exit": 0, "detected_s": 0.02,
+                 "analysis": {"time_to_first_confirm_s": 0.1, "confirmed_lost": 0,
+                              "unconfirmed_at_fault": {"total": 500, "doubt": 500},
+                              "unconfirmed_at_fault_stored": 300,
+                              "not_acked_but_stored": {}, "duplicates": 0}}
+            if label:
+                r["label"] = label
+            return r
+        rows = rb.table([run(), run("warren (republish)")]).splitlines()[2:]
+        self.assertEqual(len(rows), 2)
+        self.assertTrue(rows[0].startswith("| warren | "))
+        self.assertTrue(rows[1].startswith("| warren (republish) | "))
+
 
 if __name__ == "__main__":
     sys.exit(0 if unittest.main(exit=False).result.wasSuccessful() else 1)
