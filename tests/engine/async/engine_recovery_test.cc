@@ -456,5 +456,37 @@ TEST(engine_recovery, four_publishers_and_acking_workers_across_five_forced_clos
   EXPECT_EQ(log.failed, 0);
 }
 
+// Attempts run out ------------------------------------------------------------------------------
+
+TEST(engine_recovery, when_attempts_run_out_the_connection_closes_for_good_and_says_so) {
+  test::rabbit_node node;
+  engine_options eo = fast_recovery();
+  eo.recovery.max_attempts = 3;
+  engine e(eo);
+  auto conn = e.connect({.host = node.host(), .connect_timeout = seconds_f(2)});
+  recovery_log log;
+  log.attach(*conn);
+  std::atomic<int> closed{0};
+  conn->on_closed([&](const protocol::close_reason&) { closed.fetch_add(1); });
+  auto ch = conn->open_channel();
+  ch->confirm_select(100);
+  node.kill();
+  ASSERT_TRUE(wait_until([&] { return conn->state() == connection_state::closed; }, 20s))
+      << to_string(conn->state());
+  EXPECT_EQ(closed.load(), 1);
+  {
+    std::lock_guard lock(log.mu);
+    EXPECT_EQ(log.failed, 1);
+    EXPECT_EQ(log.started.size(), 1u);
+    EXPECT_TRUE(log.reports.empty());
+  }
+  EXPECT_NE(conn->close_reason().reply_text.find("recovery gave up after 3 attempts"),
+            std::string::npos)
+      << conn->close_reason().reply_text;
+  EXPECT_EQ(ch->try_publish("", "q", {}, "x"), publish_status::closed);
+  EXPECT_FALSE(ch->is_open());
+  EXPECT_THROW(ch->queue_declare("q"), recoverable_connection_error);
+}
+
 }  // namespace
 }  // namespace warren::async
