@@ -621,8 +621,11 @@ class Harness:
         res["queue_type"] = queue_type
         port_to_node = {self.ports[n]: n for n in client_nodes}
 
-        # The restart scenario may need longer than --duration: the node's boot takes ~7-15 s.
-        duration = a.duration + (120 if scenario == "restart" else 0)
+        # The driver's own limit is generous: the harness stops it (`stop`) once the run has had
+        # --duration - --fault-at seconds after the fault, however late the setup let the fault
+        # come (rabbitmqctl takes seconds on a busy machine: one close came after a 20 s driver
+        # had ended) and however long a restarted node took to boot (~5-16 s here).
+        duration = a.duration + (120 if scenario == "restart" else 60)
         d = Driver(self.driver_argv(client, uris, queue, queue_type, duration, trace),
                    os.path.join(self.work, f"{tag}.stderr"))
         try:
@@ -635,9 +638,15 @@ class Harness:
             if scenario == "kill":
                 # Which node leads the queue the client declared (its own, with client-local
                 # placement), asked while the run goes on: rabbitmqctl takes seconds here.
-                leader_check = threading.Thread(
-                    target=lambda: res.update(leader=queue_leader(client_node, queue)),
-                    daemon=True)
+                # Asked through another node, so that the answer survives the kill.
+                other = next(n for n in self.cluster if n != client_node)
+
+                def ask_leader():
+                    try:
+                        res["leader"] = queue_leader(other, queue)
+                    except HarnessError as e:
+                        res["leader_error"] = str(e)[:300]
+                leader_check = threading.Thread(target=ask_leader, daemon=True)
                 leader_check.start()
             elif scenario == "restart":
                 # The declaration must reach the disk before a kill (tools/rabbit_node.sh sync).
@@ -690,6 +699,7 @@ class Harness:
                 d.send(f"fault {fault_t:.3f}")
                 res.update(fault_t=fault_t, fault_cmd_start_t=t_cmd, close_cmd_end_t=t_end)
                 ref_t = fault_t
+            end_t = max(end_t, fault_t + (a.duration - a.fault_at) * 1000)
             # Until the end of the run, or sooner when the driver has ended (no recovery).
             while now_ms() < end_t and d.p.poll() is None:
                 time.sleep(min(0.1, max(0.0, (end_t - now_ms()) / 1000)))

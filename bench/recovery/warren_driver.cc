@@ -95,6 +95,7 @@ driver_options parse_args(int argc, char** argv) {
   driver_options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--help" || a == "-h") usage("the recovery benchmark's driver for warren");
     if (a == "--republish") {
       o.republish = true;
       continue;
