@@ -24,8 +24,8 @@ Clients:
            when node_modules is missing or stale), reconnectTimeInSeconds --recovery-interval
   warren   bench/recovery/warren_driver.cc over the async engine (built with
            `bazel build -c opt //bench/recovery:warren_driver` unless --no-build), with
-           --warren-args added to its command line (e.g. "--recovery on --republish" once the
-           engine has recovery)
+           --warren-args added to its command line (written with `=`, since the value begins
+           with "--": --warren-args=--republish, or --warren-args='--recovery off')
 
 Every workload: persistent 100 B messages, publisher confirms with a window of 500, one channel,
 bodies carrying a sequence number (octets 12-19, big-endian). After each run the queue is
@@ -820,7 +820,8 @@ def main():
                     help="Java's network recovery interval / Node's reconnect time, seconds")
     ap.add_argument("--standalone-queue", choices=["classic", "quorum"], default="classic")
     ap.add_argument("--warren-args", default="",
-                    help="added to warren_driver's command line, e.g. '--recovery on --republish'")
+                    help="added to warren_driver's command line; with '=' since it begins with '--': "
+                         "--warren-args=--republish")
     ap.add_argument("--label", default="",
                     help="the table's name for the client (e.g. 'warren (republish)'), so runs "
                          "with other flags are told apart; recorded in --raw")

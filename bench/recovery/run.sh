@@ -4,7 +4,7 @@
 # test: it takes about 25 minutes for every client and scenario with 3 runs each.
 #
 #   bash bench/recovery/run.sh [--clients java,node,warren] [--scenarios kill,leader,close,restart]
-#                              [--runs 3] [--warren-args '...'] [--help]
+#                              [--runs 3] [--warren-args='...'] [--label TEXT] [--help]
 #
 # Needs the Debian packages of tools/setup.sh (python3-amqp, rabbitmq-server,
 # librabbitmq-client-java, default-jdk-headless, nodejs, npm) and npm's registry the first time
