@@ -256,13 +256,14 @@ bool connection_impl::recover_once(const protocol::close_reason& why, time_point
       protocol::close_reason end = why;
       end.reply_text += "; recovery gave up after " + std::to_string(schedule.attempts()) +
                         " attempts (last: " + error + ")";
-      io_.run_and_wait([&] { give_up(end); });
+      // The hook first, then the end (on_closed): once state() reads closed, it has run.
       std::function<void(const protocol::close_reason&)> f;
       {
         std::lock_guard lock(cb_mu_);
         f = on_recovery_failed_cb_;
       }
       if (f) run_hook([&] { f(end); });
+      io_.run_and_wait([&] { give_up(end); });
       return false;
     }
     {

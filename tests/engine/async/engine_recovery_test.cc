@@ -287,6 +287,8 @@ TEST_P(engine_recovery_kill, every_confirmed_publish_survives_and_the_rest_is_re
     EXPECT_GT(in_doubt, 0u) << "a kill with 500 in flight leaves some in doubt";
     EXPECT_LE(in_doubt, 500u) << "at most the confirm window";
   }
+  // on_recovered runs just after the connection reads open again.
+  ASSERT_TRUE(wait_until([&] { return log.recovered() == 1; }, 10s));
   {
     std::lock_guard lock(log.mu);
     ASSERT_EQ(log.reports.size(), 1u);
