@@ -179,7 +179,9 @@ void connection_impl::drop_transport() {
 
 void connection_impl::install(io::stream s, std::size_t endpoint,
                               std::shared_ptr<std::promise<void>> opened) {
-  if (phase_.load(std::memory_order_relaxed) != phase::recovering || drop_transport_ || machine_) {
+  // The loss's transport goes at the end of its round; an attempt may come before that.
+  if (drop_transport_) drop_transport();
+  if (phase_.load(std::memory_order_relaxed) != phase::recovering || machine_) {
     opened->set_exception(std::make_exception_ptr(
         recoverable_connection_error("connection is no longer recovering")));
     return;
@@ -214,6 +216,7 @@ void connection_impl::give_up(const protocol::close_reason& why) {
   life_open_ = false;
   drop_transport_ = false;
   finish(why, true, false);
+  after_feed();  // not inside a read: the replies deferred above are released here
 }
 
 // The recovery thread ---------------------------------------------------------------------------
@@ -256,13 +259,14 @@ bool connection_impl::recover_once(const protocol::close_reason& why, time_point
       protocol::close_reason end = why;
       end.reply_text += "; recovery gave up after " + std::to_string(schedule.attempts()) +
                         " attempts (last: " + error + ")";
-      io_.run_and_wait([&] { give_up(end); });
+      // The hook first, then the end (on_closed): once state() reads closed, it has run.
       std::function<void(const protocol::close_reason&)> f;
       {
         std::lock_guard lock(cb_mu_);
         f = on_recovery_failed_cb_;
       }
       if (f) run_hook([&] { f(end); });
+      io_.run_and_wait([&] { give_up(end); });
       return false;
     }
     {

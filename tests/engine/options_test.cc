@@ -42,6 +42,17 @@ TEST(connection_options, from_uri_maps_every_component_and_query_key) {
   EXPECT_TRUE(d.authentication.empty());
 }
 
+TEST(connection_options, endpoint_hosts_are_the_endpoints_or_the_host_alone) {
+  connection_options o;
+  o.host = "broker:5673";
+  EXPECT_EQ(o.endpoint_hosts(), (std::vector<std::string>{"broker:5673"}));
+  o.endpoints = {"a:5672", "amqp://bob:secret@b.example:5680/vh", "amqps://[::1]", "c"};
+  EXPECT_EQ(o.endpoint_hosts(),
+            (std::vector<std::string>{"a:5672", "b.example:5680", "[::1]:5671", "c"}));
+  o.endpoints = {"amqp://bad host"};
+  EXPECT_THROW(o.endpoint_hosts(), uri_error);
+}
+
 TEST(connection_options, from_uri_tls_keys_fill_the_tls_options) {
   const connection_options o = connection_options::from_uri(
       "amqps://h?cacertfile=/ca.pem&certfile=/c.pem&keyfile=/k.pem&verify=verify_none"

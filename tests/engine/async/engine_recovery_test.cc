@@ -287,6 +287,8 @@ TEST_P(engine_recovery_kill, every_confirmed_publish_survives_and_the_rest_is_re
     EXPECT_GT(in_doubt, 0u) << "a kill with 500 in flight leaves some in doubt";
     EXPECT_LE(in_doubt, 500u) << "at most the confirm window";
   }
+  // on_recovered runs just after the connection reads open again.
+  ASSERT_TRUE(wait_until([&] { return log.recovered() == 1; }, 10s));
   {
     std::lock_guard lock(log.mu);
     ASSERT_EQ(log.reports.size(), 1u);
@@ -454,6 +456,38 @@ TEST(engine_recovery, four_publishers_and_acking_workers_across_five_forced_clos
   }
   EXPECT_GT(consumed.load(), 0u);
   EXPECT_EQ(log.failed, 0);
+}
+
+// Attempts run out ------------------------------------------------------------------------------
+
+TEST(engine_recovery, when_attempts_run_out_the_connection_closes_for_good_and_says_so) {
+  test::rabbit_node node;
+  engine_options eo = fast_recovery();
+  eo.recovery.max_attempts = 3;
+  engine e(eo);
+  auto conn = e.connect({.host = node.host(), .connect_timeout = seconds_f(2)});
+  recovery_log log;
+  log.attach(*conn);
+  std::atomic<int> closed{0};
+  conn->on_closed([&](const protocol::close_reason&) { closed.fetch_add(1); });
+  auto ch = conn->open_channel();
+  ch->confirm_select(100);
+  node.kill();
+  ASSERT_TRUE(wait_until([&] { return conn->state() == connection_state::closed; }, 20s))
+      << to_string(conn->state());
+  EXPECT_EQ(closed.load(), 1);
+  {
+    std::lock_guard lock(log.mu);
+    EXPECT_EQ(log.failed, 1);
+    EXPECT_EQ(log.started.size(), 1u);
+    EXPECT_TRUE(log.reports.empty());
+  }
+  EXPECT_NE(conn->close_reason().reply_text.find("recovery gave up after 3 attempts"),
+            std::string::npos)
+      << conn->close_reason().reply_text;
+  EXPECT_EQ(ch->try_publish("", "q", {}, "x"), publish_status::closed);
+  EXPECT_FALSE(ch->is_open());
+  EXPECT_THROW(ch->queue_declare("q"), recoverable_connection_error);
 }
 
 }  // namespace
