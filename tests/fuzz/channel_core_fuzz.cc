@@ -257,6 +257,7 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
       step(op);
       check_all();
     }
+    TRACE("end of script: the broker %s\n", conforming_ ? "conformed" : "did not conform");
     // The end: the transport goes; every life ends, every call and publish is settled.
     if (machine_) machine_->transport_closed("end of script");
     check_all();
