@@ -1125,8 +1125,11 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
   // A tag that does not increase is one no broker sends: the model leaves it unjudged.
   void note_tag(face& f, std::uint64_t tag) {
     if (f.index != 0) return;
-    // (Tags start at 1: the coalescer ignores a delivery-tag 0.)
-    const bool increases = tag > 0 && (f.tags.empty() || tag > f.tags.rbegin()->first);
+    // (Tags start at 1: the coalescer ignores a delivery-tag 0, and a jump past max_tag_jump
+    // while something is owed, which the model leaves unjudged whatever is owed.)
+    const std::uint64_t last = f.tags.empty() ? 0 : f.tags.rbegin()->first;
+    const bool increases =
+        tag > last && (last == 0 || tag - last <= protocol::ack_coalescer::max_tag_jump);
     tag_state& t = f.tags[tag];
     if (!increases) t.duplicate = true;
   }
