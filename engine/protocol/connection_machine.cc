@@ -195,6 +195,7 @@ std::size_t connection_machine::feed(std::string_view data, const rx_ref& owner,
 }
 
 void connection_machine::handle_frame(const codec::frame_view& f, const rx_ref& owner) {
+  if (metrics_ != nullptr) metrics_->on_frames_received();
   if (f.type == codec::frame_heartbeat) return;  // any received byte already counts as life
   if (f.channel == 0) {
     if (f.type != codec::frame_method) {
@@ -274,9 +275,11 @@ void connection_machine::handle_connection_method(std::string_view payload) {
       mark_closed(std::move(why));
     } else if constexpr (std::is_same_v<M, codec::connection_blocked>) {
       blocked_ = true;
+      if (metrics_ != nullptr) metrics_->on_blocked(last_recv_);
       handler_.on_blocked(m.reason);
     } else if constexpr (std::is_same_v<M, codec::connection_unblocked>) {
       blocked_ = false;
+      if (metrics_ != nullptr) metrics_->on_unblocked(last_recv_);
       handler_.on_unblocked();
     } else if constexpr (std::is_same_v<M, codec::connection_update_secret_ok>) {
       command c;
@@ -637,6 +640,7 @@ bool connection_machine::fast_delivery(std::string_view in, const rx_ref& owner,
   c.has_deliver = true;
   c.deliver = d.method;
   consumed = used;
+  if (metrics_ != nullptr) metrics_->on_frames_received(2 + d.body_frame_count);
   handler_.on_command(c);
   // Whatever the handler did not take goes now, so that the buffer is not held until the next
   // delivery.
@@ -688,6 +692,9 @@ codec::errc connection_machine::send_publish(std::uint16_t channel, const codec:
   codec::errc e =
       codec::encode_publish(out_.data() + at, need, written, channel, m, props, body, frame_max_);
   out_.resize(at + (e == codec::errc::ok ? written : 0));
+  if (e == codec::errc::ok && metrics_ != nullptr) {
+    metrics_->on_frames_sent(2 + codec::body_frame_count(body.size(), frame_max_));
+  }
   return e;
 }
 
@@ -765,6 +772,15 @@ time_point connection_machine::next_timer() const noexcept {
 void connection_machine::on_timer(time_point now) {
   if (heartbeat_ == 0 || state_ == connection_state::closed || closed_emitted_) return;
   const auto hb = std::chrono::seconds(heartbeat_);
+  if (metrics_ != nullptr) {
+    // Each whole interval of silence counts once, however often on_timer looks at it.
+    if (missed_since_ != last_recv_) {
+      missed_since_ = last_recv_;
+      missed_counted_ = 0;
+    }
+    const std::int64_t missed = (now - last_recv_) / hb;
+    for (; missed_counted_ < missed; ++missed_counted_) metrics_->on_heartbeat_missed();
+  }
   if (now - last_recv_ >= 2 * hb) {
     parse_stopped_ = true;
     fail(320,
@@ -786,6 +802,7 @@ void connection_machine::send_heartbeat_if_idle(time_point now) {
 
 void connection_machine::send_heartbeat() {
   out_.append(codec::heartbeat_frame);
+  if (metrics_ != nullptr) metrics_->on_frames_sent();
 }
 
 void connection_machine::update_secret(std::string_view new_secret, std::string_view reason) {

@@ -1289,13 +1289,11 @@ void face::on_confirm(const protocol::confirm_event& e) {
     case protocol::confirm_outcome::timeout:
       CHECK(!ending);
       break;
-    default:
-      // The end of the life: channel_closed for a channel that closed, the other outcome (the
-      // connection went: connection_lost, in_doubt once recovery is merged) for a lost connection.
-      // Named this way so that the check reads the same on both sides of that rename.
-      CHECK(ending);
-      CHECK((e.outcome == protocol::confirm_outcome::channel_closed) ==
-            (ending_cause != protocol::end_cause::connection_lost));
+    case protocol::confirm_outcome::in_doubt:
+      CHECK(ending && ending_cause == protocol::end_cause::connection_lost);
+      break;
+    case protocol::confirm_outcome::channel_closed:
+      CHECK(ending && ending_cause != protocol::end_cause::connection_lost);
       break;
   }
 }

@@ -132,6 +132,13 @@ class scripted_peer {
     std::lock_guard lock(mu_);
     to_send_ += frames;
   }
+  // Queues any method frame (a broker's basic.cancel, say) for the peer thread's next round.
+  template <class M>
+  void queue_method(std::uint16_t channel, const M& m) {
+    std::string frame = method_frame(channel, m);
+    std::lock_guard lock(mu_);
+    to_send_ += frame;
+  }
   // The delivery tags of the basic.reject and basic.ack frames received so far, in order.
   std::vector<std::uint64_t> rejected() const {
     std::lock_guard lock(mu_);

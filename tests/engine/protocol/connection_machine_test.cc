@@ -1319,5 +1319,69 @@ TEST(connection_machine_split_test, every_byte_split_gives_identical_events) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Metrics (set_metrics).
+
+TEST_F(connection_machine_test, metrics_count_frames_received_whole_or_in_pieces_and_frames_sent) {
+  metrics::connection_metrics counts(1, "");
+  open();
+  open_channel(1);
+  m->set_metrics(&counts);
+  // A delivery read whole (the one-pass path) and one read octet by octet: 3 frames each; a
+  // heartbeat is a frame too.
+  const std::string bytes = peer.deliver(1, 7, "body", 1).take();
+  feed(bytes);
+  for (char octet : bytes) feed(std::string_view(&octet, 1));
+  feed(peer.heartbeat());
+  ASSERT_EQ(log.commands.size(), 2u);
+  EXPECT_EQ(counts.snapshot().transport.frames_received, 7u);
+  // A method, a publish of a 300 000 octet body (3 body frames under frame_max 131072) and a
+  // heartbeat.
+  ASSERT_EQ(m->send(1, codec::basic_ack{7, false}), codec::errc::ok);
+  codec::basic_publish p;
+  p.routing_key = "rk";
+  ASSERT_EQ(m->send_publish(1, p, {}, std::string(300000, 'x')), codec::errc::ok);
+  m->send_heartbeat();
+  const client_output out = written();
+  EXPECT_EQ(out.frames.size(), 7u);
+  EXPECT_EQ(counts.snapshot().transport.frames_sent, out.frames.size());
+}
+
+TEST_F(connection_machine_test, metrics_count_each_silent_heartbeat_interval_once) {
+  metrics::connection_metrics counts(1, "");
+  open_with_heartbeat(10);
+  m->set_metrics(&counts);
+  const time_point t0 = now;
+  for (auto t : {5s, 9s, 10s, 12s, 15s, 19s}) {
+    now = t0 + t;
+    m->on_timer(now);
+    written();
+  }
+  EXPECT_EQ(counts.snapshot().heartbeats_missed, 1u) << "one whole interval of silence, 10 s";
+  feed(peer.heartbeat());  // life: the count starts again from here
+  const time_point t1 = now;
+  now = t1 + 9s;
+  m->on_timer(now);
+  EXPECT_EQ(counts.snapshot().heartbeats_missed, 1u);
+  now = t1 + 20s;  // two intervals: the machine gives up on the peer
+  m->on_timer(now);
+  EXPECT_EQ(counts.snapshot().heartbeats_missed, 3u);
+  expect_closed_with(320);
+}
+
+TEST_F(connection_machine_test, metrics_time_a_block_with_the_feeds_clock) {
+  metrics::connection_metrics counts(1, "");
+  open();
+  m->set_metrics(&counts);
+  feed(peer.method(0, codec::connection_blocked{"low on memory"}));
+  EXPECT_TRUE(counts.snapshot(now).blocked);
+  EXPECT_EQ(counts.snapshot(now + 2s).blocked_time, 2s) << "the current block counts";
+  now += 3s;
+  feed(peer.method(0, codec::connection_unblocked{}));
+  const auto s = counts.snapshot(now + 1h);
+  EXPECT_FALSE(s.blocked);
+  EXPECT_EQ(s.blocked_time, 3s);
+}
+
 }  // namespace
 }  // namespace warren::protocol
