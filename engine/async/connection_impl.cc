@@ -193,6 +193,7 @@ void connection_impl::on_closed(const protocol::close_reason& machine_reason) {
 // What a channel asks of its connection --------------------------------------------------------
 
 void connection_impl::send_frame(out_buffer frame) {
+  if (metrics_) metrics_->on_frames_sent();  // one method frame, encoded by the channel
   seal(clock::now());
   push_segment(std::move(frame));
 }

@@ -134,6 +134,7 @@ void channel_impl::start_confirm_select(std::shared_ptr<rpc_call> c, out_buffer 
     // The method joins the publish stream: every publish staged after it is numbered by the
     // broker, and by the tracker started here.
     staging_.append(frame.view());
+    staging_.count_frames(1);
     staging_.staged();  // this is the I/O thread: its service round writes it
     core_.confirm_select_sent(c->confirms, c);
   }
