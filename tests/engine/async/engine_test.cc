@@ -699,6 +699,14 @@ TEST(engine_test, metrics_count_publishes_confirms_deliveries_decisions_and_the_
         return s.deliveries.acked == 3 && s.delivery_to_handled.count() == 3;
       },
       10s));
+  // The I/O thread counts a write once its system call returned, which may be after the peer
+  // read the bytes: wait for the two counts to meet (nothing more is sent meanwhile).
+  ASSERT_TRUE(
+      wait_until([&] { return c->metrics().transport.bytes_sent == peer.bytes.load(); }, 10s))
+      << c->metrics().transport.bytes_sent << " counted, " << peer.bytes.load() << " read";
+  ASSERT_TRUE(
+      wait_until([&] { return c->metrics().transport.frames_sent == peer.frames.load(); }, 10s))
+      << c->metrics().transport.frames_sent << " counted, " << peer.frames.load() << " read";
 
   const metrics::connection_snapshot s = c->metrics();
   EXPECT_EQ(s.name, "orders");
