@@ -23,8 +23,9 @@ void receive_buffer::make_room() {
     begin_ = 0;
     return;
   }
-  rx_ref fresh =
-      need + min_read > pool_->buffer_size() ? rx_ref::allocate(need + min_read) : pool_->acquire();
+  // Sized for what is held too: after a parse that stopped early it may be more than one frame.
+  const std::size_t size = std::max(need, used) + min_read;
+  rx_ref fresh = size > pool_->buffer_size() ? rx_ref::allocate(size) : pool_->acquire();
   if (used != 0) std::memcpy(fresh->data(), rx_->data() + begin_, used);
   rx_ = std::move(fresh);
   begin_ = 0;

@@ -98,6 +98,10 @@ class publish_staging {
   // Any thread -----------------------------------------------------------------------------------
   // connection.blocked is in force (read under the lock by publishers; anywhere for reporting).
   bool blocked() const noexcept { return blocked_.load(std::memory_order_relaxed); }
+  // The connection is recovering (from the loss to the end of the replay): publishes are refused
+  // with publish_status::recovering. Written by the I/O thread under the lock.
+  bool recovering() const noexcept { return recovering_.load(std::memory_order_acquire); }
+  void set_recovering(bool r) noexcept { recovering_.store(r, std::memory_order_release); }
   // Something is staged that the I/O thread has not taken (read without the lock: a hint that
   // is exact once the waker's wake-up was seen, see io_thread::run).
   bool pending() const noexcept { return scheduled_.load(std::memory_order_relaxed); }
@@ -128,6 +132,7 @@ class publish_staging {
   // under the lock, read without it to skip the lock when nothing is staged.
   std::atomic<bool> scheduled_{false};
   std::atomic<bool> blocked_{false};
+  std::atomic<bool> recovering_{false};
   metrics::connection_metrics* metrics_ = nullptr;
   protocol::time_point batch_time_{};  // publish lock
   std::uint64_t staged_frames_ = 0;    // publish lock

@@ -1,6 +1,10 @@
+// The blocking channel: a protocol::channel_core driven from the caller's thread. What stays here
+// is what is truly blocking: waiting (pumping the connection until the core has answered),
+// py-amqp's names and exceptions, and running user callbacks outside the core's calls.
 #include <algorithm>
 
 #include "engine/client/connection.h"
+#include "engine/close_error.h"
 
 namespace warren {
 namespace {
@@ -16,127 +20,189 @@ void check_shortstr(std::string_view what, std::string_view v) {
 
 }  // namespace
 
-channel::channel(warren::connection& conn, std::uint16_t id) : conn_(conn), id_(id) {}
+// A consumer as the core keeps it, with this face's callbacks.
+struct channel::consumer final : protocol::consumer {
+  consumer_callback callback;
+  cancel_callback on_cancel;
+};
+
+// One call waiting for its reply: the core answers or fails it inside feed(), and the caller's
+// wait loop reads it.
+struct channel::reply_slot final : protocol::reply_waiter {
+  explicit reply_slot(warren::connection& c) : conn(c) {}
+  void on_reply(protocol::command& reply) override {
+    this->reply = std::move(reply);
+    // What arrived after the reply runs once the call has it (see connection::hold_at_).
+    conn.hold_incoming();
+  }
+  void on_failed(protocol::end_cause c, const protocol::close_reason& w) override {
+    failed = true;
+    cause = c;
+    why = w;
+  }
+  bool done() const noexcept { return reply.has_value() || failed; }
+
+  warren::connection& conn;
+  std::optional<protocol::command> reply;
+  bool failed = false;
+  protocol::end_cause cause = protocol::end_cause::closed_by_client;
+  protocol::close_reason why;
+  bool get_no_ack = false;  // basic.get: the message needs no decision
+};
+
+channel::channel(warren::connection& conn, std::uint16_t id)
+    : conn_(conn),
+      // The blocking API's callers name delivery tags themselves, as py-amqp's do: decisions go
+      // to the wire as given, not through a coalescer.
+      core_(id, conn, handler_, protocol::channel_core_options{.coalesce_acks = false}) {}
+
+channel::~channel() = default;
 
 template <class M>
 void channel::send(const M& m) {
-  if (conn_.machine_.send(id_, m) != codec::errc::ok) {
+  if (conn_.machine_.send(core_.id(), m) != codec::errc::ok) {
     throw std::invalid_argument(std::string("cannot encode ") + std::string(M::name) +
                                 ": a name is longer than 255 octets");
   }
 }
 
+template <class M>
+protocol::command channel::call(const M& m, std::uint32_t reply_id) {
+  send(m);
+  auto w = std::make_shared<reply_slot>(conn_);
+  core_.expect(reply_id, w);
+  return wait_reply(w, time_point::max());
+}
+
 void channel::ensure_open() {
   conn_.throw_if_failed();
-  if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
   conn_.raise_pending();
-  if (!is_open_ && !opening_) {
+  const protocol::channel_state s = core_.state();
+  if (s == protocol::channel_state::closed || s == protocol::channel_state::closing) {
     // py-amqp: RecoverableConnectionError('connection already closed') from send_method, since
     // its closed channel has no connection any more. Same class, same shape (no reply code).
-    throw recoverable_connection_error("channel " + std::to_string(id_) + " already closed");
+    throw recoverable_connection_error("channel " + std::to_string(core_.id()) + " already closed");
   }
 }
 
-protocol::command channel::wait_for(std::initializer_list<std::uint32_t> replies,
-                                    std::optional<seconds_f> timeout) {
-  return wait_for(replies, conn_.deadline_after(timeout));
-}
-
-protocol::command channel::wait_for(std::initializer_list<std::uint32_t> replies,
-                                    time_point deadline) {
-  const std::uint32_t generation = generation_;
-  auto take_reply = [&]() -> std::optional<protocol::command> {
-    for (auto it = replies_.begin(); it != replies_.end(); ++it) {
-      if (std::find(replies.begin(), replies.end(), it->id()) != replies.end()) {
-        protocol::command c = std::move(*it);
-        replies_.erase(it);
-        return c;
-      }
-    }
-    return std::nullopt;
-  };
+protocol::command channel::wait_reply(const std::shared_ptr<reply_slot>& w, time_point deadline) {
+  struct release {
+    warren::connection& conn;
+    ~release() { conn.release_incoming(); }
+  } guard{conn_};
   try {
     for (;;) {
-      if (std::optional<protocol::command> c = take_reply()) return std::move(*c);
-      if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
+      if (w->reply) return std::move(*w->reply);
+      if (w->failed) throw_failed(*w);
       conn_.throw_if_failed();
       if (!conn_.pump(deadline)) {
-        throw amqp_timeout("timed out waiting for a reply on channel " + std::to_string(id_));
+        throw amqp_timeout("timed out waiting for a reply on channel " +
+                           std::to_string(core_.id()));
       }
     }
   } catch (...) {
-    // The call gives up, but the channel lives on when the error was not its own close (a
-    // basic.return without a handler, a callback's exception, a timeout): its reply, now or
-    // when it comes, must not be taken for a later call's.
-    if (generation == generation_ && conn_.connected_locked()) {
-      if (std::optional<protocol::command> c = take_reply()) {
-        discard_reply(*c);
-      } else {
-        abandoned_.emplace_back(replies);
-      }
+    // The call gives up, but the channel lives on when the error was not its own end (a
+    // basic.return without a handler, a callback's exception, a timeout).
+    if (w->reply) {
+      discard_reply(*w);
+    } else if (!w->failed) {
+      core_.abandon(w.get());
     }
     throw;
   }
 }
 
-void channel::discard_reply(protocol::command& reply) {
-  if (!reply.is<codec::basic_consume_ok>()) return;
-  // basic_consume raised, so nobody consumes under this tag: stop the broker's deliveries, or
-  // they would be rejected and redelivered forever. Deliveries already in flight stay unacked
-  // until the channel closes (rejecting them could name a no-ack delivery, a channel error).
-  codec::basic_consume_ok ok;
-  reply.decode(ok);
-  const std::string tag(ok.consumer_tag);
-  codec::basic_cancel m;
-  m.consumer_tag = tag;
-  m.nowait = true;
-  send(m);
-  remember_cancelled_no_ack(tag);
+void channel::throw_failed(const reply_slot& w) {
+  switch (w.cause) {
+    case protocol::end_cause::connection_lost:
+      conn_.throw_if_failed();
+      throw recoverable_connection_error("connection closed while waiting on channel " +
+                                         std::to_string(core_.id()));
+    case protocol::end_cause::closed_by_peer:
+      // Normally raised already, from the read that brought the close (connection::pending_error_);
+      // here when a nested call took that one.
+      std::rethrow_exception(error_from(w.why));
+    case protocol::end_cause::closed_by_client:
+      break;
+  }
+  throw recoverable_connection_error("channel " + std::to_string(core_.id()) + " already closed");
 }
 
-protocol::command channel::call_and_wait(std::initializer_list<std::uint32_t> replies,
-                                         std::optional<seconds_f> timeout) {
-  return wait_for(replies, timeout);
+void channel::discard_reply(reply_slot& w) {
+  protocol::command& reply = *w.reply;
+  if (reply.is<codec::basic_consume_ok>()) {
+    // basic_consume raised, so nobody consumes under this tag: stop the broker's deliveries, or
+    // they would be rejected and redelivered forever.
+    codec::basic_consume_ok ok;
+    if (reply.decode(ok) == codec::errc::ok) core_.cancel_now(ok.consumer_tag);
+  } else if (reply.is<codec::basic_get_ok>() && !w.get_no_ack) {
+    // Nobody will see this message: give it back.
+    codec::basic_get_ok ok;
+    if (reply.decode(ok) == codec::errc::ok) {
+      core_.reject(core_.life(), ok.delivery_tag, true, conn_.feed_now_);
+    }
+  }
 }
 
 void channel::open() {
   std::unique_lock lock(conn_.mu_);
   conn_.throw_if_failed();
-  if (is_open_) return;
-  pending_error_ = nullptr;
-  replies_.clear();
-  abandoned_.clear();
-  conn_.machine_.open_channel(id_);
-  opening_ = true;
-  while (!is_open_) {
-    if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
+  if (core_.is_open()) return;
+  if (core_.state() == protocol::channel_state::closed) {
+    // A new life: what the last one left unreported goes with it.
+    nacked_.clear();
+    auto w = std::make_shared<reply_slot>(conn_);
+    core_.open(w);
+    wait_reply(w, time_point::max());
+    return;
+  }
+  // Opening already (a revival after the broker closed the channel): wait for it.
+  while (core_.state() == protocol::channel_state::opening) {
     conn_.throw_if_failed();
     conn_.pump(time_point::max());
+  }
+  if (!core_.is_open()) {
+    throw recoverable_connection_error("channel " + std::to_string(core_.id()) +
+                                       " closed while opening");
   }
 }
 
 void channel::close(std::uint16_t reply_code, std::string_view reply_text,
                     std::pair<std::uint16_t, std::uint16_t> method_sig) {
   std::unique_lock lock(conn_.mu_);
-  if (!is_open_ || !conn_.connected_locked()) {
-    is_open_ = false;
+  if (core_.state() == protocol::channel_state::closed) return;
+  if (!conn_.connected_locked()) {
+    end_locally();
     return;
   }
-  conn_.machine_.close_channel(id_, reply_code, reply_text, method_sig.first, method_sig.second);
-  is_open_ = false;
-  opening_ = false;
-  ++generation_;
+  auto w = std::make_shared<reply_slot>(conn_);
+  core_.close(reply_code, reply_text, w, method_sig.first, method_sig.second);
+  struct settle {
+    channel& ch;
+    // However the wait ends, the channel is closed on this side when close() returns.
+    ~settle() {
+      ch.end_locally();
+      ch.conn_.release_incoming();
+    }
+  } guard{*this};
   const time_point deadline = clock::now() + std::chrono::seconds(10);
-  while (conn_.machine_.state_of(id_) != protocol::channel_state::closed) {
+  // The machine reads closed without a close-ok when our close crossed the broker's.
+  while (!w->done() && conn_.machine_.state_of(core_.id()) != protocol::channel_state::closed) {
     if (!conn_.pump(deadline)) break;
   }
-  replies_.clear();
-  abandoned_.clear();
-  early_deliveries_.clear();
-  consumers_.clear();
-  no_ack_consumers_.clear();
-  cancelled_no_ack_.clear();
-  confirm_mode_ = false;
+}
+
+void channel::end_locally() {
+  if (core_.state() == protocol::channel_state::closed) return;
+  ending_locally_ = true;
+  struct reset {
+    bool& flag;
+    ~reset() { flag = false; }
+  } guard{ending_locally_};
+  protocol::close_reason why;
+  why.reply_code = 200;
+  why.reply_text = "channel closed by client";
+  core_.on_closed_by_peer(why);
 }
 
 bool channel::flow(bool active) {
@@ -145,8 +211,10 @@ bool channel::flow(bool active) {
   codec::channel_flow m;
   m.active = active;
   send(m);
+  auto w = std::make_shared<reply_slot>(conn_);
+  core_.flow_sent(w);
   codec::channel_flow_ok ok;
-  wait_for({codec::channel_flow_ok::id}, std::nullopt).decode(ok);
+  wait_reply(w, time_point::max()).decode(ok);
   return ok.active;
 }
 
@@ -156,9 +224,13 @@ void channel::exchange_declare(std::string_view exchange, std::string_view type,
                                const exchange_declare_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_arguments(o.arguments);
-  send(exchange_declare_method(exchange, type, o, args));
-  if (!o.nowait) wait_for({codec::exchange_declare_ok::id}, std::nullopt);
+  const std::string args = encode_arguments(o.arguments);
+  const codec::exchange_declare m = exchange_declare_method(exchange, type, o, args);
+  if (o.nowait) {
+    send(m);
+  } else {
+    call(m, codec::exchange_declare_ok::id);
+  }
 }
 
 void channel::exchange_delete(std::string_view exchange, bool if_unused, bool nowait) {
@@ -168,38 +240,38 @@ void channel::exchange_delete(std::string_view exchange, bool if_unused, bool no
   m.exchange = exchange;
   m.if_unused = if_unused;
   m.nowait = nowait;
-  send(m);
-  if (!nowait) wait_for({codec::exchange_delete_ok::id}, std::nullopt);
+  if (nowait) {
+    send(m);
+  } else {
+    call(m, codec::exchange_delete_ok::id);
+  }
 }
 
 void channel::exchange_bind(std::string_view destination, std::string_view source,
                             std::string_view routing_key, const bind_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_arguments(o.arguments);
-  codec::exchange_bind m;
-  m.destination = destination;
-  m.source = source;
-  m.routing_key = routing_key;
-  m.nowait = o.nowait;
-  m.arguments = codec::table_view{args};
-  send(m);
-  if (!o.nowait) wait_for({codec::exchange_bind_ok::id}, std::nullopt);
+  const std::string args = encode_arguments(o.arguments);
+  const codec::exchange_bind m = exchange_bind_method(destination, source, routing_key, o, args);
+  if (o.nowait) {
+    send(m);
+  } else {
+    call(m, codec::exchange_bind_ok::id);
+  }
 }
 
 void channel::exchange_unbind(std::string_view destination, std::string_view source,
                               std::string_view routing_key, const bind_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_arguments(o.arguments);
-  codec::exchange_unbind m;
-  m.destination = destination;
-  m.source = source;
-  m.routing_key = routing_key;
-  m.nowait = o.nowait;
-  m.arguments = codec::table_view{args};
-  send(m);
-  if (!o.nowait) wait_for({codec::exchange_unbind_ok::id}, std::nullopt);
+  const std::string args = encode_arguments(o.arguments);
+  const codec::exchange_unbind m =
+      exchange_unbind_method(destination, source, routing_key, o, args);
+  if (o.nowait) {
+    send(m);
+  } else {
+    call(m, codec::exchange_unbind_ok::id);
+  }
 }
 
 // queue --------------------------------------------------------------------------------------
@@ -207,11 +279,14 @@ void channel::exchange_unbind(std::string_view destination, std::string_view sou
 queue_declare_ok channel::queue_declare(std::string_view queue, const queue_declare_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_arguments(o.arguments);
-  send(queue_declare_method(queue, o, args));
-  if (o.nowait) return {std::string(queue), 0, 0};
+  const std::string args = encode_arguments(o.arguments);
+  const codec::queue_declare m = queue_declare_method(queue, o, args);
+  if (o.nowait) {
+    send(m);
+    return {std::string(queue), 0, 0};
+  }
   codec::queue_declare_ok ok;
-  protocol::command c = wait_for({codec::queue_declare_ok::id}, std::nullopt);
+  protocol::command c = call(m, codec::queue_declare_ok::id);
   c.decode(ok);
   return {std::string(ok.queue), ok.message_count, ok.consumer_count};
 }
@@ -220,30 +295,22 @@ void channel::queue_bind(std::string_view queue, std::string_view exchange,
                          std::string_view routing_key, const bind_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_arguments(o.arguments);
-  codec::queue_bind m;
-  m.queue = queue;
-  m.exchange = exchange;
-  m.routing_key = routing_key;
-  m.nowait = o.nowait;
-  m.arguments = codec::table_view{args};
-  send(m);
-  if (!o.nowait) wait_for({codec::queue_bind_ok::id}, std::nullopt);
+  const std::string args = encode_arguments(o.arguments);
+  const codec::queue_bind m = queue_bind_method(queue, exchange, routing_key, o, args);
+  if (o.nowait) {
+    send(m);
+  } else {
+    call(m, codec::queue_bind_ok::id);
+  }
 }
 
 void channel::queue_unbind(std::string_view queue, std::string_view exchange,
                            std::string_view routing_key, const bind_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  std::string args = encode_arguments(o.arguments);
-  codec::queue_unbind m;
-  m.queue = queue;
-  m.exchange = exchange;
-  m.routing_key = routing_key;
-  m.arguments = codec::table_view{args};
-  send(m);
+  const std::string args = encode_arguments(o.arguments);
   // queue.unbind has no nowait bit: the -ok always comes.
-  wait_for({codec::queue_unbind_ok::id}, std::nullopt);
+  call(queue_unbind_method(queue, exchange, routing_key, args), codec::queue_unbind_ok::id);
 }
 
 std::uint32_t channel::queue_purge(std::string_view queue, bool nowait) {
@@ -252,27 +319,25 @@ std::uint32_t channel::queue_purge(std::string_view queue, bool nowait) {
   codec::queue_purge m;
   m.queue = queue;
   m.nowait = nowait;
-  send(m);
-  if (nowait) return 0;
+  if (nowait) {
+    send(m);
+    return 0;
+  }
   codec::queue_purge_ok ok;
-  protocol::command c = wait_for({codec::queue_purge_ok::id}, std::nullopt);
-  c.decode(ok);
+  call(m, codec::queue_purge_ok::id).decode(ok);
   return ok.message_count;
 }
 
 std::uint32_t channel::queue_delete(std::string_view queue, const queue_delete_options& o) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  codec::queue_delete m;
-  m.queue = queue;
-  m.if_unused = o.if_unused;
-  m.if_empty = o.if_empty;
-  m.nowait = o.nowait;
-  send(m);
-  if (o.nowait) return 0;
+  const codec::queue_delete m = queue_delete_method(queue, o);
+  if (o.nowait) {
+    send(m);
+    return 0;
+  }
   codec::queue_delete_ok ok;
-  protocol::command c = wait_for({codec::queue_delete_ok::id}, std::nullopt);
-  c.decode(ok);
+  call(m, codec::queue_delete_ok::id).decode(ok);
   return ok.message_count;
 }
 
@@ -286,7 +351,9 @@ void channel::basic_qos(std::uint32_t prefetch_size, std::uint16_t prefetch_coun
   m.prefetch_count = prefetch_count;
   m.global = a_global;
   send(m);
-  wait_for({codec::basic_qos_ok::id}, std::nullopt);
+  auto w = std::make_shared<reply_slot>(conn_);
+  core_.qos_sent({prefetch_size, prefetch_count, a_global}, w);
+  wait_reply(w, time_point::max());
 }
 
 std::string channel::basic_consume(std::string_view queue, consumer_callback callback,
@@ -296,52 +363,37 @@ std::string channel::basic_consume(std::string_view queue, consumer_callback cal
   if (o.nowait && o.consumer_tag.empty()) {
     throw std::invalid_argument("basic_consume with nowait needs a consumer_tag");
   }
-  std::string args = encode_arguments(o.arguments);
-  codec::basic_consume m;
-  m.queue = queue;
-  m.consumer_tag = o.consumer_tag;
-  m.no_local = o.no_local;
-  m.no_ack = o.no_ack;
-  m.exclusive = o.exclusive;
-  m.nowait = o.nowait;
-  m.arguments = codec::table_view{args};
-  // Registered before sending: deliveries may follow consume-ok in the same read.
-  std::string tag = o.consumer_tag;
-  consumer entry{std::move(callback), o.on_cancel, o.no_ack};
-  if (!tag.empty()) consumers_[tag] = entry;
-  std::erase(cancelled_no_ack_, tag);
-  send(m);
-  if (!o.nowait) {
-    codec::basic_consume_ok ok;
-    if (tag.empty()) ++awaiting_consume_ok_;
-    protocol::command c;
-    try {
-      c = wait_for({codec::basic_consume_ok::id}, std::nullopt);
-    } catch (...) {
-      // The call failed, so no consumer stays registered (wait_for cancels it on the broker).
-      if (tag.empty()) {
-        --awaiting_consume_ok_;
-      } else {
-        consumers_.erase(tag);
-      }
-      throw;
-    }
-    c.decode(ok);
-    if (tag.empty()) {
-      --awaiting_consume_ok_;
-      tag = std::string(ok.consumer_tag);
-      consumers_[tag] = std::move(entry);
-      // Deliveries that arrived with the consume-ok, before the tag was known, go first in
-      // line, through the same checks as any other (a callback may close the connection).
-      for (auto d = early_deliveries_.rbegin(); d != early_deliveries_.rend(); ++d) {
-        conn_.incoming_.push_front(
-            {connection::incoming_event::kind::command, std::move(*d), generation_, {}});
-      }
-      early_deliveries_.clear();
-      conn_.dispatch_incoming();
-    }
+  if (is_stream_consume(o)) {
+    // The broker requires a consumer prefetch and manual acks: refused before anything is sent.
+    std::optional<std::uint16_t> prefetch;
+    if (const auto& q = core_.settings().qos_per_consumer) prefetch = q->prefetch_count;
+    check_consume(queue, o, prefetch);
   }
-  if (o.no_ack) no_ack_consumers_.push_back(tag);
+  const std::string args = encode_arguments(consume_arguments(o));
+  const codec::basic_consume m = consume_method(queue, o, args);
+  auto c = std::make_unique<consumer>();
+  c->tag = o.consumer_tag;
+  c->no_ack = o.no_ack;
+  c->callback = std::move(callback);
+  c->on_cancel = o.on_cancel;
+  // The core follows a stream consumer's deliveries and decisions (stream_last_handled).
+  if (is_stream_consume(o)) c->stream.emplace();
+  send(m);
+  std::string tag = o.consumer_tag;
+  if (o.nowait) {
+    core_.consume_sent(std::move(c), nullptr);
+  } else {
+    // The core registers the consumer at consume-ok, inside the read that brings it, so the
+    // deliveries that follow in the same read find it.
+    auto w = std::make_shared<reply_slot>(conn_);
+    core_.consume_sent(std::move(c), w);
+    codec::basic_consume_ok ok;
+    protocol::command reply = wait_reply(w, time_point::max());
+    reply.decode(ok);
+    tag = std::string(ok.consumer_tag);
+  }
+  // A callback run by the wait may have cancelled it already.
+  if (o.no_ack && core_.consumers().find(tag) != nullptr) no_ack_consumers_.push_back(tag);
   return tag;
 }
 
@@ -352,13 +404,14 @@ void channel::basic_cancel(std::string_view consumer_tag, bool nowait) {
   m.consumer_tag = consumer_tag;
   m.nowait = nowait;
   send(m);
-  if (!nowait) wait_for({codec::basic_cancel_ok::id}, std::nullopt);
-  auto it = consumers_.find(consumer_tag);
-  if (it != consumers_.end()) {
-    if (it->second.no_ack) remember_cancelled_no_ack(consumer_tag);
-    consumers_.erase(it);
+  if (nowait) {
+    core_.cancel_sent(consumer_tag, nullptr);
+  } else {
+    auto w = std::make_shared<reply_slot>(conn_);
+    core_.cancel_sent(consumer_tag, w);
+    wait_reply(w, time_point::max());
   }
-  std::erase(no_ack_consumers_, std::string(consumer_tag));
+  std::erase(no_ack_consumers_, consumer_tag);
 }
 
 std::optional<message> channel::basic_get(std::string_view queue, bool no_ack) {
@@ -368,8 +421,10 @@ std::optional<message> channel::basic_get(std::string_view queue, bool no_ack) {
   m.queue = queue;
   m.no_ack = no_ack;
   send(m);
-  protocol::command c =
-      wait_for({codec::basic_get_ok::id, codec::basic_get_empty::id}, std::nullopt);
+  auto w = std::make_shared<reply_slot>(conn_);
+  w->get_no_ack = no_ack;
+  core_.get_sent(no_ack, w);
+  protocol::command c = wait_reply(w, time_point::max());
   if (c.is<codec::basic_get_empty>()) return std::nullopt;
   codec::basic_get_ok ok;
   c.decode(ok);
@@ -383,6 +438,37 @@ std::optional<message> channel::basic_get(std::string_view queue, bool no_ack) {
   return msg;
 }
 
+void channel::select_confirms(bool nowait, time_point deadline) {
+  codec::confirm_select m;
+  m.nowait = nowait;
+  send(m);
+  std::shared_ptr<reply_slot> w = nowait ? nullptr : std::make_shared<reply_slot>(conn_);
+  if (core_.confirms() != nullptr) {
+    // Selected on the wire already (an earlier call gave up before its -ok): the broker numbers
+    // publishes from that first select on, so the tracker stays; this call waits for its own -ok.
+    if (w) core_.expect(codec::confirm_select_ok::id, w);
+  } else {
+    protocol::confirm_tracker_options t;
+    t.window = conn_.client_.confirm_window;
+    core_.confirm_select_sent(t, w);
+  }
+  if (w) wait_reply(w, deadline);
+  confirm_selected_ = true;
+}
+
+void channel::wait_for_window(time_point deadline) {
+  for (;;) {
+    const protocol::confirm_tracker* t = core_.confirms();
+    if (t == nullptr || !t->full()) return;
+    conn_.throw_if_failed();
+    if (!conn_.pump(deadline)) {
+      throw amqp_timeout("confirm window full: " + std::to_string(t->outstanding()) +
+                         " publishes unconfirmed on channel " + std::to_string(core_.id()) +
+                         " at the publish timeout (client_options::confirm_window)");
+    }
+  }
+}
+
 void channel::basic_publish(const message& msg, std::string_view exchange,
                             std::string_view routing_key, const publish_options& o) {
   std::unique_lock lock(conn_.mu_);
@@ -394,28 +480,28 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   // confirm.select below and the wait for the ack.
   const std::optional<seconds_f> wait =
       o.confirm_timeout && o.confirm_timeout->count() > 0 ? o.confirm_timeout : o.timeout;
+  const bool confirm_publish = conn_.client_.confirm_publish;
   const time_point confirm_deadline =
-      conn_.client_.confirm_publish ? conn_.deadline_after(wait) : time_point::max();
+      confirm_publish ? conn_.deadline_after(wait) : time_point::max();
   const char* const bound = wait == o.confirm_timeout ? " within confirm_timeout"
                                                       : " within timeout (no confirm_timeout)";
-  // py-amqp's basic_publish_confirm selects confirms at the first publish. confirm_mode_ belongs
-  // to the channel's current life (a revival or a close clears it), so a revived or reopened
-  // channel selects again before it publishes: with confirm_publish every publish is confirmed.
+  const std::optional<seconds_f> write_bound = o.timeout ? o.timeout : conn_.client_.write_timeout;
+  // py-amqp's basic_publish_confirm selects confirms at the first publish. confirm_selected_
+  // belongs to the channel's current life (its end clears it), so a revived or reopened channel
+  // selects again before it publishes: with confirm_publish every publish is confirmed.
   // (py-amqp keeps its flag across a revival and then waits for an ack that never comes.)
-  if (conn_.client_.confirm_publish && !confirm_mode_) {
-    send(codec::confirm_select{});
+  if (confirm_publish && !confirm_selected_) {
     try {
-      wait_for({codec::confirm_select_ok::id}, confirm_deadline);
+      select_confirms(false, confirm_deadline);
     } catch (const amqp_timeout&) {
-      throw amqp_timeout("no confirm.select-ok on channel " + std::to_string(id_) + bound +
+      throw amqp_timeout("no confirm.select-ok on channel " + std::to_string(core_.id()) + bound +
                          " (confirm_publish selects confirms at a channel's first publish)");
     }
-    confirm_mode_ = true;
-    next_seq_ = 1;
   }
   // py-amqp's drain_events(timeout=0) before the write: connection.blocked reaches on_blocked
   // even when nothing else reads, and an error already sent is raised before anything is written.
   conn_.read_pending_before_publish();
+  if (core_.confirms() != nullptr) wait_for_window(conn_.deadline_after(write_bound));
   std::string headers;
   codec::basic_properties props = msg.props().to_wire(headers);
   codec::basic_publish m;
@@ -423,13 +509,26 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
   m.routing_key = routing_key;
   m.mandatory = o.mandatory;
   m.immediate = o.immediate;
-  if (conn_.machine_.send_publish(id_, m, props, msg.body()) != codec::errc::ok) {
+  if (conn_.machine_.send_publish(core_.id(), m, props, msg.body()) != codec::errc::ok) {
     throw std::invalid_argument("message properties cannot be encoded (a value too long?)");
   }
-  const std::uint64_t seq = confirm_mode_ ? next_seq_++ : 0;
-  if (confirm_mode_) outstanding_.emplace(seq, true);
+  // The broker numbers every publish after confirm.select on the wire; the tracker follows it.
+  // It has no timeout here (the waits below have deadlines), so no time is read.
+  protocol::confirm_tracker* tracker = core_.confirms();
+  const std::uint64_t seq =
+      tracker != nullptr ? tracker->on_publish(0, time_point{}, o.mandatory, exchange, routing_key)
+                         : 0;
+  if (seq != 0 && confirm_publish) confirm_waits_.push_back({seq});
+  struct unwait {
+    std::vector<confirm_wait>& waits;
+    std::uint64_t seq;
+    ~unwait() {
+      if (seq == 0) return;
+      std::erase_if(waits, [&](const confirm_wait& w) { return w.sequence == seq; });
+    }
+  } guard{confirm_waits_, confirm_publish ? seq : 0};
   try {
-    conn_.flush(conn_.deadline_after(o.timeout ? o.timeout : conn_.client_.write_timeout));
+    conn_.flush(conn_.deadline_after(write_bound));
   } catch (const amqp_timeout& e) {
     // flush's only amqp_timeout is its write deadline. py-amqp raises RecoverableChannelError
     // for it here, not socket.timeout.
@@ -438,20 +537,21 @@ void channel::basic_publish(const message& msg, std::string_view exchange,
         {codec::basic_publish::class_id, codec::basic_publish::method_id},
         std::string(codec::basic_publish::name));
   }
-  if (confirm_mode_ && conn_.client_.confirm_publish) {
-    while (outstanding_.count(seq) != 0) {
-      if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
-      conn_.throw_if_failed();
-      if (!conn_.pump(confirm_deadline)) {
-        throw amqp_timeout("no publisher confirm for delivery tag " + std::to_string(seq) + bound);
-      }
+  if (guard.seq == 0) return;
+  auto mine = [&]() -> const confirm_wait& {
+    return *std::find_if(confirm_waits_.begin(), confirm_waits_.end(),
+                         [&](const confirm_wait& w) { return w.sequence == seq; });
+  };
+  while (!mine().done) {
+    conn_.throw_if_failed();
+    if (!conn_.pump(confirm_deadline)) {
+      throw amqp_timeout("no publisher confirm for delivery tag " + std::to_string(seq) + bound);
     }
-    auto nacked = std::find(nacked_.begin(), nacked_.end(), seq);
-    if (nacked != nacked_.end()) {
-      nacked_.erase(nacked);
-      throw message_nacked("message was nacked by the broker (delivery tag " + std::to_string(seq) +
-                           ")");
-    }
+  }
+  conn_.throw_if_failed();
+  if (mine().outcome != protocol::confirm_outcome::ack) {
+    throw message_nacked("message was nacked by the broker (delivery tag " + std::to_string(seq) +
+                         ")");
   }
 }
 
@@ -459,11 +559,12 @@ void channel::wait_for_confirms(std::optional<seconds_f> timeout) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
   const time_point deadline = conn_.deadline_after(timeout);
-  while (!outstanding_.empty()) {
-    if (pending_error_) std::rethrow_exception(std::exchange(pending_error_, nullptr));
+  for (;;) {
+    const protocol::confirm_tracker* t = core_.confirms();
+    if (t == nullptr || t->outstanding() == 0) break;
     conn_.throw_if_failed();
     if (!conn_.pump(deadline)) {
-      throw amqp_timeout(std::to_string(outstanding_.size()) +
+      throw amqp_timeout(std::to_string(t->outstanding()) +
                          " publishes still unconfirmed at the timeout");
     }
   }
@@ -478,32 +579,30 @@ void channel::wait_for_confirms(std::optional<seconds_f> timeout) {
 void channel::basic_ack(std::uint64_t delivery_tag, bool multiple) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  codec::basic_ack m;
-  m.delivery_tag = delivery_tag;
-  m.multiple = multiple;
-  send(m);
+  // Not sent while the channel reopens after the broker closed it: the broker took back every
+  // delivery of the life that ended, so no tag of it can be acked.
+  core_.ack(core_.life(), delivery_tag, multiple, conn_.feed_now_);
   conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
 void channel::basic_nack(std::uint64_t delivery_tag, bool multiple, bool requeue) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  codec::basic_nack m;
-  m.delivery_tag = delivery_tag;
-  m.multiple = multiple;
-  m.requeue = requeue;
-  send(m);
+  core_.nack(core_.life(), delivery_tag, multiple, requeue, conn_.feed_now_);
   conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
 void channel::basic_reject(std::uint64_t delivery_tag, bool requeue) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  codec::basic_reject m;
-  m.delivery_tag = delivery_tag;
-  m.requeue = requeue;
-  send(m);
+  core_.reject(core_.life(), delivery_tag, requeue, conn_.feed_now_);
   conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
+}
+
+std::optional<std::uint64_t> channel::stream_last_handled(std::string_view consumer_tag) {
+  std::lock_guard lock(conn_.mu_);
+  const protocol::stream_progress* p = core_.stream_progress_of(consumer_tag);
+  return p != nullptr ? p->last_handled() : std::nullopt;
 }
 
 void channel::basic_recover(bool requeue) {
@@ -512,7 +611,9 @@ void channel::basic_recover(bool requeue) {
   codec::basic_recover m;
   m.requeue = requeue;
   send(m);
-  wait_for({codec::basic_recover_ok::id}, std::nullopt);
+  auto w = std::make_shared<reply_slot>(conn_);
+  core_.recover_sent(w);
+  wait_reply(w, time_point::max());
 }
 
 void channel::basic_recover_async(bool requeue) {
@@ -521,45 +622,41 @@ void channel::basic_recover_async(bool requeue) {
   codec::basic_recover_async m;
   m.requeue = requeue;
   send(m);
+  core_.recover_sent(nullptr);
   conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
 }
 
 void channel::confirm_select(bool nowait) {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  if (confirm_mode_) return;
-  codec::confirm_select m;
-  m.nowait = nowait;
-  send(m);
-  if (!nowait) wait_for({codec::confirm_select_ok::id}, std::nullopt);
-  confirm_mode_ = true;
-  next_seq_ = 1;
+  if (confirm_selected_) return;
+  select_confirms(nowait, time_point::max());
 }
 
 void channel::tx_select() {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
   send(codec::tx_select{});
-  wait_for({codec::tx_select_ok::id}, std::nullopt);
+  auto w = std::make_shared<reply_slot>(conn_);
+  core_.tx_select_sent(w);
+  wait_reply(w, time_point::max());
 }
 
 void channel::tx_commit() {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  send(codec::tx_commit{});
-  wait_for({codec::tx_commit_ok::id}, std::nullopt);
+  call(codec::tx_commit{}, codec::tx_commit_ok::id);
 }
 
 void channel::tx_rollback() {
   std::unique_lock lock(conn_.mu_);
   ensure_open();
-  send(codec::tx_rollback{});
-  wait_for({codec::tx_rollback_ok::id}, std::nullopt);
+  call(codec::tx_rollback{}, codec::tx_rollback_ok::id);
 }
 
 std::vector<std::string> channel::consumer_tags() const {
   std::vector<std::string> out;
-  for (const auto& [tag, c] : consumers_) out.push_back(tag);
+  core_.consumers().for_each([&](const protocol::consumer& c) { out.push_back(c.tag); });
   return out;
 }
 
@@ -574,199 +671,132 @@ message channel::make_message(protocol::command& cmd) {
   return msg;
 }
 
-void channel::settle_confirms(bool ack, std::uint64_t tag, bool multiple) {
-  auto settle = [&](std::uint64_t t) {
-    if (!ack) nacked_.push_back(t);
-  };
-  if (multiple) {
-    auto end = outstanding_.upper_bound(tag);
-    for (auto it = outstanding_.begin(); it != end; ++it) settle(it->first);
-    outstanding_.erase(outstanding_.begin(), end);
-  } else if (outstanding_.erase(tag) != 0) {
-    settle(tag);
-  }
-}
-
 bool channel::on_command_received(protocol::command& cmd) {
   switch (cmd.id()) {
-    case codec::channel_open_ok::id:
-      is_open_ = true;
-      opening_ = false;
-      return true;
-    case codec::channel_flow::id: {
-      codec::channel_flow f;
-      cmd.decode(f);
-      flow_active_ = f.active;  // the machine already answered flow-ok
-      return true;
-    }
-    // Confirms settle at once, so that a publish waiting inside a callback sees them; the
-    // events run at dispatch.
-    case codec::basic_ack::id: {
-      codec::basic_ack a;
-      cmd.decode(a);
-      settle_confirms(true, a.delivery_tag, a.multiple);
-      return events_.basic_ack.empty();
-    }
-    case codec::basic_nack::id: {
-      codec::basic_nack n;
-      cmd.decode(n);
-      settle_confirms(false, n.delivery_tag, n.multiple);
-      return events_.basic_nack.empty();
-    }
     case codec::basic_deliver::id:
-    case codec::basic_return::id:
     case codec::basic_cancel::id:
+      // The consumer they name is looked up when they run (dispatch), so that one a callback
+      // cancels meanwhile meets the unknown-consumer rule.
       return false;
     default:
-      // Replies come in the order of the calls, so the oldest abandoned wait owns this one.
-      if (!abandoned_.empty() && std::find(abandoned_.front().begin(), abandoned_.front().end(),
-                                           cmd.id()) != abandoned_.front().end()) {
-        abandoned_.pop_front();
-        discard_reply(cmd);
-        return true;
-      }
-      replies_.push_back(std::move(cmd));
+      // Replies, open-ok and close-ok, flow and confirms take effect at once, so that a wait
+      // inside a callback sees them; their user events are queued by the handler.
+      core_.on_command(cmd, conn_.feed_now_);
       return true;
   }
 }
 
 void channel::dispatch(protocol::command& cmd) {
-  switch (cmd.id()) {
-    case codec::basic_deliver::id: {
-      codec::basic_deliver d;
-      cmd.decode(d);
-      auto it = consumers_.find(d.consumer_tag);
-      if (it == consumers_.end()) {
-        on_unknown_consumer(cmd, d.consumer_tag, d.delivery_tag);
-        return;
-      }
-      message msg = make_message(cmd);
-      delivery_info& info = msg.delivery_info();
-      info.consumer_tag = d.consumer_tag;
-      info.delivery_tag = d.delivery_tag;
-      info.redelivered = d.redelivered;
-      info.exchange = d.exchange;
-      info.routing_key = d.routing_key;
-      consumer_callback cb = it->second.callback;  // the callback may cancel its consumer
-      if (cb) cb(msg);
-      return;
-    }
-    case codec::basic_return::id: {
-      codec::basic_return r;
-      cmd.decode(r);
-      // As py-amqp's error_for_code(reply_code, reply_text, Basic.Return, ChannelError).
-      const std::exception_ptr err =
-          make_error(r.reply_code, std::string(r.reply_text), codec::basic_return::class_id,
-                     codec::basic_return::method_id, std::string(codec::basic_return::name));
-      // Without a handler py-amqp raises it from whichever call read it; so does this (through
-      // connection::dispatch_incoming), and the channel stays open.
-      if (events_.basic_return.empty()) std::rethrow_exception(err);
-      message msg = make_message(cmd);
-      msg.delivery_info().exchange = r.exchange;
-      msg.delivery_info().routing_key = r.routing_key;
-      try {
-        std::rethrow_exception(err);
-      } catch (const amqp_error& e) {
-        for (auto& cb : events_.basic_return) cb(e, r.exchange, r.routing_key, msg);
-      }
-      return;
-    }
-    case codec::basic_ack::id: {
-      codec::basic_ack a;
-      cmd.decode(a);
-      for (auto& cb : events_.basic_ack) cb(a.delivery_tag, a.multiple);
-      return;
-    }
-    case codec::basic_nack::id: {
-      codec::basic_nack n;
-      cmd.decode(n);
-      for (auto& cb : events_.basic_nack) cb(n.delivery_tag, n.multiple);
-      return;
-    }
-    case codec::basic_cancel::id: {
-      // Consumer cancel notification: the broker cancelled one of our consumers.
-      codec::basic_cancel c;
-      cmd.decode(c);
-      std::string tag(c.consumer_tag);
-      auto it = consumers_.find(tag);
-      cancel_callback on_cancel;
-      if (it != consumers_.end()) {
-        on_cancel = it->second.on_cancel;
-        if (it->second.no_ack) remember_cancelled_no_ack(tag);
-        consumers_.erase(it);
-      }
-      std::erase(no_ack_consumers_, tag);
-      if (on_cancel) {
-        on_cancel(tag);
-      } else {
-        throw consumer_cancelled(tag);
-      }
-      return;
-    }
-    default:
-      return;
-  }
-}
-
-void channel::remember_cancelled_no_ack(std::string_view tag) {
-  // Only deliveries already in flight at the cancel can name it: a short memory is enough.
-  if (cancelled_no_ack_.size() >= 64) cancelled_no_ack_.erase(cancelled_no_ack_.begin());
-  cancelled_no_ack_.emplace_back(tag);
-}
-
-void channel::on_unknown_consumer(protocol::command& cmd, std::string_view consumer_tag,
-                                  std::uint64_t delivery_tag) {
-  if (awaiting_consume_ok_ > 0) {
-    // Possibly for the server-named consumer whose consume-ok is in replies_: keep for later.
-    early_deliveries_.push_back(std::move(cmd));
+  if (cmd.is<codec::basic_deliver>()) {
+    ready_ = nullptr;
+    core_.on_command(cmd, conn_.feed_now_);
+    if (ready_ == nullptr) return;  // no consumer: the core applied the unknown-consumer rule
+    // A copy: the callback may cancel its own consumer, which destroys the original.
+    consumer_callback cb = ready_->callback;
+    ready_ = nullptr;
+    const codec::basic_deliver& d = cmd.deliver;
+    message msg = make_message(cmd);
+    delivery_info& info = msg.delivery_info();
+    info.consumer_tag = d.consumer_tag;
+    info.delivery_tag = d.delivery_tag;
+    info.redelivered = d.redelivered;
+    info.exchange = d.exchange;
+    info.routing_key = d.routing_key;
+    if (cb) cb(msg);
     return;
   }
-  // A consumer cancelled (or a channel closed) while deliveries were in flight. As py-amqp
-  // does, hand the message back; a no-ack delivery is already settled, and a closed channel's
-  // unacked deliveries go back to the queue by themselves.
-  if (!is_open_) return;
-  if (std::find(cancelled_no_ack_.begin(), cancelled_no_ack_.end(), consumer_tag) !=
-      cancelled_no_ack_.end()) {
-    return;
+  if (cmd.is<codec::basic_cancel>()) {
+    // Consumer cancel notification: the broker cancelled one of our consumers.
+    codec::basic_cancel c;
+    if (cmd.decode(c) != codec::errc::ok) return;
+    const std::string tag(c.consumer_tag);
+    cancelled_.reset();
+    core_.on_command(cmd, conn_.feed_now_);
+    std::unique_ptr<consumer> gone = std::move(cancelled_);
+    std::erase(no_ack_consumers_, tag);
+    if (gone && gone->on_cancel) {
+      gone->on_cancel(tag);
+    } else {
+      throw consumer_cancelled(tag);
+    }
   }
-  codec::basic_reject r;
-  r.delivery_tag = delivery_tag;
-  r.requeue = true;
-  send(r);
 }
 
-void channel::on_closed_by_peer(const protocol::close_reason& why) {
-  std::string_view name = codec::method_name(why.class_id, why.method_id);
+void channel::dispatch_return(protocol::command& cmd) {
+  codec::basic_return r;
+  if (cmd.decode(r) != codec::errc::ok) return;
+  // As py-amqp's error_for_code(reply_code, reply_text, Basic.Return, ChannelError).
+  const std::exception_ptr err =
+      make_error(r.reply_code, std::string(r.reply_text), codec::basic_return::class_id,
+                 codec::basic_return::method_id, std::string(codec::basic_return::name));
+  // Without a handler py-amqp raises it from whichever call read it; so does this (through
+  // connection::dispatch_incoming), and the channel stays open.
+  if (events_.basic_return.empty()) std::rethrow_exception(err);
+  message msg = make_message(cmd);
+  msg.delivery_info().exchange = r.exchange;
+  msg.delivery_info().routing_key = r.routing_key;
+  try {
+    std::rethrow_exception(err);
+  } catch (const amqp_error& e) {
+    for (auto& cb : events_.basic_return) cb(e, r.exchange, r.routing_key, msg);
+  }
+}
+
+void channel::dispatch_confirm(bool ack, std::uint64_t tag, bool multiple) {
+  for (auto& cb : ack ? events_.basic_ack : events_.basic_nack) cb(tag, multiple);
+}
+
+// protocol::channel_handler ------------------------------------------------------------------
+
+void channel::handler::on_delivery(protocol::consumer& c, protocol::command&) {
+  ch_.ready_ = static_cast<consumer*>(&c);
+}
+
+void channel::handler::on_confirm(const protocol::confirm_event& e) {
+  for (confirm_wait& w : ch_.confirm_waits_) {
+    if (w.sequence == e.sequence && !w.done) {
+      w.done = true;
+      w.outcome = e.outcome;
+      return;
+    }
+  }
+  // Not awaited by a publish: reported by wait_for_confirms. A publish whose channel or
+  // connection ended before its answer is reported with them, as before the core.
+  if (e.outcome != protocol::confirm_outcome::ack) ch_.nacked_.push_back(e.sequence);
+}
+
+void channel::handler::on_confirm_frame(bool ack, std::uint64_t tag, bool multiple) {
+  if ((ack ? ch_.events_.basic_ack : ch_.events_.basic_nack).empty()) return;
+  connection::incoming_event ev{
+      connection::incoming_event::kind::confirm, {}, ch_.core_.life(), ch_.core_.id()};
+  ev.ack = ack;
+  ev.tag = tag;
+  ev.multiple = multiple;
+  ch_.conn_.incoming_.push_back(std::move(ev));
+}
+
+void channel::handler::on_return(protocol::command& cmd, const codec::basic_return&) {
+  ch_.conn_.incoming_.push_back({connection::incoming_event::kind::returned, std::move(cmd),
+                                 ch_.core_.life(), ch_.core_.id()});
+}
+
+void channel::handler::on_consumer_cancelled(std::unique_ptr<protocol::consumer> c) {
+  ch_.cancelled_.reset(static_cast<consumer*>(c.release()));
+}
+
+void channel::handler::on_consumer_removed(std::unique_ptr<protocol::consumer> c) {
+  std::erase(ch_.no_ack_consumers_, c->tag);
+}
+
+void channel::handler::on_ended(protocol::end_cause cause, const protocol::close_reason& why) {
+  ch_.confirm_selected_ = false;
+  if (cause != protocol::end_cause::closed_by_peer || ch_.ending_locally_) return;
   // Raised from whichever call is reading (the one waiting for a reply on this channel, or
   // drain_events), as py-amqp does.
-  if (!conn_.pending_error_) {
-    conn_.pending_error_ =
-        make_error(why.reply_code, why.reply_text, why.class_id, why.method_id, std::string(name));
-  }
-  consumers_.clear();
-  no_ack_consumers_.clear();
-  cancelled_no_ack_.clear();
-  replies_.clear();
-  abandoned_.clear();
-  early_deliveries_.clear();
-  confirm_mode_ = false;
-  // Unconfirmed publishes will never be confirmed on this channel: report them as nacked.
-  for (auto& [tag, pending] : outstanding_) nacked_.push_back(tag);
-  outstanding_.clear();
+  if (!ch_.conn_.pending_error_) ch_.conn_.pending_error_ = error_from(why);
   // Revival, as py-amqp: the same id opens again at once, and the error is raised from the
   // call that is waiting (or the next call on this channel).
-  is_open_ = false;
-  opening_ = true;
-  ++generation_;
-  conn_.machine_.open_channel(id_);
-}
-
-void channel::on_connection_lost() {
-  is_open_ = false;
-  opening_ = false;
-  ++generation_;
-  for (auto& [tag, pending] : outstanding_) nacked_.push_back(tag);
-  outstanding_.clear();
+  ch_.core_.open(nullptr);
 }
 
 }  // namespace warren

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/close_error.h"
+
 namespace warren {
 namespace {
 
@@ -28,11 +30,6 @@ std::string join(const std::vector<std::string>& words) {
   std::string out;
   for (const std::string& w : words) out += (out.empty() ? "" : ", ") + w;
   return out;
-}
-
-std::exception_ptr error_from(const protocol::close_reason& why) {
-  std::string_view name = codec::method_name(why.class_id, why.method_id);
-  return make_error(why.reply_code, why.reply_text, why.class_id, why.method_id, std::string(name));
 }
 
 }  // namespace
@@ -110,20 +107,16 @@ warren::channel& connection::channel(std::uint16_t id) {
   throw_if_failed();
   if (!opened_) throw recoverable_connection_error("not connected: call connect() first");
   if (id == 0) {
-    for (std::uint32_t i = 1; i <= machine_.channel_max(); ++i) {
-      auto it = channels_.find(static_cast<std::uint16_t>(i));
-      if (it == channels_.end()) {
-        id = static_cast<std::uint16_t>(i);
-        break;
-      }
-    }
+    id = table_.allocate();
     if (id == 0) {
       throw resource_error("RESOURCE_ERROR - no free channel ids (channel_max " +
                            std::to_string(machine_.channel_max()) + ")");
     }
-  } else if (id > machine_.channel_max()) {
+  } else if (id > table_.channel_max()) {
     throw resource_error("RESOURCE_ERROR - channel id " + std::to_string(id) +
                          " above channel_max " + std::to_string(machine_.channel_max()));
+  } else {
+    table_.take(id);  // false when taken already: its channel is below
   }
   auto it = channels_.find(id);
   if (it != channels_.end()) {
@@ -133,6 +126,7 @@ warren::channel& connection::channel(std::uint16_t id) {
   auto ch = std::make_unique<warren::channel>(*this, id);
   warren::channel& ref = *ch;
   channels_.emplace(id, std::move(ch));
+  table_.attach(ref.core_);
   // With confirm_publish, confirms are selected at the channel's first publish (see
   // channel::basic_publish), as py-amqp does, not here.
   ref.open();
@@ -156,7 +150,8 @@ void connection::close(std::uint16_t reply_code, std::string_view reply_text,
       // The broker went away during the close handshake: the connection is closed either way.
     }
   }
-  for (auto& [id, ch] : channels_) ch->on_connection_lost();
+  // Every channel ends once (those the close-ok already ended are skipped).
+  table_.on_connection_lost(machine_.closed_reason());
   transport_.close();
 }
 
@@ -195,28 +190,20 @@ void connection::feed_buffered_input() {
     bool& flag;
     ~reset() { flag = false; }
   } guard{feeding_buffered_};
-  std::string in;
+  // Fed a read at a time, so that what the receive buffer holds is never more than a frame begun.
+  bool fed = false;
   while (transport_.has_buffered_input()) {
-    char buf[16 * 1024];
+    rx_.make_room();
     io::io_error err;
     const std::size_t got =
-        transport_.read_some(buf, sizeof buf, std::chrono::milliseconds(0), err);
+        transport_.read_some(rx_.space(), rx_.space_size(), std::chrono::milliseconds(0), err);
     if (err || got == 0) break;
-    in.append(buf, got);
+    rx_.received(got);
+    feed_now_ = clock::now();
+    rx_.consume(machine_.feed(rx_.unconsumed(), rx_.owner(), feed_now_));
+    fed = true;
   }
-  if (in.empty()) return;
-  // Frames that began in the receive buffer continue in these bytes: append them there. The
-  // rare path (a stalled write) copies once; views already handed out keep their buffer.
-  const std::size_t partial = rx_ ? rx_end_ - rx_begin_ : 0;
-  rx_ref fresh = rx_ref::allocate(std::max<std::size_t>(partial + in.size(), pool_.buffer_size()));
-  if (partial != 0) std::memcpy(fresh->data(), rx_->data() + rx_begin_, partial);
-  std::memcpy(fresh->data() + partial, in.data(), in.size());
-  rx_ = std::move(fresh);
-  rx_begin_ = 0;
-  rx_end_ = partial + in.size();
-  const time_point now = clock::now();
-  rx_begin_ += machine_.feed(std::string_view(rx_->data(), rx_end_), rx_, now);
-  dispatch_incoming();
+  if (fed) dispatch_incoming();
 }
 
 bool connection::pump(time_point deadline) {
@@ -225,49 +212,22 @@ bool connection::pump(time_point deadline) {
   flush(write_deadline);
   if (machine_.state() == protocol::connection_state::closed) return true;
 
-  // Room to read into. Bytes already handed out in views must not move: when other references
-  // to the buffer exist, a partial frame is carried over to a fresh buffer instead.
-  // A partial frame must always fit between rx_begin_ and the end of the buffer, so buffers
-  // hold at least two of the largest frames the broker may send.
-  const std::size_t max_frame =
-      machine_.frame_max() != 0 ? machine_.frame_max() : codec::default_pre_tune_frame_max;
-  const std::size_t want = std::max<std::size_t>(pool_.buffer_size(), 2 * max_frame);
-  auto fresh_buffer = [&] {
-    return want == pool_.buffer_size() ? pool_.acquire() : rx_ref::allocate(want);
-  };
-  if (!rx_) {
-    rx_ = fresh_buffer();
-    rx_begin_ = rx_end_ = 0;
-  } else if (rx_begin_ == rx_end_ && rx_.unique()) {
-    rx_begin_ = rx_end_ = 0;
-  }
-  const std::size_t partial = rx_end_ - rx_begin_;
-  if (rx_->capacity() - rx_begin_ < max_frame || rx_->capacity() - rx_end_ < 4096) {
-    if (rx_.unique() && rx_->capacity() >= want) {
-      std::memmove(rx_->data(), rx_->data() + rx_begin_, partial);
-    } else {
-      rx_ref fresh = fresh_buffer();
-      std::memcpy(fresh->data(), rx_->data() + rx_begin_, partial);
-      rx_ = std::move(fresh);
-    }
-    rx_begin_ = 0;
-    rx_end_ = partial;
-  }
-
   for (;;) {
     const time_point timer = machine_.next_timer();
     const time_point wake = std::min(deadline, timer);
     const time_point read_deadline =
         client_.read_timeout ? std::min(wake, deadline_after(client_.read_timeout)) : wake;
+    // Room to read into (engine/receive_buffer.h); again each time round, since a flush below may
+    // have fed what a stalled write read meanwhile.
+    rx_.make_room();
     io::io_error err;
-    const std::size_t got = transport_.read_some(rx_->data() + rx_end_, rx_->capacity() - rx_end_,
-                                                 ms_until(read_deadline), err);
+    const std::size_t got =
+        transport_.read_some(rx_.space(), rx_.space_size(), ms_until(read_deadline), err);
     const time_point now = clock::now();
     if (!err) {
-      rx_end_ += got;
-      const std::size_t used =
-          machine_.feed(std::string_view(rx_->data() + rx_begin_, rx_end_ - rx_begin_), rx_, now);
-      rx_begin_ += used;
+      rx_.received(got);
+      feed_now_ = now;
+      rx_.consume(machine_.feed(rx_.unconsumed(), rx_.owner(), now));
       machine_.on_timer(now);
       flush(write_deadline);
       dispatch_incoming();
@@ -313,17 +273,28 @@ void connection::dispatch_incoming() {
     bool& flag;
     ~reset() { flag = false; }
   } guard{dispatching_};
-  while (!incoming_.empty()) {
+  while (!incoming_.empty() && hold_at_ != 0) {
     incoming_event ev = std::move(incoming_.front());
     incoming_.pop_front();
+    if (hold_at_ != no_hold) --hold_at_;
     try {
       switch (ev.what) {
-        case incoming_event::kind::command: {
-          // After a close (by a callback, say) nothing more is delivered, as in py-amqp.
+        case incoming_event::kind::command:
+        case incoming_event::kind::returned:
+        case incoming_event::kind::confirm: {
+          // After a close (by a callback, say) nothing more is delivered, as in py-amqp; nor
+          // anything of a channel life that has ended since it arrived.
           if (!connected_locked()) break;
-          auto it = channels_.find(ev.cmd.channel);
-          if (it != channels_.end() && it->second->generation_ == ev.generation) {
-            it->second->dispatch(ev.cmd);
+          auto it = channels_.find(ev.channel);
+          if (it == channels_.end()) break;
+          warren::channel& ch = *it->second;
+          if (ch.core_.life() != ev.life || !ch.core_.is_open()) break;
+          if (ev.what == incoming_event::kind::command) {
+            ch.dispatch(ev.cmd);
+          } else if (ev.what == incoming_event::kind::returned) {
+            ch.dispatch_return(ev.cmd);
+          } else {
+            ch.dispatch_confirm(ev.ack, ev.tag, ev.multiple);
           }
           break;
         }
@@ -339,6 +310,12 @@ void connection::dispatch_incoming() {
       if (!pending_error_) pending_error_ = std::current_exception();
     }
   }
+}
+
+void connection::release_incoming() {
+  if (hold_at_ == no_hold) return;
+  hold_at_ = no_hold;
+  dispatch_incoming();
 }
 
 void connection::raise_pending() {
@@ -447,6 +424,7 @@ void connection::on_open() {
 }
 
 void connection::on_tuned() {
+  table_.set_channel_max(machine_.channel_max());
   if (client_.on_tune_ok) client_.on_tune_ok();
 }
 
@@ -460,25 +438,25 @@ void connection::on_command(protocol::command& cmd) {
   if (it == channels_.end()) return;
   warren::channel& ch = *it->second;
   if (ch.on_command_received(cmd)) return;
-  incoming_.push_back({incoming_event::kind::command, std::move(cmd), ch.generation_, {}});
+  incoming_.push_back(
+      {incoming_event::kind::command, std::move(cmd), ch.core_.life(), ch.channel_id()});
 }
 
 void connection::on_channel_closed(std::uint16_t id, const protocol::close_reason& why) {
   ++events_handled_;
   // At once (no user code runs): a wait on this channel, even one inside a callback, must see
   // the error.
-  auto it = channels_.find(id);
-  if (it != channels_.end()) it->second->on_closed_by_peer(why);
+  table_.on_channel_closed(id, why);
 }
 
 void connection::on_blocked(std::string_view reason) {
   ++events_handled_;
-  incoming_.push_back({incoming_event::kind::blocked, {}, 0, std::string(reason)});
+  incoming_.push_back({incoming_event::kind::blocked, {}, 0, 0, std::string(reason)});
 }
 
 void connection::on_unblocked() {
   ++events_handled_;
-  incoming_.push_back({incoming_event::kind::unblocked, {}, 0, {}});
+  incoming_.push_back({incoming_event::kind::unblocked});
 }
 
 void connection::on_closed(const protocol::close_reason& why) {
@@ -499,7 +477,33 @@ void connection::on_closed(const protocol::close_reason& why) {
       connection_error_ = error_from(why);
     }
   }
-  for (auto& [id, ch] : channels_) ch->on_connection_lost();
+  table_.on_connection_lost(why);
+}
+
+// protocol::channel_wire ----------------------------------------------------------------------
+
+void connection::send_ack(std::uint16_t channel, const protocol::ack_action& a) {
+  if (connected_locked()) protocol::send_ack_action(machine_, channel, a);
+}
+
+void connection::send_cancel(std::uint16_t channel, std::string_view consumer_tag) {
+  if (!connected_locked()) return;
+  codec::basic_cancel m;
+  m.consumer_tag = consumer_tag;
+  m.nowait = true;
+  machine_.send(channel, m);
+}
+
+void connection::open_channel(std::uint16_t channel) {
+  if (connected_locked()) machine_.open_channel(channel);
+}
+
+void connection::close_channel(std::uint16_t channel, std::uint16_t reply_code,
+                               std::string_view reply_text, std::uint16_t class_id,
+                               std::uint16_t method_id) {
+  if (connected_locked()) {
+    machine_.close_channel(channel, reply_code, reply_text, class_id, method_id);
+  }
 }
 
 // Background heartbeat ------------------------------------------------------------------------

@@ -14,6 +14,10 @@
 // broker (e.g. not_found) from the call that caused it or, when it arrives later, from the
 // next call on that channel or drain_events(); a connection error from any call;
 // amqp_timeout when a deadline passes. Passwords never appear in errors or logs.
+// Callbacks run from whichever call reads their event (drain_events, or a call waiting for its
+// reply), never inside another callback; what one raises comes from that call, except for the
+// events read after the call's own reply (the deliveries that come with a basic.consume-ok, say):
+// they run before the call returns, and what they raise comes from the next call.
 #pragma once
 
 #include <chrono>
@@ -34,7 +38,10 @@
 #include "engine/errors.h"
 #include "engine/io/transport.h"
 #include "engine/options.h"
+#include "engine/protocol/channel_core.h"
+#include "engine/protocol/channel_table.h"
 #include "engine/protocol/connection_machine.h"
+#include "engine/receive_buffer.h"
 #include "engine/uri.h"
 
 namespace warren {
@@ -55,6 +62,11 @@ struct client_options {
   bool confirm_publish = false;
   std::optional<seconds_f> read_timeout;
   std::optional<seconds_f> write_timeout;
+  // In confirm mode, the most publishes a channel has unanswered by the broker (the span from the
+  // oldest unanswered to the newest). A publish that finds it full first reads the broker's acks
+  // until there is room (bounded like its write: publish_options::timeout, else write_timeout;
+  // amqp_timeout when that passes). 0 is taken as 1.
+  std::size_t confirm_window = 16384;
   // Sends heartbeats from a helper thread, so a caller busy elsewhere never misses one.
   bool background_heartbeat = false;
 };
@@ -90,8 +102,8 @@ struct channel_events {
 
 class channel {
  public:
-  std::uint16_t channel_id() const noexcept { return id_; }
-  bool is_open() const noexcept { return is_open_; }
+  std::uint16_t channel_id() const noexcept { return core_.id(); }
+  bool is_open() const noexcept { return core_.is_open(); }
   warren::connection& connection() noexcept { return conn_; }
 
   // channel.open; called by connection::channel(). Re-opens a closed channel with the same id.
@@ -142,8 +154,13 @@ class channel {
   // publish-only loop hears connection.blocked within a millisecond of publishing). What that
   // read raises (a channel or connection error, a callback's exception) comes from this call,
   // before anything is written.
+  // In confirm mode, a publish that finds client_options::confirm_window publishes unanswered
+  // first reads the broker's acks until there is room, within o.timeout (else write_timeout):
+  // amqp_timeout, nothing written, when that passes.
   void basic_publish(const message& msg, std::string_view exchange = "",
                      std::string_view routing_key = "", const publish_options& o = {});
+  // Delivery decisions, sent as given. Not sent while the channel reopens after the broker closed
+  // it: the broker took back every delivery of the life that ended.
   void basic_ack(std::uint64_t delivery_tag, bool multiple = false);
   void basic_nack(std::uint64_t delivery_tag, bool multiple = false, bool requeue = true);
   void basic_reject(std::uint64_t delivery_tag, bool requeue);
@@ -153,10 +170,15 @@ class channel {
   void confirm_select(bool nowait = false);
   // Whether confirm.select is in force for the channel's current life (with confirm_publish:
   // false until the first publish, and again after a revival or a reopen).
-  bool in_confirm_mode() const noexcept { return confirm_mode_; }
-  // The sequence number the next publish gets in confirm mode (1, 2, ...).
-  std::uint64_t next_publish_seq_no() const noexcept { return next_seq_; }
-  // Waits until every publish so far is acked; message_nacked if any was nacked.
+  bool in_confirm_mode() const noexcept { return confirm_selected_; }
+  // The sequence number the next publish gets in confirm mode (1, 2, ...); 1 outside it.
+  std::uint64_t next_publish_seq_no() const noexcept {
+    const protocol::confirm_tracker* t = core_.confirms();
+    return t != nullptr ? t->next_sequence() : 1;
+  }
+  // Waits until every publish so far is answered; message_nacked if any was nacked, or ended
+  // without an answer because the channel or the connection did (an in-doubt publish is reported
+  // as nacked here, as before the channel core).
   void wait_for_confirms(std::optional<seconds_f> timeout = std::nullopt);
 
   void tx_select();
@@ -168,72 +190,100 @@ class channel {
   const std::vector<std::string>& no_ack_consumers() const noexcept { return no_ack_consumers_; }
   // Consumer tags currently registered on this channel.
   std::vector<std::string> consumer_tags() const;
-  bool active() const noexcept { return flow_active_; }
+  bool active() const noexcept { return core_.flow_active(); }
+  // A stream consumer's progress (consume_options::stream_start): the offset of the last
+  // delivery its application settled (basic_ack/nack/reject, or the message's ack()) such that
+  // every earlier one of it was settled too; what a recovery resumes after
+  // (stream_offset::at(*last + 1)). nullopt before the first, or when `consumer_tag` is no
+  // stream consumer of this channel (a broker cancel or basic_cancel removes it).
+  std::optional<std::uint64_t> stream_last_handled(std::string_view consumer_tag);
 
   channel(warren::connection& conn, std::uint16_t id);
+  ~channel();
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
 
  private:
   friend class connection;
-  struct consumer {
-    consumer_callback callback;
-    cancel_callback on_cancel;
-    bool no_ack = false;
+  friend class message;
+  struct consumer;
+  struct reply_slot;
+  struct confirm_wait {
+    std::uint64_t sequence = 0;
+    bool done = false;
+    protocol::confirm_outcome outcome = protocol::confirm_outcome::ack;
   };
 
   void ensure_open();
   template <class M>
   void send(const M& m);
-  // Sends and waits for one of the reply ids on this channel.
-  protocol::command call_and_wait(std::initializer_list<std::uint32_t> replies,
-                                  std::optional<seconds_f> timeout = std::nullopt);
-  protocol::command wait_for(std::initializer_list<std::uint32_t> replies,
-                             std::optional<seconds_f> timeout);
-  protocol::command wait_for(std::initializer_list<std::uint32_t> replies,
-                             protocol::time_point deadline);
-  // From the machine, inside feed(): takes what needs no user code (replies, open-ok, flow,
-  // confirm bookkeeping) and returns true; false means dispatch(cmd) must run later.
+  // Sends `m`, expects `reply_id` through the core and waits for it.
+  template <class M>
+  protocol::command call(const M& m, std::uint32_t reply_id);
+  // Waits until the core answered `w` or ended its channel's life. When the wait raises first (a
+  // timeout, an error read meanwhile) the call gives up through the core (channel_core::abandon:
+  // its reply, when it comes, answers no later call).
+  protocol::command wait_reply(const std::shared_ptr<reply_slot>& w, protocol::time_point deadline);
+  [[noreturn]] void throw_failed(const reply_slot& w);
+  // A reply that came, but whose call raised anyway: what the core does with a late one.
+  void discard_reply(reply_slot& w);
+  // confirm.select (once per life on the wire; a second call only waits for its own -ok).
+  void select_confirms(bool nowait, protocol::time_point deadline);
+  // Reads until the confirm window has room (basic_publish).
+  void wait_for_window(protocol::time_point deadline);
+  // Inside feed(): passes `cmd` to the core at once and returns true, or returns false for what
+  // runs user code (a delivery, the broker's basic.cancel), which dispatch(cmd) hands the core
+  // later.
   bool on_command_received(protocol::command& cmd);
-  // Runs user callbacks for a delivery, return, confirm event or consumer cancel.
+  // Runs user callbacks for a queued event (connection::dispatch_incoming).
   void dispatch(protocol::command& cmd);
-  void remember_cancelled_no_ack(std::string_view tag);
-  // A reply whose call gave up (see abandoned_); a basic.consume-ok's consumer is cancelled.
-  void discard_reply(protocol::command& reply);
-  void on_unknown_consumer(protocol::command& cmd, std::string_view consumer_tag,
-                           std::uint64_t delivery_tag);
-  void on_closed_by_peer(const protocol::close_reason& why);
-  void on_connection_lost();
+  void dispatch_return(protocol::command& cmd);
+  void dispatch_confirm(bool ack, std::uint64_t tag, bool multiple);
   message make_message(protocol::command& cmd);
-  void settle_confirms(bool ack, std::uint64_t tag, bool multiple);
+  // Ends the current life as a client close without the broker's close-ok (a close that crossed
+  // the broker's, or got no answer in time), so that the channel can be opened again.
+  void end_locally();
+
+  // protocol::channel_handler: inside the core's calls, no user code.
+  class handler final : public protocol::channel_handler {
+   public:
+    explicit handler(channel& ch) : ch_(ch) {}
+    void on_delivery(protocol::consumer& c, protocol::command& cmd) override;
+    void on_confirm(const protocol::confirm_event& e) override;
+    void on_confirm_frame(bool ack, std::uint64_t tag, bool multiple) override;
+    void on_return(protocol::command& cmd, const codec::basic_return& m) override;
+    void on_consumer_cancelled(std::unique_ptr<protocol::consumer> c) override;
+    void on_consumer_removed(std::unique_ptr<protocol::consumer> c) override;
+    void on_ended(protocol::end_cause cause, const protocol::close_reason& why) override;
+
+   private:
+    channel& ch_;
+  };
 
   warren::connection& conn_;
-  std::uint16_t id_;
-  bool is_open_ = false;
-  bool opening_ = false;
-  // Bumped whenever the channel closes: events queued for an earlier life are dropped.
-  std::uint32_t generation_ = 0;
-  bool flow_active_ = true;
-  bool confirm_mode_ = false;
-  std::uint64_t next_seq_ = 1;
-  std::map<std::uint64_t, bool> outstanding_;  // publish tags awaiting ack or nack
-  std::vector<std::uint64_t> nacked_;          // nacked tags not yet reported
-  std::deque<protocol::command> replies_;
-  // Reply ids of calls that raised before their reply came (an error from another event read
-  // meanwhile, or a timeout), oldest first: that reply is dropped when it comes.
-  std::deque<std::vector<std::uint32_t>> abandoned_;
-  std::deque<protocol::command> early_deliveries_;
-  int awaiting_consume_ok_ = 0;                // basic_consume calls waiting for a server-named tag
-  std::vector<std::string> cancelled_no_ack_;  // deliveries for these need no reject
-  std::map<std::string, consumer, std::less<>> consumers_;
+  handler handler_{*this};
+  // The channel's rules: state and life, replies, consumers, confirms (engine/protocol).
+  protocol::channel_core core_;
+  // confirm.select-ok received in the current life (py-amqp's confirm mode flag).
+  bool confirm_selected_ = false;
+  // The core ends the current life without a revival (end_locally).
+  bool ending_locally_ = false;
+  // Publishes that ended without an ack and that no waiting publish took: reported by
+  // wait_for_confirms.
+  std::vector<std::uint64_t> nacked_;
+  // Publishes waiting for their own confirm (confirm_publish), innermost last.
+  std::vector<confirm_wait> confirm_waits_;
+  // dispatch(): what the core handed over during its on_command.
+  consumer* ready_ = nullptr;
+  std::unique_ptr<consumer> cancelled_;
   std::vector<std::string> no_ack_consumers_;
   channel_events events_;
-  std::exception_ptr pending_error_;  // raised from the next call on this channel
   // Received messages hold a weak reference: it expires with this object (and so with the
   // connection), which tells a message that outlives them not to use its channel pointer.
-  friend class message;
   std::shared_ptr<const void> alive_ = std::make_shared<char>();
 };
 
-class connection : private protocol::connection_handler {
+class connection : private protocol::connection_handler, private protocol::channel_wire {
  public:
   explicit connection(connection_options options = {}, warren::client_options client = {});
   explicit connection(std::string_view uri, warren::client_options client = {})
@@ -311,7 +361,14 @@ class connection : private protocol::connection_handler {
  private:
   friend class warren::channel;
 
-  // connection_handler
+  // protocol::channel_wire: a channel core's own frames (no-ops once the connection is gone).
+  void send_ack(std::uint16_t channel, const protocol::ack_action& a) override;
+  void send_cancel(std::uint16_t channel, std::string_view consumer_tag) override;
+  void open_channel(std::uint16_t channel) override;
+  void close_channel(std::uint16_t channel, std::uint16_t reply_code, std::string_view reply_text,
+                     std::uint16_t class_id, std::uint16_t method_id) override;
+
+  // connection_handler: inside the machine's feed(); what runs user code is queued in incoming_.
   void on_open() override;
   void on_tuned() override;
   void on_command(protocol::command& cmd) override;
@@ -347,12 +404,15 @@ class connection : private protocol::connection_handler {
   // Receive buffers. Messages the user keeps (and the machine's half-assembled content while it
   // is destroyed) may release theirs after the pool is gone: rx_pool allows that.
   rx_pool pool_{256 * 1024, 8};
-  rx_ref rx_;
+  receive_buffer rx_{pool_};
   protocol::connection_machine machine_;
   io::transport transport_;
-  std::size_t rx_begin_ = 0;
-  std::size_t rx_end_ = 0;
+  // Channel ids and the close fan-out (engine/protocol). A closed channel keeps its id, so that
+  // channel(id) opens the same object again.
+  protocol::channel_table table_;
   std::map<std::uint16_t, std::unique_ptr<warren::channel>> channels_;
+  // The time of the read being fed (what the machine's handlers pass the channel cores).
+  protocol::time_point feed_now_{};
   // Events that run user code, queued by the machine's handlers during feed() and run by
   // dispatch_incoming() once feed() has returned and the read position has moved past the
   // frames fed: the machine's feed() is not re-entrant, and a callback may call back into the
@@ -360,12 +420,32 @@ class connection : private protocol::connection_handler {
   // run, nested reads only queue: no callback ever runs inside another one. What a nested
   // wait needs (replies, confirms, channel closes) is taken at once, outside this queue.
   struct incoming_event {
-    enum class kind : std::uint8_t { command, blocked, unblocked } what;
-    protocol::command cmd;         // command
-    std::uint32_t generation = 0;  // command: the channel's generation_ when it arrived
-    std::string reason;            // blocked
+    enum class kind : std::uint8_t {
+      command,   // a delivery or the broker's basic.cancel, for the channel core at dispatch
+      returned,  // a basic.return the core has seen
+      confirm,   // a basic.ack or basic.nack the core has settled, for channel_events
+      blocked,
+      unblocked,
+    } what;
+    protocol::command cmd;   // command, returned
+    std::uint32_t life = 0;  // command, returned, confirm: the channel's life when it arrived
+    std::uint16_t channel = 0;
+    std::string reason;  // blocked
+    bool ack = false;    // confirm
+    std::uint64_t tag = 0;
+    bool multiple = false;
   };
   std::deque<incoming_event> incoming_;
+  // A call's reply came: the events queued after it wait (dispatch_incoming stops before them)
+  // until the call has taken its reply, and then run without raising from that call (what they
+  // raise comes from the next one), as the deliveries that come with a basic.consume-ok.
+  static constexpr std::size_t no_hold = SIZE_MAX;
+  std::size_t hold_at_ = no_hold;  // events before this position may run
+  void hold_incoming() noexcept {
+    if (hold_at_ == no_hold) hold_at_ = incoming_.size();
+  }
+  // Ends the hold and runs what it kept (errors stay pending).
+  void release_incoming();
   bool dispatching_ = false;
   std::exception_ptr connection_error_;
   std::exception_ptr pending_error_;  // raised from the current call once dispatch finishes

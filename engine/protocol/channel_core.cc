@@ -21,7 +21,7 @@ class publish_guard {
 };
 
 confirm_outcome outcome_of(end_cause cause) noexcept {
-  return cause == end_cause::connection_lost ? confirm_outcome::connection_lost
+  return cause == end_cause::connection_lost ? confirm_outcome::in_doubt
                                              : confirm_outcome::channel_closed;
 }
 
@@ -148,6 +148,7 @@ void channel_core::recover_sent(std::shared_ptr<reply_waiter> waiter) {
   // The decisions held went before the method (flush_acks); what is still undecided the broker
   // now takes back, so a decision on it would name a tag the broker no longer knows.
   coalescer_.reset();
+  forget_unsettled_stream_deliveries();
   if (!waiter) return;
   ++recovering_;
   effect e;
@@ -226,27 +227,33 @@ void channel_core::start_confirms(const confirm_tracker_options& o) {
 
 bool channel_core::decide(std::uint32_t life, ack_action a, time_point now) {
   if (life != life_ || state() != channel_state::open) return false;
+  bool accepted = true;
+  std::uint64_t covered = 1;  // deliveries the decision covers, for the metrics
   if (!coalesce_) {
     wire_.send_ack(id_, a);
-    if (metrics_) count_decisions(a.what, 1);
-    return true;
+  } else {
+    const std::size_t held = coalescer_.held();
+    switch (a.what) {
+      case ack_action::kind::ack:
+        accepted = coalescer_.ack(a.delivery_tag, a.multiple, now);
+        break;
+      case ack_action::kind::nack:
+        accepted = coalescer_.nack(a.delivery_tag, a.multiple, a.requeue, now);
+        break;
+      case ack_action::kind::reject:
+        accepted = coalescer_.reject(a.delivery_tag, a.requeue, now);
+        break;
+    }
+    // Each delivery a decision covers is held once (until it goes on the wire).
+    covered = coalescer_.held() - held;
   }
-  const std::size_t held = coalescer_.held();
-  bool ok = false;
-  switch (a.what) {
-    case ack_action::kind::ack:
-      ok = coalescer_.ack(a.delivery_tag, a.multiple, now);
-      break;
-    case ack_action::kind::nack:
-      ok = coalescer_.nack(a.delivery_tag, a.multiple, a.requeue, now);
-      break;
-    case ack_action::kind::reject:
-      ok = coalescer_.reject(a.delivery_tag, a.requeue, now);
-      break;
+  if (accepted && metrics_) count_decisions(a.what, covered);
+  if (accepted && streams_) {
+    consumers_.for_each([&](consumer& c) {
+      if (c.stream) c.stream->on_settled(a.delivery_tag, a.multiple);
+    });
   }
-  // Each delivery a decision covers is held once (until it goes on the wire).
-  if (ok && metrics_) count_decisions(a.what, coalescer_.held() - held);
-  return ok;
+  return accepted;
 }
 
 void channel_core::count_decisions(ack_action::kind what, std::uint64_t n) noexcept {
@@ -261,6 +268,18 @@ void channel_core::count_decisions(ack_action::kind what, std::uint64_t n) noexc
       metrics_->on_delivery_rejected(n);
       return;
   }
+}
+
+const stream_progress* channel_core::stream_progress_of(std::string_view consumer_tag) {
+  const consumer* c = consumers_.find(consumer_tag);
+  return c != nullptr && c->stream ? &*c->stream : nullptr;
+}
+
+void channel_core::forget_unsettled_stream_deliveries() {
+  if (!streams_) return;
+  consumers_.for_each([](consumer& c) {
+    if (c.stream) c.stream->forget_unsettled();
+  });
 }
 
 bool channel_core::ack(std::uint32_t life, std::uint64_t tag, bool multiple, time_point now) {
@@ -377,6 +396,12 @@ void channel_core::on_deliver(command& cmd, time_point now) {
   if (metrics_) {
     metrics_->on_delivered();
     if (c->metrics) c->metrics->on_delivered();
+  }
+  if (c->stream) {
+    streams_ = true;
+    c->stream->on_delivery(m.delivery_tag, cmd.has_content
+                                               ? stream_offset_header(cmd.header.properties)
+                                               : std::nullopt);
   }
   handler_.on_delivery(*c, cmd);
 }
@@ -584,7 +609,10 @@ void channel_core::end(end_cause cause, const close_reason& why) {
   bool ended = false;
   {
     publish_guard lock(handler_);
-    if (tracker_) {
+    if (tracker_ && keep_unconfirmed_ && cause == end_cause::connection_lost) {
+      tracker_->take_outstanding([&](const confirm_event& e) { handler_.on_kept(e); });
+      tracker_.reset();
+    } else if (tracker_) {
       tracker_->fail_all(outcome_of(cause), why.reply_code, why.reply_text,
                          [&](const confirm_event& e) {
                            ended = true;
@@ -599,6 +627,9 @@ void channel_core::end(end_cause cause, const close_reason& why) {
   coalescer_.reset();
   actions_.clear();
   recovering_ = 0;
+  // A stream consumer leaves with its watermark (what a recovery resumes after); what it had not
+  // settled comes again.
+  forget_unsettled_stream_deliveries();
   consumers_.clear(
       [&](std::unique_ptr<consumer> c) { handler_.on_consumer_removed(std::move(c)); });
   expected_.fail_all([&](expectations::entry& e) {
@@ -633,7 +664,7 @@ void channel_core::record_confirm(const confirm_event& e, time_point now) noexce
       return;
     }
     case confirm_outcome::timeout:
-    case confirm_outcome::connection_lost:
+    case confirm_outcome::in_doubt:
     case confirm_outcome::channel_closed:
       metrics_->on_in_doubt();
       return;

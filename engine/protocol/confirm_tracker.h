@@ -48,11 +48,14 @@ struct confirm_tracker_options {
 };
 
 enum class confirm_outcome : std::uint8_t {
-  ack,              // the broker took responsibility (basic.ack)
-  nack,             // the broker could not (basic.nack)
-  timeout,          // no answer within confirm_tracker_options::timeout; a late answer is ignored
-  connection_lost,  // fail_all: the connection went before the answer
-  channel_closed,   // fail_all: the channel was closed before the answer
+  ack,      // the broker took responsibility (basic.ack)
+  nack,     // the broker could not (basic.nack)
+  timeout,  // no answer within confirm_tracker_options::timeout; a late answer is ignored
+  // fail_all: the connection went before the answer, so nobody knows whether the broker has the
+  // message (it may have stored it and lost only the ack). Never a nack: a nack is the broker
+  // refusing the message.
+  in_doubt,
+  channel_closed,  // fail_all: the channel was closed before the answer
 };
 
 // One per publish, exactly once. The views are valid only during the completion call.
@@ -124,11 +127,20 @@ class confirm_tracker {
   time_point next_deadline() const noexcept;
 
   // The connection was lost or the channel closed: completes every outstanding publish, in
-  // sequence order, with `why` (connection_lost or channel_closed) and this code and text (a
+  // sequence order, with `why` (in_doubt or channel_closed) and this code and text (a
   // returned publish keeps its return's code and text). Timed-out publishes are forgotten.
   template <class F>
   void fail_all(confirm_outcome why, std::uint16_t reply_code, std::string_view reply_text,
                 F&& complete);
+
+  // The connection was lost and its unconfirmed publishes are to be published again on the
+  // recovered channel: calls `keep(const confirm_event&)` (outcome in_doubt, the publish's
+  // sequence and token) for every outstanding publish, in sequence order, WITHOUT ending it, and
+  // forgets them all; the caller registers each again with the new tracker (its token names it),
+  // and that publish's eventual answer completes it. Timed-out publishes (already completed) are
+  // forgotten.
+  template <class F>
+  void take_outstanding(F&& keep);
 
   // Forgets everything, without completions (call fail_all first), and restarts sequences at 1:
   // for a new confirm.select on a reopened channel.
@@ -263,6 +275,24 @@ void confirm_tracker::fail_all(confirm_outcome why, std::uint16_t reply_code,
       event.reply_text = reply_text;
     }
     complete(static_cast<const confirm_event&>(event));
+  }
+}
+
+template <class F>
+void confirm_tracker::take_outstanding(F&& keep) {
+  const std::uint64_t last = next_ - 1;
+  for (std::uint64_t sequence = base_; sequence <= last; ++sequence) {
+    if (sequence < base_ || !live(sequence)) continue;
+    if (at(sequence).state == slot_state::timed_out) {
+      forget(sequence);
+      advance();
+      continue;
+    }
+    confirm_event event;
+    std::string text;
+    end(sequence, confirm_outcome::in_doubt, true, event, text);
+    advance();
+    keep(static_cast<const confirm_event&>(event));
   }
 }
 

@@ -545,8 +545,9 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
     if (id == codec::channel_close_ok::id) {
       slot.state = channel_state::closed;
     } else if (id == codec::channel_close::id) {
+      // The closes crossed. The broker answers ours with close-ok too (RabbitMQ does), which
+      // ends the channel; taking it for closed now would make that close-ok a 504.
       send(channel, codec::channel_close_ok{});
-      slot.state = channel_state::closed;
       return;
     } else if (!codec::method_has_content(class_id, method_id)) {
       return;
@@ -569,6 +570,10 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
       return;
     }
     slot.state = channel_state::open;
+  } else if (id == codec::channel_close_ok::id) {
+    // Only our channel.close (the closing branch above) is answered by close-ok.
+    fail(503, with_name(503, "unexpected channel.close-ok"), class_id, method_id);
+    return;
   } else if (id == codec::channel_flow::id) {
     codec::channel_flow m;
     if (codec::decode(payload.substr(4), m) != codec::errc::ok) {

@@ -89,6 +89,18 @@ TEST(receive_buffer, a_partial_frame_moves_to_the_front_when_nobody_views_the_bu
   EXPECT_EQ(b.space_size(), 8192u - 5);
 }
 
+// What the machine left unconsumed can be more than one frame (a parse that stopped early): the
+// room rule still holds, and none of it is lost.
+TEST(receive_buffer, room_to_read_after_more_than_one_frame_held) {
+  rx_pool pool(8192, 4);
+  receive_buffer b(pool);
+  const std::string frame = header_of(3000) + std::string(3000 + 1, 'z');
+  put(b, frame + frame);
+  b.make_room();
+  EXPECT_GE(b.space_size(), receive_buffer::min_read);
+  EXPECT_EQ(b.unconsumed(), frame + frame);
+}
+
 TEST(receive_buffer, release_lets_the_buffer_go) {
   rx_pool pool(8192, 4);
   {

@@ -77,7 +77,7 @@ const char* exit_name(exit_when e) {
 
 nlohmann::ordered_json stream_offset_json(const std::optional<stream_offset>& so) {
   if (!so) return nullptr;
-  switch (so->what) {
+  switch (so->what()) {
     case stream_offset::kind::first:
       return "first";
     case stream_offset::kind::last:
@@ -85,11 +85,11 @@ nlohmann::ordered_json stream_offset_json(const std::optional<stream_offset>& so
     case stream_offset::kind::next:
       return "next";
     case stream_offset::kind::offset:
-      return {{"offset", so->value}};
+      return {{"offset", so->value()}};
     case stream_offset::kind::timestamp:
-      return {{"timestamp", so->value}};
+      return {{"timestamp", so->value()}};
     case stream_offset::kind::interval:
-      return {{"interval", so->interval}};
+      return {{"interval", so->interval_spec()}};
   }
   return nullptr;
 }
@@ -140,6 +140,7 @@ nlohmann::ordered_json options_json(const perf_options& o) {
       {"exit_when", exit_name(o.exit)},
       {"producer_tx_size", o.producer_tx_size},
       {"consumer_tx_size", o.consumer_tx_size},
+      {"connection_recovery", o.connection_recovery},
       {"polling", o.polling},
       {"polling_interval_ms", o.polling_interval_ms},
       {"nack", o.nack},
@@ -205,6 +206,10 @@ std::string format_interval(const interval_report& r, const report_style& style)
                      " msg/s, nacked " + std::to_string(r.nacked) + ", in doubt " +
                      std::to_string(r.in_doubt) + ", returned " + std::to_string(r.returned) +
                      ", received " + fixed(r.receive_rate, 0) + " msg/s";
+  if (r.recoveries != 0 || r.unpublished_ms > 0) {
+    line += ", recoveries " + std::to_string(r.recoveries) + ", not publishing " +
+            fixed(r.unpublished_ms, 0) + " ms";
+  }
   if (style.latency) {
     line += ", latency median/95th/99th" + three(r.latency, style.millis);
     if (style.intended) line += " (from intended" + three(r.latency_intended, style.millis) + ")";
@@ -228,6 +233,11 @@ std::string format_summary(const run_summary& s, const report_style& style) {
                     std::to_string(t.nacked) + ", in doubt " + std::to_string(t.in_doubt) +
                     ", returned " + std::to_string(t.returned) + ", received " +
                     std::to_string(t.received) + " (" + fixed(t.receive_rate, 0) + " msg/s)\n";
+  if (t.recoveries != 0) {
+    out += id + "recoveries: " + std::to_string(t.recoveries) + ", republished " +
+           std::to_string(t.republished) + ", not publishing " + fixed(t.unpublished_ms, 0) +
+           " ms (summed over producers)\n";
+  }
   // Percentiles over the whole run, every sample of every interval.
   if (style.latency) {
     out += id + "latency " + u + ": " + all_percentiles(t.latency, style.millis) + "\n";
@@ -275,6 +285,9 @@ std::string to_json(const perf_options& o, const std::vector<interval_report>& i
          {"in_doubt", r.in_doubt},
          {"returned", r.returned},
          {"received", r.received},
+         {"recoveries", r.recoveries},
+         {"republished", r.republished},
+         {"unpublished_ms", r.unpublished_ms},
          {"publish_rate", r.publish_rate},
          {"confirm_rate", r.confirm_rate},
          {"receive_rate", r.receive_rate},
@@ -299,6 +312,9 @@ std::string to_json(const perf_options& o, const std::vector<interval_report>& i
       {"in_doubt", t.in_doubt},
       {"returned", t.returned},
       {"received", t.received},
+      {"recoveries", t.recoveries},
+      {"republished", t.republished},
+      {"unpublished_ms", t.unpublished_ms},
       {"seconds", t.seconds},
       {"publish_rate", t.publish_rate},
       {"confirm_rate", t.confirm_rate},

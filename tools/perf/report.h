@@ -4,6 +4,8 @@
 // JSON layout (bench/compare reads the summary's names; keep them):
 //   {"options": {...}, "intervals": [{...}, ...],
 //    "summary": {"published", "confirmed", "nacked", "in_doubt", "returned", "received",
+//                "recoveries", "republished", "unpublished_ms" (time producers could not publish
+//                while recovering, summed; intervals have the three too),
 //                "seconds", "publish_rate", "receive_rate", "client_cpu_us_per_msg",
 //                "latency_us": {"min", "p50", "p75", "p95", "p99", "p999", "max"},
 //                "latency_intended_us", "confirm_latency_us", "confirm_latency_intended_us"

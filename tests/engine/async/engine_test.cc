@@ -193,7 +193,7 @@ TEST(engine_test, full_window_returns_window_full_and_close_fails_outstanding) {
     ASSERT_EQ(
         ch->try_publish("", "q", props, "m", {},
                         [&](const confirm_result& r) {
-                          (r.what == confirm_result::outcome::connection_lost ? lost : other)++;
+                          (r.what == confirm_result::outcome::in_doubt ? lost : other)++;
                         }),
         publish_status::ok);
   }
@@ -207,7 +207,7 @@ TEST(engine_test, full_window_returns_window_full_and_close_fails_outstanding) {
   EXPECT_EQ(ch->try_publish("", "q", props, "m"), publish_status::closed);
 }
 
-TEST(engine_test, peer_dying_mid_frame_fails_every_outstanding_confirm_with_connection_lost) {
+TEST(engine_test, peer_dying_mid_frame_reports_every_outstanding_confirm_in_doubt) {
   engine e;
   test::scripted_peer peer;
   peer.confirm.store(false);
@@ -222,7 +222,7 @@ TEST(engine_test, peer_dying_mid_frame_fails_every_outstanding_confirm_with_conn
   codec::basic_properties props;
   for (int i = 0; i < 200; ++i) {
     const auto s = ch->try_publish("", "q", props, "payload", {}, [&](const confirm_result& r) {
-      (r.what == confirm_result::outcome::connection_lost ? lost : other)++;
+      (r.what == confirm_result::outcome::in_doubt ? lost : other)++;
     });
     if (s == publish_status::ok) ++accepted;
     if (i == 100) std::this_thread::sleep_for(20ms);  // let the peer see 50 and die

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -626,13 +627,13 @@ TEST_F(channel_core_test, on_ending_comes_first_while_the_channel_still_reads_op
   EXPECT_EQ(events.ended.size(), 1u);
 }
 
-TEST_F(channel_core_test, connection_loss_ends_unconfirmed_publishes_as_connection_lost) {
+TEST_F(channel_core_test, connection_loss_ends_unconfirmed_publishes_in_doubt) {
   open_core();
   select_confirms();
   publish();
   machine->transport_closed("connection reset by peer");
   ASSERT_EQ(events.confirms.size(), 1u);
-  EXPECT_EQ(events.confirms[0].outcome, confirm_outcome::connection_lost);
+  EXPECT_EQ(events.confirms[0].outcome, confirm_outcome::in_doubt);
   ASSERT_EQ(events.ended.size(), 1u);
   EXPECT_EQ(events.ended[0].first, end_cause::connection_lost);
   EXPECT_EQ(events.ended[0].second.reply_code, 320);
@@ -858,6 +859,101 @@ TEST_F(channel_core_metrics_test, a_closed_channel_is_hidden_until_the_same_core
   feed(peer.channel_close_ok(1));
   EXPECT_EQ(conn.snapshot().open_channels, 0u);
   EXPECT_TRUE(conn.snapshot().channels.empty());
+}
+
+// Stream consumers ------------------------------------------------------------------------------
+
+class channel_core_stream_test : public channel_core_test {
+ protected:
+  // A stream consumer (consumer::stream set, as a face does for consume_options::stream_start).
+  void consume_stream(std::string tag) {
+    auto c = std::make_unique<test_consumer>(tag, false, tag);
+    c->stream.emplace();
+    auto w = std::make_shared<test_waiter>();
+    core->consume_sent(std::move(c), w);
+    feed(peer.method(1, codec::basic_consume_ok{tag}));
+    ASSERT_TRUE(w->reply.has_value());
+  }
+  // A delivery carrying x-stream-offset as RabbitMQ sends it (a long).
+  void deliver_offset(std::string_view tag, std::uint64_t delivery_tag, std::int64_t offset) {
+    headers_.push_back(codec::encode_table({{"x-stream-offset", codec::field_value::i64(offset)}}));
+    codec::basic_properties p;
+    p.flags = codec::basic_properties::headers_flag;
+    p.headers = codec::table_view{headers_.back()};
+    codec::basic_deliver m;
+    m.consumer_tag = tag;
+    m.delivery_tag = delivery_tag;
+    peer.method(1, m).header(1, 1, p).body(1, "m");
+  }
+  std::deque<std::string> headers_;
+};
+
+TEST_F(channel_core_stream_test, acked_deliveries_move_the_consumers_last_handled_offset) {
+  open_core({.acks = {.max_count = 64, .max_delay = 1000us}});
+  consume_stream("s");
+  for (std::uint64_t t = 1; t <= 3; ++t) deliver_offset("s", t, 99 + static_cast<int>(t));
+  feed(peer);
+  const stream_progress* p = core->stream_progress_of("s");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->last_handled(), std::nullopt) << "delivered is not handled";
+  EXPECT_TRUE(core->ack(core->life(), 1, false, now));
+  EXPECT_TRUE(core->ack(core->life(), 2, false, now));
+  EXPECT_EQ(p->last_handled(), 101u) << "counted when the decision is accepted, not when the "
+                                        "coalesced ack leaves";
+  EXPECT_EQ(p->resume_from(), stream_offset::at(102));
+  EXPECT_FALSE(core->ack(core->life(), 2, false, now)) << "already decided";
+  EXPECT_EQ(p->last_handled(), 101u);
+}
+
+TEST_F(channel_core_stream_test, a_refused_decision_does_not_count_as_handled) {
+  open_core();
+  consume_stream("s");
+  deliver_offset("s", 1, 5);
+  feed(peer);
+  EXPECT_FALSE(core->ack(core->life() + 1, 1, false, now)) << "another life's";
+  EXPECT_EQ(core->stream_progress_of("s")->last_handled(), std::nullopt);
+  EXPECT_TRUE(core->reject(core->life(), 1, false, now));
+  EXPECT_EQ(core->stream_progress_of("s")->last_handled(), 5u) << "a reject settles it too";
+}
+
+TEST_F(channel_core_stream_test, a_multiple_ack_settles_each_stream_consumer_up_to_its_tag) {
+  open_core();
+  consume_stream("a");
+  consume_stream("b");
+  deliver_offset("a", 1, 10);
+  deliver_offset("b", 2, 70);
+  deliver_offset("a", 3, 11);
+  deliver_offset("b", 4, 71);
+  feed(peer);
+  EXPECT_TRUE(core->ack(core->life(), 3, true, now));
+  EXPECT_EQ(core->stream_progress_of("a")->last_handled(), 11u);
+  EXPECT_EQ(core->stream_progress_of("b")->last_handled(), 70u);
+}
+
+TEST_F(channel_core_stream_test, a_consumer_leaves_with_its_watermark_at_the_end_of_the_life) {
+  open_core();
+  consume_stream("s");
+  deliver_offset("s", 1, 0);
+  deliver_offset("s", 2, 1);
+  feed(peer);
+  EXPECT_TRUE(core->ack(core->life(), 1, false, now));
+  machine->transport_closed("connection reset by peer");
+  ASSERT_EQ(events.removed.size(), 1u);
+  const consumer& gone = *events.removed[0];
+  ASSERT_TRUE(gone.stream.has_value());
+  EXPECT_EQ(gone.stream->last_handled(), 0u);
+  EXPECT_EQ(gone.stream->pending(), 0u) << "the unsettled delivery comes again after a resume";
+  EXPECT_EQ(gone.stream->resume_from(), stream_offset::at(1));
+}
+
+TEST_F(channel_core_stream_test, classic_consumers_are_not_tracked) {
+  open_core();
+  consume("c", false, "c");
+  deliver_offset("c", 1, 3);
+  feed(peer);
+  EXPECT_EQ(core->stream_progress_of("c"), nullptr);
+  EXPECT_EQ(core->stream_progress_of("nobody"), nullptr);
+  EXPECT_TRUE(core->ack(core->life(), 1, false, now));
 }
 
 }  // namespace

@@ -251,12 +251,12 @@ TEST_F(confirm_tracker_test, fail_all_completes_every_outstanding_publish_exactl
   t.on_timer(now, rec.callback());
   ASSERT_EQ(rec.events.size(), 2u);
   rec.events.clear();
-  t.fail_all(confirm_outcome::connection_lost, 320, "CONNECTION_FORCED", rec.callback());
+  t.fail_all(confirm_outcome::in_doubt, 320, "CONNECTION_FORCED", rec.callback());
   EXPECT_EQ(rec.events,
             (std::vector<seen>{
-                {2, 2, confirm_outcome::connection_lost, true, 312, "NO_ROUTE"},
-                {4, 4, confirm_outcome::connection_lost, false, 320, "CONNECTION_FORCED"},
-                {5, 5, confirm_outcome::connection_lost, false, 320, "CONNECTION_FORCED"}}));
+                {2, 2, confirm_outcome::in_doubt, true, 312, "NO_ROUTE"},
+                {4, 4, confirm_outcome::in_doubt, false, 320, "CONNECTION_FORCED"},
+                {5, 5, confirm_outcome::in_doubt, false, 320, "CONNECTION_FORCED"}}));
   EXPECT_EQ(t.outstanding(), 0u);
   EXPECT_FALSE(t.full());
   rec.events.clear();
@@ -441,8 +441,8 @@ TEST(confirm_tracker_property, random_operations_complete_every_publish_exactly_
       ASSERT_EQ(t.outstanding(), outstanding()) << "round " << round << " step " << step;
       ASSERT_EQ(t.next_sequence(), next);
     }
-    expected_outcome = confirm_outcome::connection_lost;
-    t.fail_all(confirm_outcome::connection_lost, 320, "CONNECTION_FORCED", complete);
+    expected_outcome = confirm_outcome::in_doubt;
+    t.fail_all(confirm_outcome::in_doubt, 320, "CONNECTION_FORCED", complete);
     for (auto& [sequence, p] : model) EXPECT_TRUE(p.answered_or_expired) << sequence;
     for (auto& [sequence, count] : completions) ASSERT_EQ(count, 1) << sequence;
     ASSERT_EQ(t.outstanding(), 0u);

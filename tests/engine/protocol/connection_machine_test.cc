@@ -852,6 +852,42 @@ TEST_F(connection_machine_test, content_completing_after_client_close_channel_is
   finish_channel_close(1);
 }
 
+// Regression: when the client's channel.close crossed the broker's, the client answered the
+// broker's close and took the channel for closed, so the broker's close-ok to the client's close,
+// which RabbitMQ sends (3.10.8, tried on a real broker: a publish to a missing exchange followed
+// at once by channel.close gets channel.close 404, then channel.close-ok), failed the whole
+// connection with 504. The channel now stays closing until that close-ok.
+TEST_F(connection_machine_test, crossing_channel_closes_wait_for_the_brokers_close_ok) {
+  open();
+  open_channel(1);
+  m->close_channel(1, 200, "bye");
+  written();
+  feed(peer.channel_close(1, 404, "NOT_FOUND - no exchange 'x'", 60, 40));
+  {
+    const client_output out = written();
+    ASSERT_EQ(out.frames.size(), 1u);
+    EXPECT_EQ(out.frames[0].channel, 1);
+    EXPECT_TRUE(out.frames[0].is<codec::channel_close_ok>());
+  }
+  EXPECT_EQ(m->state_of(1), channel_state::closing);
+  EXPECT_TRUE(log.commands.empty());
+  finish_channel_close(1);
+  EXPECT_TRUE(log.closes.empty()) << log.closes.front().reply_text;
+  EXPECT_TRUE(m->is_open());
+}
+
+// Regression (found by connection_machine_fuzz): a channel.close-ok on an open channel, which
+// the client never closed, reached the channel's owner as a command, where the channel core
+// dropped it silently; it is a protocol violation, like an unexpected channel.open-ok.
+TEST_F(connection_machine_test, channel_close_ok_on_an_open_channel_is_503) {
+  open();
+  open_channel(1);
+  feed(peer.channel_close_ok(1));
+  expect_closed_with(503);
+  expect_close_queued(503);
+  EXPECT_TRUE(log.commands.empty());
+}
+
 TEST_F(connection_machine_test, frames_on_never_opened_channel_are_504) {
   open();
   open_channel(1);
