@@ -3,13 +3,14 @@
 // drops the bytes; prints msg/s once the peer has received every byte.
 //
 //   bazel run -c opt //bench:async_publish_bench -- [messages=10000000] [body_bytes=16]
-//                                                    [threads=1]
+//                                                    [threads=1] [metrics=on|off]
 //
 // One I/O thread, no confirms: what is measured is encoding into the staging buffer, the swap,
 // and the I/O thread's writev of many messages at once. With threads > 1, that many threads
 // share the channel (messages split between them): the publish lock under contention. The peer is
 // on the same 2 cores, so this is a floor for the null-broker measurement, not a replacement for
-// it.
+// it. metrics=off runs the engine without a metrics registry (engine_options::metrics null: no
+// counter is touched), for the cost of the counters (bench/RESULTS.md).
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -29,7 +30,11 @@ int main(int argc, char** argv) {
   const std::string body(body_size, 'b');
   const unsigned threads = argc > 3 ? static_cast<unsigned>(std::strtoul(argv[3], nullptr, 10)) : 1;
 
-  async::engine e({.io_threads = 1, .workers = 1});
+  const bool metrics = argc <= 4 || std::string(argv[4]) != "off";
+
+  async::engine_options eo{.io_threads = 1, .workers = 1};
+  if (!metrics) eo.metrics = nullptr;
+  async::engine e(eo);
   test::scripted_peer peer;
   connection_options o;
   o.host = "peer";
@@ -81,9 +86,9 @@ int main(int argc, char** argv) {
   std::printf(
       "async_publish_bench: %llu msgs of %zu B in %.3f s: %.2f M msg/s on the wire "
       "(%.2f M msg/s accepted by try_publish; %u publishing threads; %llu buffer_full "
-      "retries)\n",
+      "retries; metrics %s)\n",
       static_cast<unsigned long long>(n), body.size(), secs, n / secs / 1e6, n / enc_secs / 1e6,
-      threads, static_cast<unsigned long long>(full.load()));
+      threads, static_cast<unsigned long long>(full.load()), metrics ? "on" : "off");
   peer.stop();  // the engine then sees EOF and its close does not wait for a reply
   return 0;
 }

@@ -1,6 +1,8 @@
 #include "engine/options.h"
 
+#include <limits>
 #include <stdexcept>
+#include <string>
 #include <system_error>
 
 #include "engine/uri.h"
@@ -28,7 +30,94 @@ std::vector<protocol::sasl_credentials> build_authentication(const connection_op
   return out;
 }
 
+// A count the broker reads as a signed 64.
+codec::field_value count_value(std::string_view name, std::uint64_t v) {
+  if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    throw std::invalid_argument(std::string(name) + " " + std::to_string(v) +
+                                " is above 2^63-1 (the broker reads a signed 64)");
+  }
+  return codec::field_value::i64(static_cast<std::int64_t>(v));
+}
+
+void set_count(codec::field_table& t, std::string_view name,
+               const std::optional<std::uint64_t>& v) {
+  if (v) t.set(std::string(name), count_value(name, *v));
+}
+
+queue_declare_options typed_queue(codec::field_table arguments, std::string_view type) {
+  queue_declare_options q;
+  q.durable = true;
+  q.exclusive = false;
+  q.auto_delete = false;
+  q.arguments = std::move(arguments);
+  q.arguments.set(std::string(x_queue_type), codec::field_value::long_string(std::string(type)));
+  return q;
+}
+
+std::string stream_consume_message(stream_consume_error::reason r, std::string_view queue) {
+  const std::string q = "basic.consume on stream '" + std::string(queue) + "': ";
+  if (r == stream_consume_error::reason::no_ack) {
+    return q +
+           "a stream consumer needs manual acknowledgement, and no_ack was asked (RabbitMQ would "
+           "close the connection with 540 NOT_IMPLEMENTED); consume with no_ack false and ack";
+  }
+  return q +
+         "a stream consumer needs a consumer prefetch, and the channel has none: call "
+         "basic_qos(0, N > 0, global=false) on it first (RabbitMQ would close the channel with "
+         "406 PRECONDITION_FAILED; a global prefetch does not count)";
+}
+
 }  // namespace
+
+queue_declare_options quorum_queue(const quorum_queue_options& o) {
+  codec::field_table t = o.arguments;
+  set_count(t, "x-delivery-limit", o.delivery_limit);
+  set_count(t, "x-quorum-initial-group-size", o.initial_group_size);
+  set_count(t, "x-max-length", o.max_length);
+  set_count(t, "x-max-length-bytes", o.max_length_bytes);
+  return typed_queue(std::move(t), "quorum");
+}
+
+queue_declare_options stream_queue(const stream_queue_options& o) {
+  codec::field_table t = o.arguments;
+  set_count(t, "x-max-length-bytes", o.max_length_bytes);
+  set_count(t, "x-stream-max-segment-size-bytes", o.max_segment_size_bytes);
+  if (o.max_age) {
+    // The same grammar as an offset interval ("7D"); the broker refuses anything else with 406.
+    try {
+      (void)stream_offset::interval(*o.max_age);
+    } catch (const std::invalid_argument&) {
+      throw std::invalid_argument("stream max_age '" + *o.max_age +
+                                  "' is not a number and one of the units Y, M, D, h, m, s "
+                                  "(e.g. 7D, 12h)");
+    }
+    t.set("x-max-age", codec::field_value::long_string(*o.max_age));
+  }
+  set_count(t, "x-initial-cluster-size", o.initial_cluster_size);
+  return typed_queue(std::move(t), "stream");
+}
+
+stream_consume_error::stream_consume_error(reason r, std::string_view queue)
+    : std::invalid_argument(stream_consume_message(r, queue)), reason_(r) {}
+
+bool is_stream_consume(const consume_options& o) noexcept {
+  return o.stream_start.has_value() || o.arguments.find(x_stream_offset) != nullptr;
+}
+
+codec::field_table consume_arguments(const consume_options& o) {
+  codec::field_table t = o.arguments;
+  if (o.stream_start) t.set(std::string(x_stream_offset), o.stream_start->to_field());
+  return t;
+}
+
+void check_consume(std::string_view queue, const consume_options& o,
+                   std::optional<std::uint16_t> consumer_prefetch) {
+  if (!is_stream_consume(o)) return;
+  if (o.no_ack) throw stream_consume_error(stream_consume_error::reason::no_ack, queue);
+  if (!consumer_prefetch || *consumer_prefetch == 0) {
+    throw stream_consume_error(stream_consume_error::reason::prefetch_not_set, queue);
+  }
+}
 
 protocol::connection_config connection_options::machine_config() const {
   protocol::connection_config c;
@@ -42,6 +131,22 @@ protocol::connection_config connection_options::machine_config() const {
   c.heartbeat = heartbeat;
   c.on_challenge = on_challenge;
   return c;
+}
+
+std::vector<std::string> connection_options::endpoint_hosts() const {
+  if (endpoints.empty()) return {host};
+  std::vector<std::string> out;
+  out.reserve(endpoints.size());
+  for (const std::string& e : endpoints) {
+    if (e.starts_with("amqp://") || e.starts_with("amqps://")) {
+      const connection_uri u = parse_uri(e);
+      const bool v6 = u.host.find(':') != std::string::npos;
+      out.push_back((v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port));
+    } else {
+      out.push_back(e);
+    }
+  }
+  return out;
 }
 
 connection_options connection_options::from_uri(std::string_view uri) {

@@ -8,13 +8,15 @@
 // declaration order: `warren::connection_options{.host = "broker:5672", .heartbeat = 10}`.
 //
 // Threading: plain values, no shared state. Errors: from_uri throws uri_error (engine/uri.h);
-// machine_config and encode_arguments throw std::invalid_argument.
+// machine_config, encode_arguments, quorum_queue, stream_queue and consume_arguments throw
+// std::invalid_argument; check_consume throws stream_consume_error (an std::invalid_argument).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,12 +25,22 @@
 #include "codec/methods.h"
 #include "engine/io/socket.h"
 #include "engine/io/tls.h"
+#include "engine/log.h"
 #include "engine/protocol/connection_machine.h"
+#include "engine/protocol/streams.h"
 
 namespace warren {
 
 // Seconds as a double, as py-amqp's float seconds.
 using seconds_f = std::chrono::duration<double>;
+
+// Where a connection with several endpoints starts among them (the Java client's address list,
+// PerfTest's --connection-allocation); recovery then goes on from there to the next.
+enum class endpoint_allocation : std::uint8_t {
+  in_order,     // every connection starts at the first endpoint
+  shuffled,     // each connection tries them in its own random order
+  round_robin,  // the k-th connection of an engine starts at endpoint k mod n
+};
 
 // How to reach and log in to a broker, for either face.
 struct connection_options {
@@ -62,6 +74,24 @@ struct connection_options {
   std::vector<io::socket_option> socket_settings;
   // Capabilities to claim (subset of protocol::handled_capabilities()); empty: all handled.
   std::vector<std::string> negotiate_capabilities;
+  // Several endpoints of one cluster: each `host[:port]` or an amqp(s):// URI, of which only the
+  // host and port are taken (credentials, vhost and the rest are this struct's). Empty: `host`
+  // alone. The connection starts at one of them (`allocation`) and a recovery tries the others.
+  std::vector<std::string> endpoints;
+  endpoint_allocation allocation = endpoint_allocation::in_order;
+
+  // The host[:port] list the connection uses: `endpoints` (URIs reduced to host:port, an IPv6
+  // literal in brackets), or `host` when it is empty. Throws uri_error for a malformed URI.
+  std::vector<std::string> endpoint_hosts() const;
+
+  // What the connection tells an operator (README, "Logging"); silent by default. The
+  // connection masks its own password in every message (logger::with_secret). The callback runs
+  // on the connection's threads until the connection is gone (closed and released, or its engine
+  // destroyed): what it refers to must live that long.
+  logger log;
+  // The application's name for the connection: the `connection_name` label of its metrics and
+  // the prefix of its log messages. Empty: none.
+  std::string connection_name;
 
   // Options from an amqp:// or amqps:// URI (RabbitMQ's URI spec and query keys, see
   // engine/uri.h): host, port, user, password and vhost; heartbeat, channel_max, frame_max;
@@ -109,6 +139,30 @@ struct queue_delete_options {
   bool nowait = false;
 };
 
+// Quorum queues and streams (RabbitMQ 3.10): typed declare options. Each returns a
+// queue_declare_options with `arguments` filled in (x-queue-type and the typed fields, on top of
+// the given extra `arguments`), durable, not exclusive, not auto-delete (the broker refuses the
+// others with 406), so both faces and a recovery's replay send and record it as any declare.
+// std::invalid_argument for a value the broker could not read (above 2^63-1, a bad max_age).
+struct quorum_queue_options {
+  std::optional<std::uint64_t> delivery_limit;      // x-delivery-limit: dead-letter after it
+  std::optional<std::uint64_t> initial_group_size;  // x-quorum-initial-group-size
+  std::optional<std::uint64_t> max_length;          // x-max-length (messages)
+  std::optional<std::uint64_t> max_length_bytes;    // x-max-length-bytes
+  codec::field_table arguments;                     // any others, as given
+};
+queue_declare_options quorum_queue(const quorum_queue_options& o = {});
+
+struct stream_queue_options {
+  std::optional<std::uint64_t> max_length_bytes;        // x-max-length-bytes: retention by size
+  std::optional<std::uint64_t> max_segment_size_bytes;  // x-stream-max-segment-size-bytes
+  // x-max-age: retention by age, a number and a unit Y, M, D, h, m, s ("7D").
+  std::optional<std::string> max_age;
+  std::optional<std::uint64_t> initial_cluster_size;  // x-initial-cluster-size
+  codec::field_table arguments;                       // any others, as given
+};
+queue_declare_options stream_queue(const stream_queue_options& o = {});
+
 using cancel_callback = std::function<void(std::string_view consumer_tag)>;
 
 struct consume_options {
@@ -124,7 +178,39 @@ struct consume_options {
   // face's: the blocking API calls it from the call that read the cancel (without one, that call
   // raises consumer_cancelled, as py-amqp); the async engine on the connection's I/O thread.
   cancel_callback on_cancel;
+  // Consumes a stream from this point (sent as the x-stream-offset argument, replacing one in
+  // `arguments`; stream_offset in engine/protocol/streams.h). Setting it, even to next (the
+  // broker's default), marks the consumer as a stream consumer: the call is checked before
+  // anything is sent (check_consume), and the offset of each delivery the application settles
+  // is tracked for a recovery to resume after. An x-stream-offset in `arguments` does the same.
+  std::optional<stream_offset> stream_start;
 };
+
+// Thrown by basic_consume, before anything is sent, when a stream consumer (see
+// consume_options::stream_start) lacks what RabbitMQ requires of it: manual acknowledgement
+// (no_ack would make the broker close the whole connection with 540 NOT_IMPLEMENTED) and a
+// consumer prefetch on the channel (basic_qos with prefetch_count > 0 and global false; without
+// one, or with only a global one, the broker closes the channel with 406 PRECONDITION_FAILED).
+class stream_consume_error : public std::invalid_argument {
+ public:
+  enum class reason : std::uint8_t { no_ack, prefetch_not_set };
+  stream_consume_error(reason r, std::string_view queue);
+  reason why() const noexcept { return reason_; }
+
+ private:
+  reason reason_;
+};
+
+// Whether `o` consumes a stream as far as the options tell: stream_start set, or x-stream-offset
+// in the arguments.
+bool is_stream_consume(const consume_options& o) noexcept;
+// basic.consume's arguments: o.arguments with x-stream-offset from o.stream_start.
+codec::field_table consume_arguments(const consume_options& o);
+// Throws stream_consume_error when `o` is a stream consume and no_ack is set, or no consumer
+// prefetch is set on the channel (`consumer_prefetch`: the prefetch_count of the channel's last
+// basic.qos with global false that the broker acknowledged; nullopt or 0: none).
+void check_consume(std::string_view queue, const consume_options& o,
+                   std::optional<std::uint16_t> consumer_prefetch);
 
 // An arguments table encoded for the wire (codec::encode_table); std::invalid_argument when it
 // cannot be (a value too long for its type).

@@ -594,8 +594,35 @@ cmd_cluster() {
     wait_boot "$OPT_TIMEOUT"
   done
   for i in "${names[@]:1}"; do join "$i" "${names[0]}" || exit 1; done
+  # A joined node has booted, but the first node lists it as running only once its node monitor
+  # has heard of the start (asynchronous, seconds on a loaded machine): a cluster is handed over
+  # when every node's view lists every node, so callers never see a half-formed cluster.
+  for i in "${names[@]}"; do wait_running "$i" 120 "${names[@]}"; done
   trap - EXIT
   printf '%s\n' "${names[@]}"
+}
+
+# running_nodes of NAME's `cluster_status`, one node name per line (nothing if it does not answer).
+running_of() {  # NAME
+  load "$1"
+  ctl cluster_status --formatter json 2>/dev/null |
+    python3 -c 'import json, sys; print("\n".join(json.load(sys.stdin).get("running_nodes", [])))' \
+      2>/dev/null
+}
+
+wait_running() {  # NAME TIMEOUT_S NODE...: until NAME lists every NODE as running
+  local name=$1 deadline=$((SECONDS + $2)) running missing n
+  shift 2
+  while :; do
+    running=$(running_of "$name")
+    missing=()
+    for n in "$@"; do
+      grep -qxF "$(load "$n" && echo "$NODE_NAME")" <<<"$running" || missing+=("$n")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    ((SECONDS < deadline)) || die "$name does not list ${missing[*]} as running after $2 s (it lists: $(echo $running))"
+    sleep 0.5
+  done
 }
 
 join() {  # NAME FIRST
@@ -685,7 +712,8 @@ case "${1:-}" in
       shift
     done
     launch
-    ((do_wait)) && wait_boot "$wait_s"
+    # Not `((do_wait)) && ...`: as the branch's last command it made --no-wait exit 1.
+    if ((do_wait)); then wait_boot "$wait_s"; fi
     ;;
   wait)
     load "${2:?wait NAME}"

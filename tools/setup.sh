@@ -15,9 +15,14 @@ WARREN_PACKAGES=(
   openssl curl ca-certificates
   gdb
   nftables
+  # bench/recovery's peers: the RabbitMQ Java client (compiled with javac) and Node.js
+  librabbitmq-client-java default-jre-headless default-jdk-headless nodejs
   g++ cmake make pkgconf
   python3-prometheus-client prometheus
 )
+# npm installs bench/peers/node's pinned packages (npm ci). A Node.js from elsewhere (NodeSource)
+# brings its own npm and conflicts with Debian's package: ask for it only when npm is missing.
+command -v npm >/dev/null 2>&1 || WARREN_PACKAGES+=(npm)
 
 CERT_DIR=/var/lib/warren/certs
 RABBIT_ETC=/etc/rabbitmq

@@ -59,15 +59,26 @@ void rpc_call::on_failed(protocol::end_cause cause, const protocol::close_reason
 
 // channel_impl ----------------------------------------------------------------------------------
 
+namespace {
+protocol::channel_core_options core_options(std::shared_ptr<metrics::channel_metrics> m) {
+  protocol::channel_core_options o;
+  o.metrics = std::move(m);
+  return o;
+}
+}  // namespace
+
 channel_impl::channel_impl(std::uint16_t id, environment env)
-    : core_(id, env.link->wire(), *this),
+    : core_(id, env.link->wire(), *this, core_options(std::move(env.metrics))),
       link_(std::move(env.link)),
       io_(env.io),
       staging_(env.staging),
       topology_(env.topology),
       pool_(env.pool),
       options_(env.options),
-      frame_max_(env.frame_max) {}
+      frame_max_(env.frame_max),
+      republish_(env.republish) {
+  core_.keep_unconfirmed_on_loss(republish_);
+}
 
 channel_impl::~channel_impl() = default;
 
@@ -90,6 +101,9 @@ std::exception_ptr channel_impl::error_for(protocol::end_cause cause,
 
 void channel_impl::throw_if_closed() const {
   if (core_.is_open()) return;
+  if (staging_.recovering() && awaits_recovery_flag()) {
+    throw recoverable_connection_error("connection is recovering");
+  }
   std::exception_ptr e = error();
   std::rethrow_exception(e ? e : channel_closed_error());
 }
@@ -247,6 +261,9 @@ void channel_impl::close() {
 // Events of the core (I/O thread) ----------------------------------------------------------------
 
 void channel_impl::on_confirm(const protocol::confirm_event& e) {
+  if (e.outcome == protocol::confirm_outcome::in_doubt) {
+    in_doubt_.fetch_add(1, std::memory_order_relaxed);
+  }
   done_.push_back({to_result(e), std::move(callbacks_[e.sequence & mask_])});
   ++undelivered_;
   const protocol::confirm_tracker* t = core_.confirms();
@@ -303,6 +320,12 @@ void channel_impl::on_flow(bool /*active*/) {
 
 void channel_impl::on_consumer_cancelled(std::unique_ptr<protocol::consumer> c) {
   std::unique_ptr<consumer_entry> e(static_cast<consumer_entry*>(c.release()));
+  if (link_->log().enabled(log_level::warning)) {
+    link_->log().log(log_level::warning, log_component::consumer,
+                     "consumer " + e->tag + " on channel " + std::to_string(id()) +
+                         " cancelled by the broker (basic.cancel: its queue was deleted, or it "
+                         "failed over); no more deliveries come to it");
+  }
   topology_.change([&](protocol::topology& t) { t.cancel(id(), e->tag); });
   if (e->on_cancel) {
     try {
@@ -314,12 +337,66 @@ void channel_impl::on_consumer_cancelled(std::unique_ptr<protocol::consumer> c) 
 }
 
 void channel_impl::on_consumer_removed(std::unique_ptr<protocol::consumer> c) {
-  link_->retire(std::unique_ptr<consumer_entry>(static_cast<consumer_entry*>(c.release())));
+  // A stream consumer's progress goes into its topology record, for a recovery to resume after
+  // (a record already removed by a cancel or a close is not there to take it).
+  if (c->stream && c->stream->last_handled()) {
+    topology_.change(
+        [&](protocol::topology& t) { t.stream_handled(id(), c->tag, *c->stream->last_handled()); });
+  }
+  std::unique_ptr<consumer_entry> e(static_cast<consumer_entry*>(c.release()));
+  if (awaits_recovery_ && staging_.recovering()) {
+    // Kept with its mailbox for the replay: its handler goes on with the recovered consumer,
+    // so the deliveries of the two never run at once (concurrency holds across the recovery).
+    stashed_.push_back(std::move(e));
+    return;
+  }
+  link_->retire(std::move(e));
 }
 
 void channel_impl::on_ending(protocol::end_cause cause, const protocol::close_reason& why) {
+  // A loss that is being recovered is not this channel's end: no error stays behind.
+  if (awaits_recovery_ && staging_.recovering() && cause == protocol::end_cause::connection_lost) {
+    return;
+  }
   // Before the channel reads closed: a publisher that sees it closed finds the reason.
   if (cause != protocol::end_cause::closed_by_client) set_error(error_from(why), true);
+}
+
+// Recovery ---------------------------------------------------------------------------------------
+
+void channel_impl::prepare_recovery() {
+  const protocol::channel_state s = core_.state();
+  awaits_recovery_ = s == protocol::channel_state::open || s == protocol::channel_state::opening;
+  awaits_recovery_flag_.store(awaits_recovery_, std::memory_order_release);
+}
+
+void channel_impl::on_kept(const protocol::confirm_event& e) {
+  const std::uint64_t slot = e.sequence & mask_;
+  kept_.push_back({std::move(frames_[slot]), std::move(callbacks_[slot]), e.token});
+}
+
+void channel_impl::end_recovery(const protocol::close_reason& why) {
+  awaits_recovery_ = false;
+  awaits_recovery_flag_.store(false, std::memory_order_release);
+  for (auto& e : stashed_) link_->retire(std::move(e));
+  stashed_.clear();
+  std::vector<kept_publish> left;
+  {
+    std::lock_guard lock(staging_.lock());
+    left.swap(kept_);
+    for (kept_publish& k : left) {
+      confirm_result r{};
+      r.what = confirm_result::outcome::in_doubt;
+      r.reply_code = why.reply_code;
+      r.reply_text = why.reply_text;
+      done_.push_back({std::move(r), std::move(k.callback)});
+      ++undelivered_;
+    }
+  }
+  in_doubt_.fetch_add(left.size(), std::memory_order_relaxed);
+  if (!core_.is_open()) set_error(error_from(why), false);
+  complete_confirms();
+  staging_.notify_room();
 }
 
 void channel_impl::on_ended(protocol::end_cause, const protocol::close_reason&) {

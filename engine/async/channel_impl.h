@@ -85,6 +85,8 @@ class channel_impl final : public protocol::channel_handler,
     workers::worker_pool& pool;
     const engine_options& options;
     std::uint32_t frame_max;
+    bool republish;  // recovery_policy::republish: keep the frames of unconfirmed publishes
+    std::shared_ptr<metrics::channel_metrics> metrics;  // null: the engine records none
   };
 
   channel_impl(std::uint16_t id, environment env);
@@ -113,6 +115,28 @@ class channel_impl final : public protocol::channel_handler,
   // will answer nobody) and the channel closes with `why` as its error.
   void abandon(rpc_call& c, std::exception_ptr why);
 
+  // Recovery (I/O thread). Before the connection's loss ends the channel's life: the channel is
+  // to be reopened if it was open (or opening); its consumers are then kept (stashed) for the
+  // replay rather than retired, and, with republish, its unconfirmed publishes too.
+  void prepare_recovery();
+  bool awaits_recovery() const noexcept { return awaits_recovery_; }
+  // The recovery ended: consumers not resubscribed are retired, kept publishes not republished
+  // complete in_doubt; a channel that is not open now is closed for good, with `why` as its error.
+  void end_recovery(const protocol::close_reason& why);
+  // Publishes reported in doubt and republished so far (any thread).
+  std::uint64_t in_doubt_count() const noexcept {
+    return in_doubt_.load(std::memory_order_relaxed);
+  }
+  std::uint64_t republished_count() const noexcept {
+    return republished_.load(std::memory_order_relaxed);
+  }
+  // The life the channel is in (any thread): a delivery of another life cannot be settled.
+  std::uint32_t life_now() const noexcept { return life_now_.load(std::memory_order_acquire); }
+  // Recovery thread: basic.consume again for the kept consumer of record `r` (its tag, handler
+  // and mailbox), waiting for consume-ok. Throws as basic_consume does, or std::runtime_error when
+  // no consumer with that tag was kept.
+  void resubscribe(const protocol::consumer_record& r);
+
   // Any thread but an I/O thread: calls ----------------------------------------------------------
   template <class M>
   protocol::command call(const M& m, std::shared_ptr<rpc_call> c);
@@ -122,6 +146,9 @@ class channel_impl final : public protocol::channel_handler,
     return call(m, std::make_shared<rpc_call>(this, rpc_call::kind::plain, reply_id));
   }
   void throw_if_closed() const;
+  bool awaits_recovery_flag() const noexcept {
+    return awaits_recovery_flag_.load(std::memory_order_acquire);
+  }
   void close();
 
   // channel_calls.cc
@@ -196,6 +223,8 @@ class channel_impl final : public protocol::channel_handler,
   void on_consumer_cancelled(std::unique_ptr<protocol::consumer> c) override;
   void on_consumer_removed(std::unique_ptr<protocol::consumer> c) override;
   void on_waiting(int delta) override { link_->waiting(delta); }
+  void on_kept(const protocol::confirm_event& e) override;
+  void on_open() override { life_now_.store(core_.life(), std::memory_order_release); }
   void on_ending(protocol::end_cause cause, const protocol::close_reason& why) override;
   void on_ended(protocol::end_cause cause, const protocol::close_reason& why) override;
 
@@ -232,6 +261,22 @@ class channel_impl final : public protocol::channel_handler,
   std::uint64_t mask_ = 0;
   bool has_timeout_ = false;
   std::size_t undelivered_ = 0;  // settled, callback not yet returned
+
+  // Recovery.
+  const bool republish_;
+  bool awaits_recovery_ = false;                          // I/O thread
+  std::atomic<bool> awaits_recovery_flag_{false};         // the same, for any thread
+  std::vector<std::unique_ptr<consumer_entry>> stashed_;  // I/O thread: consumers to resubscribe
+  struct kept_publish {
+    std::string frames;
+    confirm_callback callback;
+    std::uint64_t token = 0;
+  };
+  std::vector<std::string> frames_;  // publish lock, per sequence & mask_ (republish only)
+  std::vector<kept_publish> kept_;   // publish lock: to republish after the next confirm.select
+  std::atomic<std::uint32_t> life_now_{0};
+  std::atomic<std::uint64_t> in_doubt_{0};
+  std::atomic<std::uint64_t> republished_{0};
 
   std::atomic<std::size_t> outstanding_{0};
   mutable std::mutex err_mu_;

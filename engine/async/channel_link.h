@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "engine/async/publish_staging.h"
+#include "engine/log.h"
 #include "engine/protocol/channel_core.h"
 #include "engine/protocol/topology.h"
 
@@ -57,6 +58,12 @@ class channel_link {
   virtual void delivery_handled(std::size_t n) noexcept = 0;
   // Drains the consumers retired so far (not from an I/O thread or a handler: a no-op there).
   virtual void drain_retired() = 0;
+  // The connection's logger (its password masked). Any thread.
+  virtual const warren::logger& log() const noexcept = 0;
+
+  // I/O thread -----------------------------------------------------------------------------------
+  // The `now` of the read being fed (when deliveries are handed to their consumers).
+  virtual protocol::time_point feed_time() const noexcept = 0;
 };
 
 }  // namespace warren::async::detail

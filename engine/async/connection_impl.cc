@@ -33,17 +33,41 @@ struct secret_call final : protocol::reply_waiter, std::enable_shared_from_this<
 }  // namespace
 
 connection_impl::connection_impl(engine_impl& e, io_thread& t, const connection_options& o,
-                                 io::stream s)
+                                 io::stream s, protocol::endpoint_list endpoints,
+                                 std::size_t endpoint)
     : eng_(e),
       io_(t),
       opts_(o),
       max_pending_(std::max<std::size_t>(e.options.max_pending_deliveries, 2)),
+      metrics_(e.options.metrics ? e.options.metrics->add_connection(o.connection_name) : nullptr),
+      log_(o.log.with_secret(o.password)),
       staging_(e.options.max_outgoing_bytes),
       machine_(std::make_unique<protocol::connection_machine>(o.machine_config(), *this)),
       stream_(std::move(s)),
-      rx_(t.pool()) {}
+      rx_(t.pool()),
+      endpoints_(std::move(endpoints)),
+      endpoint_(endpoint) {
+  machine_->set_metrics(metrics_.get());
+  stream_.set_metrics(metrics_.get());
+  staging_.set_metrics(metrics_.get());
+}
 
-connection_impl::~connection_impl() = default;
+metrics::connection_snapshot connection_impl::metrics_snapshot() const {
+  if (!metrics_) return {};
+  return metrics_->snapshot();
+}
+
+void connection_impl::log(log_level level, std::string_view component,
+                          std::string_view message) const {
+  if (!log_.enabled(level)) return;
+  log_.log(level, component,
+           opts_.connection_name.empty() ? std::string(message)
+                                         : opts_.connection_name + ": " + std::string(message));
+}
+
+connection_impl::~connection_impl() {
+  stop_recovery();
+}
 
 void connection_impl::set_phase(phase p) {
   phase_.store(p, std::memory_order_release);
@@ -51,7 +75,9 @@ void connection_impl::set_phase(phase p) {
 
 std::size_t connection_impl::replies_awaited() const noexcept {
   const phase p = phase_.load(std::memory_order_relaxed);
-  const std::size_t own = p == phase::handshake || p == phase::closing ? 1 : 0;
+  // While recovering, a handshake or the replay's calls wait: nothing is held back.
+  const std::size_t own =
+      p == phase::handshake || p == phase::closing || p == phase::recovering ? 1 : 0;
   return channel_waits_ + own + secrets_.waiting();
 }
 
@@ -66,6 +92,12 @@ void connection_impl::on_open() {
   frame_max_.store(machine_->frame_max(), std::memory_order_release);
   table_.set_channel_max(machine_->channel_max());
   close_deadline_ = time_point::max();
+  life_open_ = true;
+  if (phase_.load(std::memory_order_relaxed) == phase::recovering) {
+    // A recovery attempt's handshake: its thread goes on with the replay.
+    if (auto a = std::move(attempt_)) defer([a] { a->set_value(); });
+    return;
+  }
   set_phase(phase::open);
   defer([this] { opened_.set_value(); });
 }
@@ -86,8 +118,23 @@ void connection_impl::on_channel_closed(std::uint16_t channel, const protocol::c
   table_.on_channel_closed(channel, why);
 }
 
+void connection_impl::log_end(const protocol::close_reason& why, phase at) const {
+  const log_level level = at == phase::closing ? log_level::info : log_level::warning;
+  if (!log_.enabled(level)) return;
+  std::string m = at == phase::closing     ? "closed"
+                  : at == phase::handshake ? "connection failed during the handshake"
+                                           : "connection lost";
+  m += ": " + why.reply_text;
+  if (why.reply_code != 0) m += " (reply code " + std::to_string(why.reply_code) + ")";
+  log(level, m);
+}
+
 void connection_impl::on_blocked(std::string_view why) {
   staging_.set_blocked(true);
+  if (log_.enabled(log_level::warning)) {
+    log(log_level::warning, "blocked by the broker (" + std::string(why) +
+                                "): publishing waits until connection.unblocked");
+  }
   std::function<void(std::string_view)> f;
   {
     std::lock_guard lock(cb_mu_);
@@ -98,6 +145,7 @@ void connection_impl::on_blocked(std::string_view why) {
 
 void connection_impl::on_unblocked() {
   staging_.set_blocked(false);
+  log(log_level::info, "unblocked by the broker: publishing resumes");
   staging_.notify_room();
   std::function<void()> f;
   {
@@ -114,8 +162,20 @@ void connection_impl::on_closed(const protocol::close_reason& machine_reason) {
   if (!close_note_.empty() && why.reply_text.find(close_note_) == std::string::npos) {
     why.reply_text += "; " + close_note_;
   }
-  const bool was_open = frame_max_.load(std::memory_order_relaxed) != 0;
-  const bool connecting = phase_.load(std::memory_order_relaxed) == phase::handshake;
+  const phase p = phase_.load(std::memory_order_relaxed);
+  if (p == phase::recovering) {
+    transport_lost(why);
+    return;
+  }
+  if (p == phase::open && recovery_wanted(why)) {
+    begin_recovery(why);
+    return;
+  }
+  finish(why, frame_max_.load(std::memory_order_relaxed) != 0, p == phase::handshake);
+}
+
+void connection_impl::finish(const protocol::close_reason& why, bool was_open, bool connecting) {
+  log_end(why, phase_.load(std::memory_order_relaxed));
   set_phase(phase::ended);
   table_.on_connection_lost(why);
   secrets_.fail_all([&](protocol::reply_expectations<char>::entry& e) {
@@ -158,6 +218,7 @@ void connection_impl::on_closed(const protocol::close_reason& machine_reason) {
 // What a channel asks of its connection --------------------------------------------------------
 
 void connection_impl::send_frame(out_buffer frame) {
+  if (metrics_) metrics_->on_frames_sent();  // one method frame, encoded by the channel
   seal(clock::now());
   push_segment(std::move(frame));
 }
@@ -202,6 +263,12 @@ void connection_impl::close_channel(std::uint16_t channel, std::uint16_t reply_c
 // Closing ---------------------------------------------------------------------------------------
 
 void connection_impl::begin_close() {
+  if (phase_.load(std::memory_order_relaxed) == phase::recovering) {
+    // Closed by the application while recovering: the recovery stops and the connection ends
+    // here (a transport in its handshake or replay is dropped without a close handshake).
+    give_up({200, "closed by client", 0, 0, false});
+    return;
+  }
   if (ended() || !machine_) return;
   const time_point now = clock::now();
   close_deadline_ = now + close_timeout;
@@ -215,6 +282,11 @@ void connection_impl::begin_close() {
 }
 
 void connection_impl::force_close(std::string_view why) {
+  no_recovery_ = true;
+  if (phase_.load(std::memory_order_relaxed) == phase::recovering) {
+    give_up({320, std::string(why), 0, 0, false});
+    return;
+  }
   if (ended() || !machine_) return;
   machine_->transport_closed(why);
   after_feed();
@@ -224,6 +296,10 @@ void connection_impl::force_close(std::string_view why) {
 
 std::shared_ptr<channel_impl> connection_impl::open_channel() {
   check_not_io("open_channel");
+  if (phase_.load(std::memory_order_acquire) == phase::recovering &&
+      std::this_thread::get_id() != rec_thread_id_.load()) {
+    throw recoverable_connection_error("connection is recovering");
+  }
   if (ended()) {
     std::lock_guard lock(state_mu_);
     std::rethrow_exception(error_from(reason_));
@@ -243,9 +319,11 @@ std::shared_ptr<channel_impl> connection_impl::open_channel() {
       return;
     }
     auto ch = std::make_shared<channel_impl>(
-        id, channel_impl::environment{self, self->io_, self->staging_, self->topology_,
-                                      self->eng_.pool, self->eng_.options,
-                                      self->frame_max_.load(std::memory_order_relaxed)});
+        id, channel_impl::environment{
+                self, self->io_, self->staging_, self->topology_, self->eng_.pool,
+                self->eng_.options, self->frame_max_.load(std::memory_order_relaxed),
+                self->eng_.options.recovery.enabled && self->eng_.options.recovery.republish,
+                self->metrics_ ? self->metrics_->add_channel(id) : nullptr});
     self->table_.attach(ch->core());
     self->channels_[id] = ch;
     *result = ch;
@@ -296,6 +374,11 @@ void connection_impl::update_secret(std::string_view new_secret, std::string_vie
 
 void connection_impl::close() {
   check_not_io("connection.close");
+  {
+    std::lock_guard lock(rec_mu_);
+    rec_stop_ = true;
+  }
+  rec_cv_.notify_all();
   io_.post([self = shared_from_this()] { self->begin_close(); });
   {
     std::unique_lock lock(state_mu_);
@@ -306,6 +389,7 @@ void connection_impl::close() {
   // after it: drained before that, they would stay in retired_, whose entries hold the channel
   // and so this connection (a cycle: all of it leaked).
   io_.run_and_wait([] {});
+  stop_recovery();
   drain_retired();
   std::lock_guard lock(eng_.conns_mu);
   std::erase_if(eng_.conns, [this](const auto& c) { return c.get() == this; });

@@ -7,7 +7,8 @@
 // the TLS handshake, timers, teardown).
 //
 // The life is stored once, in phase_: handshake -> open -> closing -> ended -> torn_down (closing
-// only after our own close). Everything else about it is derived.
+// only after our own close), with open -> recovering -> open for each recovered loss
+// (connection_recovery.cc). Everything else about it is derived.
 //
 // Threading: the I/O thread owns everything but what is marked "any thread"; application threads
 // reach the I/O thread through io_thread::post and wait for the result.
@@ -25,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "engine/async/channel_link.h"
@@ -35,6 +37,7 @@
 #include "engine/options.h"
 #include "engine/protocol/channel_table.h"
 #include "engine/protocol/connection_machine.h"
+#include "engine/protocol/recovery.h"
 #include "engine/protocol/reply_expectations.h"
 #include "engine/receive_buffer.h"
 
@@ -52,12 +55,15 @@ class connection_impl final : public protocol::connection_handler,
   enum class phase : std::uint8_t {
     handshake,  // TLS and AMQP handshakes, until connection.open-ok
     open,
-    closing,    // our connection.close sent, waiting for close-ok
-    ended,      // the machine reported the end; the socket goes at the end of the service round
-    torn_down,  // socket closed, state released
+    recovering,  // lost; the recovery thread reconnects and replays (transports come and go)
+    closing,     // our connection.close sent, waiting for close-ok
+    ended,       // the machine reported the end; the socket goes at the end of the service round
+    torn_down,   // socket closed, state released
   };
 
-  connection_impl(engine_impl& e, io_thread& t, const connection_options& o, io::stream s);
+  // `endpoints` in this connection's order; `endpoint` the index connected to.
+  connection_impl(engine_impl& e, io_thread& t, const connection_options& o, io::stream s,
+                  protocol::endpoint_list endpoints, std::size_t endpoint);
   ~connection_impl() override;
   connection_impl(const connection_impl&) = delete;
   connection_impl& operator=(const connection_impl&) = delete;
@@ -79,9 +85,18 @@ class connection_impl final : public protocol::connection_handler,
   void set_on_blocked(std::function<void(std::string_view)> f);
   void set_on_unblocked(std::function<void()> f);
   void set_on_closed(std::function<void(const protocol::close_reason&)> f);
+  // Recovery (connection_recovery.cc).
+  connection_state state() const noexcept;
+  void set_on_recovery_started(std::function<void(const protocol::close_reason&)> f);
+  void set_on_recovered(std::function<void(const recovery_report&)> f);
+  void set_on_recovery_failed(std::function<void(const protocol::close_reason&)> f);
+  std::string endpoint() const;
   // channel_link
   void delivery_handled(std::size_t n) noexcept override;
   void drain_retired() override;
+  const warren::logger& log() const noexcept override { return log_; }
+  // This connection's metrics (zero when the engine records none).
+  metrics::connection_snapshot metrics_snapshot() const;
 
   // I/O thread -----------------------------------------------------------------------------------
   void start(protocol::time_point now);
@@ -94,6 +109,8 @@ class connection_impl final : public protocol::connection_handler,
     return phase_.load(std::memory_order_relaxed) == phase::torn_down;
   }
   void force_close(std::string_view why);
+  // An adopted socket has no endpoint to reconnect to: its loss is never recovered.
+  void disable_recovery() noexcept { no_recovery_ = true; }
   // Calls waiting for a reply: the handshake, our close, update-secret, every channel's calls.
   std::size_t replies_awaited() const noexcept;
   // channel_link
@@ -103,6 +120,7 @@ class connection_impl final : public protocol::connection_handler,
   void retire(std::unique_ptr<consumer_entry> e) override;
   void hand_off(consumer_entry& e) override { batch_owners_.push_back(&e); }
   void waiting(int delta) override;
+  protocol::time_point feed_time() const noexcept override { return feed_now_; }
 
  private:
   // protocol::connection_handler: the machine's events, inside a feed or a timer.
@@ -126,12 +144,41 @@ class connection_impl final : public protocol::connection_handler,
     return machine_ && machine_->is_open() && phase_.load(std::memory_order_relaxed) < phase::ended;
   }
   bool ended() const noexcept { return phase_.load(std::memory_order_relaxed) >= phase::ended; }
+  // The socket must not be read or written any more (the connection ended, or its transport was
+  // lost and is dropped at the end of the round).
+  bool dead() const noexcept { return ended() || drop_transport_; }
   void set_phase(phase p);
+  // A message of the `connection` component, prefixed with the connection's name.
+  void log(log_level level, std::string_view message) const {
+    log(level, log_component::connection, message);
+  }
+  void log(log_level level, std::string_view component, std::string_view message) const;
+  // Why the connection ended: info for our own close, warning for anything else (lost).
+  void log_end(const protocol::close_reason& why, phase at) const;
   // A call now waits for a reply: receive batching stops holding bytes back (connection_io.cc).
   void reply_awaited();
   void begin_close();
   // The handshake's deadline passed, or the close handshake's (connection_io.cc).
   void on_deadline();
+  // The end for good: every channel and waiting call ends, on_closed runs (once).
+  void finish(const protocol::close_reason& why, bool was_open, bool connecting);
+
+  // Recovery (connection_recovery.cc). I/O thread:
+  bool recovery_wanted(const protocol::close_reason& why) const;
+  void begin_recovery(const protocol::close_reason& why);  // the loss, from on_closed
+  void transport_lost(const protocol::close_reason& why);  // a loss while recovering
+  void drop_transport();                                   // at the end of the round
+  void install(io::stream s, std::size_t endpoint, std::shared_ptr<std::promise<void>> opened);
+  void give_up(const protocol::close_reason& why);  // recovery ends without a connection
+  // The recovery thread.
+  void recovery_main();
+  bool recover_once(const protocol::close_reason& why, protocol::time_point lost_at,
+                    std::size_t lost_endpoint);
+  bool try_endpoint(std::size_t endpoint, std::string& error);
+  bool replay(protocol::recovery_report& report);
+  void stop_recovery();
+  template <class F>
+  void run_hook(const F& f);
 
   // connection_io.cc
   std::size_t read_some(protocol::time_point now);
@@ -152,6 +199,10 @@ class connection_impl final : public protocol::connection_handler,
   io_thread& io_;
   const connection_options opts_;
   const std::size_t max_pending_;
+  // The engine's recorders for this connection (null: none). Declared before the machine and the
+  // stream, which record into it, so that it outlives them.
+  const std::shared_ptr<metrics::connection_metrics> metrics_;
+  const warren::logger log_;
   std::atomic<phase> phase_{phase::handshake};
   std::promise<void> opened_;
   std::atomic<std::uint32_t> frame_max_{0};  // set before opened_ is fulfilled
@@ -205,6 +256,28 @@ class connection_impl final : public protocol::connection_handler,
   mutable std::mutex state_mu_;
   protocol::close_reason reason_;
   std::condition_variable ended_cv_;
+
+  // Recovery.
+  const protocol::endpoint_list endpoints_;
+  std::atomic<std::size_t> endpoint_;            // the endpoint connected to, or last connected to
+  bool life_open_ = false;                       // I/O thread: this transport's handshake completed
+  bool drop_transport_ = false;                  // I/O thread: drop it at the end of the round
+  bool no_recovery_ = false;                     // I/O thread: force_close (the engine stops)
+  std::shared_ptr<std::promise<void>> attempt_;  // I/O thread: a recovery attempt's handshake
+  std::mutex rec_mu_;
+  std::condition_variable rec_cv_;
+  bool rec_requested_ = false;  // rec_mu_: a loss waits for the recovery thread
+  bool rec_stop_ = false;       // rec_mu_: the application closed the connection
+  protocol::close_reason rec_reason_;
+  protocol::time_point rec_lost_at_{};
+  std::size_t rec_lost_endpoint_ = 0;
+  std::thread rec_thread_;  // started at the first loss, joined by close()
+  std::atomic<std::thread::id> rec_thread_id_{};
+  std::uint64_t in_doubt_seen_ = 0;     // recovery thread: counts at the previous report
+  std::uint64_t republished_seen_ = 0;  // recovery thread
+  std::function<void(const protocol::close_reason&)> on_recovery_started_cb_;  // cb_mu_
+  std::function<void(const recovery_report&)> on_recovered_cb_;                // cb_mu_
+  std::function<void(const protocol::close_reason&)> on_recovery_failed_cb_;   // cb_mu_
 };
 
 }  // namespace warren::async::detail

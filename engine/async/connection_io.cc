@@ -38,14 +38,15 @@ void connection_impl::step_handshake(time_point now) {
 }
 
 void connection_impl::transport_failed(const io::io_error& e) {
+  if (!machine_) return;
   machine_->transport_closed(e.message);
   after_feed();
 }
 
 void connection_impl::on_event(bool readable, bool writable, time_point now) {
-  if (ended()) return;
+  if (dead()) return;
   if (readable) read_some(now);
-  if (writable && !ended()) write_some();
+  if (writable && !dead()) write_some();
 }
 
 // Reading ---------------------------------------------------------------------------------------
@@ -53,7 +54,7 @@ void connection_impl::on_event(bool readable, bool writable, time_point now) {
 std::size_t connection_impl::read_some(time_point now) {
   const std::size_t got = read_socket(now);
   const receive_batching& b = eng_.options.rx_batching;
-  if (b.min_bytes == 0 || ended() || !stream_.valid()) return got;
+  if (b.min_bytes == 0 || dead() || !stream_.valid()) return got;
   // A call waits for its reply: the socket stays idle (reply_awaited), and these reads do not
   // count towards making it busy (the deliveries read before a reply must not hold it back).
   if (replies_awaited() != 0) return got;
@@ -89,11 +90,11 @@ void connection_impl::set_rx_lowat(int octets) {
 }
 
 std::size_t connection_impl::read_socket(time_point now) {
-  if (ended() || !stream_.valid()) return 0;
+  if (dead() || !stream_.valid() || !machine_) return 0;
   std::size_t got = 0;
   // Bounded per event so one busy connection cannot starve the others on this thread; TLS
   // plaintext held inside the session is read regardless, since nothing would wake us for it.
-  for (int round = 0; !ended() && !paused_.load(std::memory_order_relaxed); ++round) {
+  for (int round = 0; !dead() && !paused_.load(std::memory_order_relaxed); ++round) {
     if (round >= 16 && !stream_.buffered()) return got;
     if (stream_.handshaking()) {
       step_handshake(now);
@@ -193,7 +194,7 @@ void connection_impl::seal(time_point now) {
 }
 
 void connection_impl::write_some() {
-  if (!stream_.valid()) return;
+  if (!stream_.valid() || dead()) return;
   if (stream_.handshaking()) {
     step_handshake(clock::now());
     return;
@@ -271,6 +272,8 @@ time_point connection_impl::next_deadline() const {
 }
 
 void connection_impl::on_deadline() {
+  close_deadline_ = time_point::max();
+  if (!machine_) return;
   std::string why = phase_.load(std::memory_order_relaxed) == phase::handshake
                         ? "connection timed out"
                         : "close handshake timed out";
@@ -309,12 +312,17 @@ void connection_impl::service(time_point now) {
   }
   for (auto& [id, ch] : channels_) ch->service(now);
   for (auto it = channels_.begin(); it != channels_.end();) {
-    if (it->second->core().state() == protocol::channel_state::closed) {
+    if (it->second->core().state() == protocol::channel_state::closed &&
+        !it->second->awaits_recovery()) {
       table_.release(it->first);
       it = channels_.erase(it);
     } else {
       ++it;
     }
+  }
+  if (drop_transport_ && !ended()) {
+    drop_transport();
+    return;
   }
   if (!started && !stream_.handshaking() && !ended()) return;
   seal(now);

@@ -26,7 +26,8 @@ void consumer_impl::handled(std::size_t n) noexcept {
     // Nothing left to handle on this channel: the held decisions can go now (channel_impl::apply).
     ack_request r;
     r.ch = ch;
-    r.life = life;
+    // The channel's life now: a mailbox kept across a recovery serves the recovered consumer.
+    r.life = ch->life_now();
     r.what = ack_request::kind::idle;
     ch->io().post_ack(std::move(r));
   }
@@ -35,7 +36,9 @@ void consumer_impl::handled(std::size_t n) noexcept {
 
 bool route_decision(const consumer_ref& c, std::uint64_t tag, int kind, bool multiple,
                     bool requeue) {
-  if (!c || c->no_ack || !c->ch->is_open()) return false;
+  // A delivery of a lost connection's life: the broker has requeued it (and will redeliver it,
+  // redelivered set); its tag means nothing on the recovered channel.
+  if (!c || c->no_ack || !c->ch->is_open() || c->life != c->ch->life_now()) return false;
   ack_request r;
   r.ch = c->ch;
   r.tag = tag;
@@ -62,13 +65,22 @@ bool in_handler() noexcept {
   return handlers_running != 0;
 }
 
-std::function<void(delivery&)> counted_handler(delivery_handler h) {
-  return [h = std::move(h)](delivery& d) {
+std::function<void(delivery&)> counted_handler(delivery_handler h, const consumer_entry* self) {
+  return [h = std::move(h), self](delivery& d) {
     struct guard {
       ~guard() { --handlers_running; }
     } g;
     ++handlers_running;
     h(d);
+    // Set at registration, before any delivery reached the mailbox.
+    if (self->channel_metrics) {
+      const protocol::time_point handed = delivery_stamp::of(d);
+      const protocol::time_point now = protocol::clock::now();
+      if (handed != protocol::time_point{} && now >= handed) {
+        self->channel_metrics->record_handled(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now - handed).count()));
+      }
+    }
   };
 }
 
@@ -80,6 +92,7 @@ void channel_impl::on_delivery(protocol::consumer& c, protocol::command& cmd) {
   delivery& d = e.batch.emplace_back();
   fill(d, cmd, cmd.deliver);
   d.consumer_tag_ = cmd.deliver.consumer_tag;
+  d.handed_ = link_->feed_time();
   d.consumer_ = consumer_ref::adopt(e.route.get());  // counted in bulk by post_batch()
   ++e.uncounted;
   // The machine keeps each buffer once (usually all three parts sit in one).
@@ -93,26 +106,41 @@ std::string channel_impl::basic_consume(std::string_view queue, delivery_handler
   if (o.nowait && o.consumer_tag.empty()) {
     throw std::invalid_argument("basic.consume with nowait needs a consumer_tag");
   }
+  // A stream consumer's requirements are checked before anything is sent (engine/options.h);
+  // the prefetch is read on the I/O thread, which records the broker's qos-ok.
+  std::optional<std::uint16_t> prefetch;
+  if (is_stream_consume(o)) {
+    io_.run_and_wait([&] {
+      if (const auto& q = core_.settings().qos_per_consumer) prefetch = q->prefetch_count;
+    });
+    check_consume(queue, o, prefetch);
+  }
+  const codec::field_table arguments = consume_arguments(o);
   auto entry = std::make_unique<consumer_entry>();
   entry->tag = o.consumer_tag;  // the key a nowait consumer is registered under
   entry->no_ack = o.no_ack;
+  if (is_stream_consume(o)) entry->stream.emplace();
   entry->route = consumer_ref::adopt(new consumer_impl());
   entry->route->ch = shared_from_this();
   entry->route->no_ack = o.no_ack;
   entry->on_cancel = o.on_cancel;
   entry->batch.reserve(64);
   consumer_ref route = entry->route;
+  const consumer_entry* self = entry.get();
   entry->box = std::make_unique<workers::mailbox<delivery>>(
-      pool_, counted_handler(std::move(handler)), std::max(1u, concurrency),
+      pool_, counted_handler(std::move(handler), self), std::max(1u, concurrency),
       workers::mailbox<delivery>::error_handler{},
       // The pending counts go down once per run of deliveries a worker handled, not per
       // delivery: two atomic operations on lines the I/O thread also writes.
-      [route](std::size_t n) { route->handled(n); });
+      [route, self](std::size_t n) {
+        route->handled(n);
+        if (self->metrics) self->metrics->on_handled(n);
+      });
   // The coalescer is per channel: the first consumer's settings apply (I/O thread).
   io_.run_and_wait([this, co = protocol::ack_coalescer_options{ac.max_count, ac.max_delay}] {
     core_.configure_acks(co);
   });
-  const std::string args = encode_arguments(o.arguments);
+  const std::string args = encode_arguments(arguments);
   auto c = std::make_shared<rpc_call>(this, rpc_call::kind::consume,
                                       o.nowait ? 0 : codec::basic_consume_ok::id);
   c->consumer = std::move(entry);
@@ -125,9 +153,40 @@ std::string channel_impl::basic_consume(std::string_view queue, delivery_handler
   }
   std::string tag(ok.consumer_tag);
   topology_.change([&](protocol::topology& t) {
-    t.consume({id(), std::string(queue), tag, o.no_ack, o.exclusive, o.no_local, o.arguments});
+    t.consume({id(), std::string(queue), tag, o.no_ack, o.exclusive, o.no_local, arguments});
   });
   return tag;
+}
+
+void channel_impl::resubscribe(const protocol::consumer_record& r) {
+  check_not_io("basic.consume");
+  std::unique_ptr<consumer_entry> entry;
+  io_.run_and_wait([&] {
+    for (auto it = stashed_.begin(); it != stashed_.end(); ++it) {
+      if ((*it)->tag == r.consumer_tag) {
+        entry = std::move(*it);
+        stashed_.erase(it);
+        return;
+      }
+    }
+  });
+  if (!entry) {
+    throw std::runtime_error("no handler kept for consumer '" + r.consumer_tag + "'");
+  }
+  // A new route: decisions on the lost life's deliveries keep the old one, and are refused.
+  entry->route = consumer_ref::adopt(new consumer_impl());
+  entry->route->ch = shared_from_this();
+  entry->route->no_ack = r.no_ack;
+  consumer_options o;
+  o.consumer_tag = r.consumer_tag;
+  o.no_local = r.no_local;
+  o.no_ack = r.no_ack;
+  o.exclusive = r.exclusive;
+  o.arguments = r.arguments;
+  const std::string args = encode_arguments(o.arguments);
+  auto c = std::make_shared<rpc_call>(this, rpc_call::kind::consume, codec::basic_consume_ok::id);
+  c->consumer = std::move(entry);
+  call(consume_method(r.queue, o, args), std::move(c));
 }
 
 void channel_impl::basic_cancel(std::string_view consumer_tag, bool nowait) {

@@ -62,7 +62,13 @@ struct consumer_entry final : protocol::consumer {
 // handlers: it would wait for itself).
 bool in_handler() noexcept;
 
-// The mailbox handler for `h`: counts the handler in flight around each call.
-std::function<void(delivery&)> counted_handler(delivery_handler h);
+// When a delivery was handed to its consumer (the `now` of the read), for delivery-to-handled.
+struct delivery_stamp {
+  static protocol::time_point& of(delivery& d) noexcept { return d.handed_; }
+};
+
+// The mailbox handler for `h`: counts the handler in flight around each call and, when `self`
+// (the consumer, which outlives its mailbox's calls) records metrics, the handled latency.
+std::function<void(delivery&)> counted_handler(delivery_handler h, const consumer_entry* self);
 
 }  // namespace warren::async::detail

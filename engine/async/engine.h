@@ -50,8 +50,10 @@
 #include "engine/buffer.h"
 #include "engine/errors.h"
 #include "engine/io/socket.h"
+#include "engine/metrics/metrics.h"
 #include "engine/options.h"
 #include "engine/protocol/connection_machine.h"
+#include "engine/protocol/recovery.h"
 #include "engine/protocol/topology.h"
 
 namespace warren::async {
@@ -62,6 +64,7 @@ class io_thread;
 class connection_impl;
 class channel_impl;
 struct consumer_impl;
+struct delivery_stamp;
 struct test_probe;
 
 // A counted reference to a consumer's ack route. Intrusive rather than a shared_ptr so that the
@@ -126,6 +129,15 @@ struct engine_options {
   // timed out is closed (a late reply would otherwise answer the next call on it).
   std::chrono::milliseconds rpc_timeout = std::chrono::seconds(60);
   receive_batching rx_batching;  // every connection of the engine; off by default
+  // Automatic recovery of every connection of the engine (on by default; `.enabled = false`
+  // turns it off): see "Recovery" in the README and connection's recovery members below.
+  protocol::recovery_policy recovery;
+  // Entities a recovery leaves out (an empty predicate keeps its kind).
+  protocol::topology_filter recovery_filter;
+  // Where every connection of the engine records its metrics (README, "Metrics"): a registry of
+  // its own by default (engine::metrics() snapshots it); share one between engines to snapshot
+  // them together; null records nothing (no counter on any path).
+  std::shared_ptr<metrics::registry> metrics = std::make_shared<metrics::registry>();
 };
 
 // Result of a non-blocking publish attempt.
@@ -137,11 +149,16 @@ enum class publish_status : std::uint8_t {
   closed,       // channel or connection is closed (channel::error() says why)
   too_large,    // body above the broker's max, or the encoder rejected the arguments
   timeout,      // publish(deadline) only: the deadline passed while waiting for room
+  recovering,   // the connection is recovering: retry later, or publish(deadline) waits for it
 };
 std::string_view to_string(publish_status s) noexcept;
 
 struct confirm_result {  // per-message completion, delivered once
-  enum class outcome : std::uint8_t { ack, nack, timeout, connection_lost, channel_closed } what;
+  // Same values as protocol::confirm_outcome. in_doubt: the connection was lost before the
+  // broker answered, so the message may or may not be on the broker (never reported as a nack,
+  // which is the broker refusing it); with recovery's republish it is published again instead,
+  // and this completion is its answer on the recovered channel.
+  enum class outcome : std::uint8_t { ack, nack, timeout, in_doubt, channel_closed } what;
   std::uint64_t sequence = 0;    // the publish sequence number on its channel
   bool returned = false;         // basic.return arrived for it first (mandatory, unroutable)
   std::uint16_t reply_code = 0;  // return's or close's reply code
@@ -171,7 +188,9 @@ class delivery;
 using delivery_handler = std::function<void(delivery&)>;  // runs on a TBB worker thread
 
 // basic.consume's options, shared with the blocking API (engine/options.h): consumer_tag, no_local,
-// no_ack, exclusive, nowait, arguments, on_cancel. Here on_cancel (a broker cancel: queue
+// no_ack, exclusive, nowait, arguments, on_cancel, stream_start (a stream consumer: basic_consume
+// throws stream_consume_error before sending when it is no_ack or the channel has no consumer
+// prefetch). Here on_cancel (a broker cancel: queue
 // deleted, ...) runs on the I/O thread; nowait sends basic.consume without waiting for
 // consume-ok (it needs consumer_tag: nothing would tell the broker's choice), the consumer being
 // registered before the frame goes, so deliveries that follow at once find it; an error (404,
@@ -193,6 +212,19 @@ using binding_record = protocol::binding_record;
 using consumer_record = protocol::consumer_record;
 using topology_record = protocol::topology_record;
 
+// What a recovery did (engine/protocol/recovery.h): the trigger and reason, the time from the loss
+// to the end of the replay, the endpoint reached, the attempts, the entities replayed, renamed
+// server-named queues (old, new), the entities that failed, publishes republished or in doubt.
+using recovery_report = protocol::recovery_report;
+
+// A connection's life as the application sees it.
+enum class connection_state : std::uint8_t {
+  open,
+  recovering,  // lost; reconnecting and replaying (publishes return publish_status::recovering)
+  closed,      // for good: closed by the application, a loss not recovered, or recovery gave up
+};
+std::string_view to_string(connection_state s) noexcept;
+
 class channel;
 
 class connection {
@@ -200,7 +232,7 @@ class connection {
   // Blocking: any thread but an I/O thread. Opens the lowest free channel id.
   std::shared_ptr<channel> open_channel();
   // Graceful close (bounded by a few seconds): every outstanding confirm completes with
-  // connection_lost, consumers' mailboxes are drained. Idempotent.
+  // in_doubt (the broker may or may not have them), consumers' mailboxes are drained. Idempotent.
   void close();
   bool is_open() const noexcept;
   bool blocked() const noexcept;
@@ -210,6 +242,34 @@ class connection {
   void on_closed(std::function<void(const warren::protocol::close_reason&)> f);
   // Why the connection closed (reply_code 0 and empty text while open).
   warren::protocol::close_reason close_reason() const;
+
+  // Recovery (engine_options::recovery). When the connection is lost (a socket error or EOF,
+  // missed heartbeats, the broker's connection.close 320 or 541; never after close(), and after a
+  // refused login only with recovery_policy::on_refused_login) the engine, on a recovery thread of
+  // the connection:
+  //   - ends what was in flight: calls waiting for a reply throw the loss's error; unconfirmed
+  //     publishes complete in_doubt (or, with recovery_policy::republish, are kept and published
+  //     again on the recovered channel, completing with that channel's answer); deliveries of the
+  //     lost connection can no longer be settled (ack/nack/reject return false, nothing is sent;
+  //     the broker redelivers them, redelivered set);
+  //   - reconnects (the next endpoint at once, the backoff of the policy between failed rounds),
+  //     reopens every channel that was open under the same id (its qos, confirm mode, tx, flow),
+  //     republishes, then replays the topology record (exchanges, queues, bindings, consumers with
+  //     their tags, arguments and handlers; a server-named queue is renamed and what named it
+  //     follows); a failed entity is reported and the others go on;
+  //   - meanwhile publishes return publish_status::recovering (publish(deadline) waits within its
+  //     deadline), blocking calls throw recoverable_connection_error("connection is recovering").
+  // The channel and connection handles stay valid across a recovery. Hooks run on the
+  // connection's recovery thread (they may block briefly; they must not call close() on this
+  // connection). Set them before the events they observe can happen.
+  connection_state state() const noexcept;
+  void on_recovery_started(std::function<void(const warren::protocol::close_reason&)> f);
+  void on_recovered(std::function<void(const recovery_report&)> f);
+  // Attempts ran out (recovery_policy::max_attempts): called first, then the connection closes
+  // for good with the loss's reason (and on_closed runs): once state() reads closed, this ran.
+  void on_recovery_failed(std::function<void(const warren::protocol::close_reason&)> f);
+  // The endpoint (host[:port]) the connection is on, or was last on.
+  std::string endpoint() const;
   // A snapshot of the topology record (any thread).
   topology_record topology() const;
   // connection.update-secret (e.g. a refreshed OAuth token; RabbitMQ also accepts the same
@@ -224,6 +284,10 @@ class connection {
   // Deliveries read on this connection and not yet handled (reading pauses above
   // engine_options::max_pending_deliveries).
   std::size_t pending_deliveries() const noexcept;
+  // This connection's counts, its channels' and its consumers' (README, "Metrics"). Any thread,
+  // any time, also after the connection closed; no lock on any recording path is taken. All
+  // zero, id 0, when engine_options::metrics is null.
+  metrics::connection_snapshot metrics() const;
 
   ~connection();
   explicit connection(std::shared_ptr<detail::connection_impl> impl);
@@ -379,6 +443,13 @@ class channel {
   // for it are rejected with requeue, or dropped when it was no_ack), and the call returns once
   // its handlers in flight finished, without waiting for cancel-ok.
   void basic_cancel(std::string_view consumer_tag, bool nowait = false);
+  // A stream consumer's progress (consumer_options::stream_start): the offset of the last
+  // delivery its application settled (delivery::ack/nack/reject, as the channel's I/O thread
+  // accepted them) such that every earlier one of it was settled too; what a recovery resumes
+  // after (stream_offset::at(*last + 1)). nullopt before the first, or when `consumer_tag` is no
+  // stream consumer of this channel. Blocking (waits for the I/O thread; std::logic_error on
+  // one).
+  std::optional<std::uint64_t> stream_last_handled(std::string_view consumer_tag) const;
   // Blocking. Outstanding confirms complete with channel_closed. Idempotent.
   void close();
   bool is_open() const noexcept;
@@ -437,11 +508,22 @@ class delivery {
   std::string_view consumer_tag() const noexcept { return consumer_tag_; }
   // basic_get only: messages left in the queue after this one (0 for consumed deliveries).
   std::uint32_t message_count() const noexcept { return message_count_; }
+  // A quorum queue's redelivery count (the x-delivery-count header: 1 on the first redelivery,
+  // then 2, ...); nullopt when absent (a first delivery, or a queue type that does not count).
+  std::optional<std::uint64_t> delivery_count() const noexcept {
+    return delivery_count_header(header_.properties);
+  }
+  // A stream delivery's offset (the x-stream-offset header); nullopt when absent.
+  std::optional<std::uint64_t> stream_offset() const noexcept {
+    return stream_offset_header(header_.properties);
+  }
   std::uint16_t channel_id() const noexcept;
   // Any thread; routed to the owning I/O thread; contiguous acks coalesce into multiple=true.
   // Returns false (nothing sent) when the consumer (or basic_get) was no_ack or the channel has
-  // closed since the delivery. A tag already settled (or given back by basic_recover) is dropped
-  // on the I/O thread (nothing goes on the wire; the broker would close the channel for it).
+  // closed since the delivery, or the delivery came on a connection that was since lost (after a
+  // recovery the broker redelivers it, with redelivered set, under a new tag). A tag already
+  // settled (or given back by basic_recover) is dropped on the I/O thread (nothing goes on the
+  // wire; the broker would close the channel for it).
   bool ack(bool multiple = false);
   bool nack(bool multiple = false, bool requeue = true);
   bool reject(bool requeue = true);
@@ -449,6 +531,7 @@ class delivery {
  private:
   friend class detail::channel_impl;
   friend class channel;  // basic_get builds one
+  friend struct detail::delivery_stamp;
   rx_ref keep_[3];
   codec::content_header header_;
   std::string_view body_, exchange_, routing_key_, consumer_tag_;
@@ -456,6 +539,7 @@ class delivery {
   bool redelivered_ = false;
   std::uint32_t message_count_ = 0;  // fits the padding before consumer_
   detail::consumer_ref consumer_;
+  warren::protocol::time_point handed_{};  // the read that handed it over (metrics)
 };
 
 class engine {
@@ -466,6 +550,8 @@ class engine {
   engine& operator=(const engine&) = delete;
 
   // Blocking connect (any non-I/O thread): returns once connection.open-ok arrived, or throws
+  // (each of opts.endpoint_hosts() is tried in the order of opts.allocation until one accepts the
+  // TCP connection; the last one's error is thrown when none does)
   // (std::system_error for TCP/TLS failures, the py-amqp error for a refused login, amqp_timeout
   // when connect_timeout passes, naming the handshake). Takes the options both faces share
   // (engine/options.h: host, credentials and SASL, TLS, heartbeat, limits); the connection's
@@ -476,10 +562,14 @@ class engine {
   // the engine's heartbeats find dead peers instead.
   std::shared_ptr<connection> connect(const warren::connection_options& opts);
   // The same over an already connected stream socket (a socketpair in tests and benches); the
-  // engine owns `fd` from here on. opts.host names the peer for TLS.
+  // engine owns `fd` from here on. opts.host names the peer for TLS. Such a connection is never
+  // recovered (the engine has no endpoint to reconnect to).
   std::shared_ptr<connection> adopt(io::unique_fd fd, const warren::connection_options& opts);
 
   const engine_options& options() const noexcept;
+  // A snapshot of engine_options::metrics: every connection whose handle, or whose engine, still
+  // holds it (README, "Metrics"). Any thread, any time; empty when the option is null.
+  metrics::snapshot metrics() const;
 
  private:
   std::unique_ptr<detail::engine_impl> impl_;

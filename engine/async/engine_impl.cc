@@ -37,26 +37,53 @@ engine_impl::~engine_impl() {
 
 std::shared_ptr<connection_impl> engine_impl::connect(const connection_options& opts) {
   check_not_io("engine::connect");
-  io::host_port peer;
-  const std::uint16_t default_port = opts.ssl ? io::default_amqps_port : io::default_amqp_port;
-  if (auto e = io::parse_host_port(opts.host, default_port, peer); e) {
-    throw std::system_error(e.code, e.message);
+  std::vector<std::string> hosts;
+  try {
+    hosts = opts.endpoint_hosts();
+  } catch (const std::exception& e) {
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument), e.what());
   }
+  const std::uint64_t k = connections_made_.fetch_add(1, std::memory_order_relaxed);
+  protocol::endpoint_list endpoints(std::move(hosts), opts.allocation, k,
+                                    reinterpret_cast<std::uintptr_t>(this) ^ (k << 32));
+  const std::uint16_t default_port = opts.ssl ? io::default_amqps_port : io::default_amqp_port;
   const time_point deadline =
       opts.connect_timeout
           ? clock::now() + std::chrono::duration_cast<clock::duration>(*opts.connect_timeout)
           : time_point::max();
   // Without py-amqp's TCP_USER_TIMEOUT unless asked for: see engine::connect in engine.h.
   const auto settings = io::effective_socket_settings(opts.socket_settings, false);
-  io::io_error err;
-  io::unique_fd fd = io::connect_tcp(peer, settings, deadline, err);
-  if (!fd.valid()) throw std::system_error(err.code, err.message);
-  return adopt(std::move(fd), opts);
+  // Each endpoint in this connection's order until one accepts; the last error otherwise.
+  std::system_error last(std::make_error_code(std::errc::invalid_argument), "no endpoint");
+  for (std::size_t i = 0; i < endpoints.size(); ++i) {
+    io::host_port peer;
+    if (auto e = io::parse_host_port(endpoints.at(i), default_port, peer); e) {
+      last = std::system_error(e.code, e.message);
+      continue;
+    }
+    io::io_error err;
+    io::unique_fd fd = io::connect_tcp(peer, settings, deadline, err);
+    if (!fd.valid()) {
+      last = std::system_error(err.code, err.message);
+      continue;
+    }
+    connection_options at = opts;
+    at.host = endpoints.at(i);  // TLS names this peer
+    return start(std::move(fd), at, std::move(endpoints), i, true);
+  }
+  throw last;
 }
 
 std::shared_ptr<connection_impl> engine_impl::adopt(io::unique_fd fd,
                                                     const connection_options& opts) {
   check_not_io("engine::adopt");
+  return start(std::move(fd), opts, protocol::endpoint_list({opts.host}, {}, 0, 0), 0, false);
+}
+
+std::shared_ptr<connection_impl> engine_impl::start(io::unique_fd fd,
+                                                    const connection_options& opts,
+                                                    protocol::endpoint_list endpoints,
+                                                    std::size_t index, bool recover) {
   io::io_error err;
   std::unique_ptr<io::tls_session> tls;
   if (opts.ssl) {
@@ -70,7 +97,9 @@ std::shared_ptr<connection_impl> engine_impl::adopt(io::unique_fd fd,
   io::stream s = io::stream::open(std::move(fd), std::move(tls), err);
   if (err) throw std::system_error(err.code, err.message);
   io_thread& io = next_io();
-  auto c = std::make_shared<connection_impl>(*this, io, opts, std::move(s));
+  auto c =
+      std::make_shared<connection_impl>(*this, io, opts, std::move(s), std::move(endpoints), index);
+  if (!recover) c->disable_recovery();
   std::future<void> opened = c->opened();
   io.post([c, &io] {
     io.add(c);

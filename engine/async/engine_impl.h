@@ -13,6 +13,7 @@
 #include "engine/async/engine.h"
 #include "engine/async/io_thread.h"
 #include "engine/options.h"
+#include "engine/protocol/recovery.h"
 #include "engine/workers/dispatcher.h"
 
 namespace warren::async::detail {
@@ -34,11 +35,16 @@ class engine_impl {
   workers::worker_pool pool;
 
  private:
+  // The connection over `fd`, connected to endpoint `index` of `endpoints` (adopt: recovery off).
+  std::shared_ptr<connection_impl> start(io::unique_fd fd, const connection_options& opts,
+                                         protocol::endpoint_list endpoints, std::size_t index,
+                                         bool recover);
   io_thread& next_io() { return *ios_[rr_.fetch_add(1, std::memory_order_relaxed) % ios_.size()]; }
 
   // Declared before the connections: they go first.
   std::vector<std::unique_ptr<io_thread>> ios_;
   std::atomic<unsigned> rr_{0};
+  std::atomic<std::uint64_t> connections_made_{0};  // endpoint_allocation::round_robin
 
  public:
   std::mutex conns_mu;

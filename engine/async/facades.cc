@@ -26,6 +26,20 @@ std::string_view to_string(publish_status s) noexcept {
       return "too_large";
     case publish_status::timeout:
       return "timeout";
+    case publish_status::recovering:
+      return "recovering";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(connection_state s) noexcept {
+  switch (s) {
+    case connection_state::open:
+      return "open";
+    case connection_state::recovering:
+      return "recovering";
+    case connection_state::closed:
+      return "closed";
   }
   return "unknown";
 }
@@ -44,6 +58,11 @@ const engine_options& engine::options() const noexcept {
 
 std::shared_ptr<connection> engine::connect(const warren::connection_options& opts) {
   return std::make_shared<connection>(impl_->connect(opts));
+}
+
+metrics::snapshot engine::metrics() const {
+  if (!impl_->options.metrics) return {};
+  return impl_->options.metrics->take();
 }
 
 std::shared_ptr<connection> engine::adopt(io::unique_fd fd,
@@ -80,6 +99,21 @@ void connection::on_closed(std::function<void(const protocol::close_reason&)> f)
 protocol::close_reason connection::close_reason() const {
   return impl_->close_reason();
 }
+connection_state connection::state() const noexcept {
+  return impl_->state();
+}
+void connection::on_recovery_started(std::function<void(const protocol::close_reason&)> f) {
+  impl_->set_on_recovery_started(std::move(f));
+}
+void connection::on_recovered(std::function<void(const recovery_report&)> f) {
+  impl_->set_on_recovered(std::move(f));
+}
+void connection::on_recovery_failed(std::function<void(const protocol::close_reason&)> f) {
+  impl_->set_on_recovery_failed(std::move(f));
+}
+std::string connection::endpoint() const {
+  return impl_->endpoint();
+}
 topology_record connection::topology() const {
   return impl_->topology();
 }
@@ -94,6 +128,9 @@ std::uint32_t connection::frame_max() const noexcept {
 }
 std::size_t connection::pending_deliveries() const noexcept {
   return impl_->pending_deliveries();
+}
+metrics::connection_snapshot connection::metrics() const {
+  return impl_->metrics_snapshot();
 }
 
 // channel -----------------------------------------------------------------------------------------
@@ -194,6 +231,16 @@ std::string channel::basic_consume(std::string_view queue, delivery_handler hand
 }
 void channel::basic_cancel(std::string_view consumer_tag, bool nowait) {
   impl_->basic_cancel(consumer_tag, nowait);
+}
+std::optional<std::uint64_t> channel::stream_last_handled(std::string_view consumer_tag) const {
+  detail::check_not_io("stream_last_handled");
+  std::optional<std::uint64_t> last;
+  impl_->io().run_and_wait([&] {
+    // Decisions made before this call and still queued for the I/O thread count.
+    impl_->io().apply_acks(std::chrono::steady_clock::now());
+    if (const auto* p = impl_->core().stream_progress_of(consumer_tag)) last = p->last_handled();
+  });
+  return last;
 }
 void channel::close() {
   impl_->close();

@@ -24,6 +24,7 @@
 #include <string_view>
 
 #include "engine/async/publish_lock.h"
+#include "engine/metrics/metrics.h"
 #include "engine/protocol/time.h"
 
 namespace warren::async::detail {
@@ -78,11 +79,29 @@ class publish_staging {
     return true;
   }
   std::size_t staged_size() const noexcept { return staging_.size; }
+  // Frames staged (a publish's, a method's): counted into the metrics by the I/O thread when it
+  // takes them, once per batch, so that the publisher touches no line of the metrics for them.
+  void count_frames(std::uint64_t n) noexcept { staged_frames_ += n; }
+  bool counting() const noexcept { return metrics_ != nullptr; }
+  // Before staged(): when the first publish of what is staged now was made, which the confirm
+  // latency of every publish staged with it is measured from. One clock read per batch the I/O
+  // thread takes, not one per message; a publish's latency so includes the time its batch waited
+  // for the I/O thread (README, "Metrics").
+  protocol::time_point batch_time() noexcept {
+    if (!scheduled_.load(std::memory_order_relaxed)) batch_time_ = protocol::clock::now();
+    return batch_time_;
+  }
   void set_blocked(bool b) noexcept { blocked_.store(b, std::memory_order_relaxed); }
+  // Where count_frames() counts (null: nowhere). Before the first publish.
+  void set_metrics(metrics::connection_metrics* m) noexcept { metrics_ = m; }
 
   // Any thread -----------------------------------------------------------------------------------
   // connection.blocked is in force (read under the lock by publishers; anywhere for reporting).
   bool blocked() const noexcept { return blocked_.load(std::memory_order_relaxed); }
+  // The connection is recovering (from the loss to the end of the replay): publishes are refused
+  // with publish_status::recovering. Written by the I/O thread under the lock.
+  bool recovering() const noexcept { return recovering_.load(std::memory_order_acquire); }
+  void set_recovering(bool r) noexcept { recovering_.store(r, std::memory_order_release); }
   // Something is staged that the I/O thread has not taken (read without the lock: a hint that
   // is exact once the waker's wake-up was seen, see io_thread::run).
   bool pending() const noexcept { return scheduled_.load(std::memory_order_relaxed); }
@@ -113,6 +132,10 @@ class publish_staging {
   // under the lock, read without it to skip the lock when nothing is staged.
   std::atomic<bool> scheduled_{false};
   std::atomic<bool> blocked_{false};
+  std::atomic<bool> recovering_{false};
+  metrics::connection_metrics* metrics_ = nullptr;
+  protocol::time_point batch_time_{};  // publish lock
+  std::uint64_t staged_frames_ = 0;    // publish lock
   std::atomic<std::size_t> unsent_{0};
   const std::size_t max_out_;
   std::condition_variable_any room_;

@@ -18,6 +18,18 @@ using protocol::time_point;
 
 namespace {
 constexpr std::uint64_t max_body_size = std::uint64_t{512} << 20;
+
+// Whole frames in `frames` (a publish's, as encoded): for the metrics of a republish.
+std::uint64_t frame_count(std::string_view frames) noexcept {
+  std::uint64_t n = 0;
+  for (std::size_t at = 0; at + codec::frame_header_size <= frames.size(); ++n) {
+    const auto* p = reinterpret_cast<const unsigned char*>(frames.data() + at);
+    const std::size_t size =
+        std::size_t{p[3]} << 24 | std::size_t{p[4]} << 16 | std::size_t{p[5]} << 8 | p[6];
+    at += codec::frame_header_size + size + 1;
+  }
+  return n;
+}
 }  // namespace
 
 publish_status channel_impl::try_publish(std::string_view exchange, std::string_view routing_key,
@@ -34,6 +46,8 @@ publish_status channel_impl::try_publish(std::string_view exchange, std::string_
   bool wake = false;
   {
     std::lock_guard lock(staging_.lock());
+    // The channel may be open again while the replay goes on: nothing overtakes the republished.
+    if (staging_.recovering() && awaits_recovery_flag()) return publish_status::recovering;
     const protocol::channel_core::publish_gate gate = core_.can_publish();
     if (gate == protocol::channel_core::publish_gate::closed) return publish_status::closed;
     if (staging_.blocked() || gate == protocol::channel_core::publish_gate::blocked) {
@@ -50,11 +64,18 @@ publish_status channel_impl::try_publish(std::string_view exchange, std::string_
       staging_.unreserve(need);
       return publish_status::too_large;
     }
+    core_.note_published();
+    if (staging_.counting())
+      staging_.count_frames(2 + codec::body_frame_count(body.size(), frame_max_));
     if (protocol::confirm_tracker* t = core_.confirms()) {
-      const time_point now = has_timeout_ ? clock::now() : time_point{};
+      // A time for the confirm timeout, or (metrics) for the confirm latency; none otherwise.
+      const time_point now = has_timeout_          ? clock::now()
+                             : staging_.counting() ? staging_.batch_time()
+                                                   : time_point{};
       const std::uint64_t seq =
           t->on_publish(t->next_sequence(), now, o.mandatory, exchange, routing_key);
       callbacks_[seq & mask_] = std::move(on_confirm);
+      if (republish_) frames_[seq & mask_].assign(at, written);
       outstanding_.store(t->outstanding(), std::memory_order_relaxed);
     }
     wake = staging_.staged();
@@ -123,13 +144,35 @@ void channel_impl::start_confirm_select(std::shared_ptr<rpc_call> c, out_buffer 
       return;
     }
     mask_ = cbs.size() - 1;
+    if (republish_) frames_.assign(cbs.size(), std::string());
     callbacks_ = std::move(cbs);
     has_timeout_ = c->confirms.timeout.count() > 0;
     // The method joins the publish stream: every publish staged after it is numbered by the
     // broker, and by the tracker started here.
     staging_.append(frame.view());
+    staging_.count_frames(1);
     staging_.staged();  // this is the I/O thread: its service round writes it
     core_.confirm_select_sent(c->confirms, c);
+    // A recovered channel: the publishes kept from the lost connection go first, in their order,
+    // numbered by the new tracker; their answers complete the original publishes.
+    if (!kept_.empty()) {
+      protocol::confirm_tracker* t = core_.confirms();
+      const time_point now = clock::now();
+      std::size_t n = 0;
+      for (; n < kept_.size(); ++n) {
+        kept_publish& k = kept_[n];
+        const std::uint64_t seq = t->on_publish(k.token, now);
+        if (seq == 0) break;  // not expected: they were kept under the same window
+        staging_.append(k.frames);
+        staging_.count_frames(frame_count(k.frames));
+        callbacks_[seq & mask_] = std::move(k.callback);
+        frames_[seq & mask_] = std::move(k.frames);
+      }
+      kept_.erase(kept_.begin(), kept_.begin() + static_cast<std::ptrdiff_t>(n));
+      republished_.fetch_add(n, std::memory_order_relaxed);
+      if (metrics::channel_metrics* m = core_.metrics()) m->on_republished(n);
+      outstanding_.store(t->outstanding(), std::memory_order_relaxed);
+    }
   }
 }
 
@@ -139,7 +182,8 @@ bool channel_impl::wait_for_confirms(time_point deadline) {
   // Done means settled AND its callback has returned (callbacks run outside the lock).
   auto busy = [&] {
     const protocol::confirm_tracker* t = core_.confirms();
-    return (t != nullptr && t->outstanding() != 0 && core_.is_open()) || undelivered_ != 0;
+    return (t != nullptr && t->outstanding() != 0 && core_.is_open()) || undelivered_ != 0 ||
+           !kept_.empty();
   };
   while (busy()) {
     if (clock::now() >= deadline) return false;

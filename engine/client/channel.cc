@@ -352,13 +352,21 @@ std::string channel::basic_consume(std::string_view queue, consumer_callback cal
   if (o.nowait && o.consumer_tag.empty()) {
     throw std::invalid_argument("basic_consume with nowait needs a consumer_tag");
   }
-  const std::string args = encode_arguments(o.arguments);
+  if (is_stream_consume(o)) {
+    // The broker requires a consumer prefetch and manual acks: refused before anything is sent.
+    std::optional<std::uint16_t> prefetch;
+    if (const auto& q = core_.settings().qos_per_consumer) prefetch = q->prefetch_count;
+    check_consume(queue, o, prefetch);
+  }
+  const std::string args = encode_arguments(consume_arguments(o));
   const codec::basic_consume m = consume_method(queue, o, args);
   auto c = std::make_unique<consumer>();
   c->tag = o.consumer_tag;
   c->no_ack = o.no_ack;
   c->callback = std::move(callback);
   c->on_cancel = o.on_cancel;
+  // The core follows a stream consumer's deliveries and decisions (stream_last_handled).
+  if (is_stream_consume(o)) c->stream.emplace();
   send(m);
   std::string tag = o.consumer_tag;
   if (o.nowait) {
@@ -578,6 +586,12 @@ void channel::basic_reject(std::uint64_t delivery_tag, bool requeue) {
   ensure_open();
   core_.reject(core_.life(), delivery_tag, requeue, conn_.feed_now_);
   conn_.flush(conn_.deadline_after(conn_.client_.write_timeout));
+}
+
+std::optional<std::uint64_t> channel::stream_last_handled(std::string_view consumer_tag) {
+  std::lock_guard lock(conn_.mu_);
+  const protocol::stream_progress* p = core_.stream_progress_of(consumer_tag);
+  return p != nullptr ? p->last_handled() : std::nullopt;
 }
 
 void channel::basic_recover(bool requeue) {

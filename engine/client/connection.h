@@ -191,6 +191,12 @@ class channel {
   // Consumer tags currently registered on this channel.
   std::vector<std::string> consumer_tags() const;
   bool active() const noexcept { return core_.flow_active(); }
+  // A stream consumer's progress (consume_options::stream_start): the offset of the last
+  // delivery its application settled (basic_ack/nack/reject, or the message's ack()) such that
+  // every earlier one of it was settled too; what a recovery resumes after
+  // (stream_offset::at(*last + 1)). nullopt before the first, or when `consumer_tag` is no
+  // stream consumer of this channel (a broker cancel or basic_cancel removes it).
+  std::optional<std::uint64_t> stream_last_handled(std::string_view consumer_tag);
 
   channel(warren::connection& conn, std::uint16_t id);
   ~channel();

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "engine/client/connection.h"
+#include "engine/protocol/streams.h"
 
 namespace warren {
 namespace {
@@ -122,6 +123,14 @@ message& message::operator=(message&& o) noexcept {
 const codec::field_table& message::headers() const noexcept {
   static const codec::field_table empty;
   return props_.headers ? *props_.headers : empty;
+}
+
+std::optional<std::uint64_t> message::delivery_count() const noexcept {
+  return props_.headers ? delivery_count_header(*props_.headers) : std::nullopt;
+}
+
+std::optional<std::uint64_t> message::stream_offset() const noexcept {
+  return props_.headers ? stream_offset_header(*props_.headers) : std::nullopt;
 }
 
 std::string message::text() const {

@@ -99,6 +99,11 @@ class message {
   }
   // The headers table (empty when absent).
   const codec::field_table& headers() const noexcept;
+  // A quorum queue's redelivery count (the x-delivery-count header: 1 on the first redelivery,
+  // then 2, ...); nullopt when absent (a first delivery, or a queue type that does not count).
+  std::optional<std::uint64_t> delivery_count() const noexcept;
+  // A stream delivery's offset (the x-stream-offset header); nullopt when absent.
+  std::optional<std::uint64_t> stream_offset() const noexcept;
 
   const warren::delivery_info& delivery_info() const noexcept { return info_; }
   warren::delivery_info& delivery_info() noexcept { return info_; }

@@ -73,6 +73,7 @@ stream_result stream::flush() {
   while (!tls_->pending_output().empty()) {
     const std::string_view p = tls_->pending_output();
     const ssize_t n = ::send(fd_.get(), p.data(), p.size(), MSG_NOSIGNAL);
+    count_write(n);
     if (n > 0) {
       tls_->consume_output(static_cast<std::size_t>(n));
       sent += static_cast<std::size_t>(n);
@@ -92,6 +93,7 @@ stream_result stream::flush() {
 stream_result stream::receive_ciphertext() {
   for (;;) {
     const ssize_t n = ::recv(fd_.get(), cipher_.data(), cipher_.size(), 0);
+    count_read(n);
     if (n > 0) {
       tls_->feed(std::string_view(cipher_.data(), static_cast<std::size_t>(n)));
       return progress(static_cast<std::size_t>(n));
@@ -141,6 +143,7 @@ stream_result stream::read(char* out, std::size_t n) {
   if (tls_) return read_tls(out, n);
   for (;;) {
     const ssize_t got = ::recv(fd_.get(), out, n, 0);
+    count_read(got);
     if (got > 0) {
       stream_result r = progress(static_cast<std::size_t>(got));
       r.drained = static_cast<std::size_t>(got) < n;
@@ -199,6 +202,7 @@ stream_result stream::write(const iovec* iov, int count) {
   msg.msg_iovlen = static_cast<std::size_t>(count);
   for (;;) {
     const ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    count_write(n);
     if (n >= 0) return progress(static_cast<std::size_t>(n));
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return would_block();

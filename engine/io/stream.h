@@ -13,6 +13,7 @@
 // "send: Broken pipe", or the TLS session's message (see tls.h for its codes).
 #pragma once
 
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include <cstddef>
@@ -23,6 +24,7 @@
 #include "engine/io/error.h"
 #include "engine/io/socket.h"
 #include "engine/io/tls.h"
+#include "engine/metrics/metrics.h"
 
 namespace warren::io {
 
@@ -91,7 +93,18 @@ class stream {
   // Closes the socket (the TLS session is dropped without close_notify).
   void close() noexcept;
 
+  // Counts every read and write system call and the octets it moved (ciphertext with TLS) into
+  // `m` (null: none, the default). `m` must outlive the stream or be replaced first.
+  void set_metrics(metrics::connection_metrics* m) noexcept { metrics_ = m; }
+
  private:
+  void count_read(ssize_t n) noexcept {
+    if (metrics_ != nullptr) metrics_->on_socket_read(n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
+  void count_write(ssize_t n) noexcept {
+    if (metrics_ != nullptr) metrics_->on_socket_write(n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
+
   stream_result read_tls(char* out, std::size_t n);
   // recv of ciphertext into the session: ok (fed), would_block, eof, error.
   stream_result receive_ciphertext();
@@ -100,6 +113,7 @@ class stream {
   std::unique_ptr<tls_session> tls_;
   bool handshaking_ = false;
   std::vector<char> cipher_;  // TLS: one recv of ciphertext
+  metrics::connection_metrics* metrics_ = nullptr;
 };
 
 }  // namespace warren::io

@@ -129,6 +129,7 @@ io_error transport::send_raw(const char* p, std::size_t n, time_point deadline,
                              std::string_view step, milliseconds timeout) {
   while (n > 0) {
     ssize_t sent = ::send(fd_.get(), p, n, MSG_NOSIGNAL);
+    count_write(sent);
     if (sent > 0) {
       bytes_sent_ += static_cast<std::uint64_t>(sent);
       p += sent;
@@ -158,6 +159,7 @@ std::size_t transport::recv_raw(char* buf, std::size_t n, time_point deadline,
                                 std::string_view step, milliseconds timeout, io_error& err) {
   for (;;) {
     ssize_t got = ::recv(fd_.get(), buf, n, 0);
+    count_read(got);
     if (got > 0) {
       bytes_received_ += static_cast<std::uint64_t>(got);
       err = {};
@@ -211,6 +213,7 @@ io_error transport::write_plain(const iovec* iov, std::size_t count, time_point 
     msg.msg_iov = &batch[first];
     msg.msg_iovlen = used - first;
     ssize_t sent = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    count_write(sent);
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -352,6 +355,7 @@ std::error_code transport::wait_writable(time_point deadline) {
     if (p.revents & (POLLERR | POLLNVAL)) return wait_fd(fd_.get(), POLLOUT, deadline);
     char buf[16 * 1024];
     const ssize_t got = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
+    count_read(got);
     if (got > 0) {
       bytes_received_ += static_cast<std::uint64_t>(got);
       if (tls_) {
@@ -373,6 +377,7 @@ void transport::close() noexcept {
     std::string_view out = tls_->pending_output();
     if (!out.empty()) {
       ssize_t sent = ::send(fd_.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      count_write(sent);
       if (sent > 0) bytes_sent_ += static_cast<std::uint64_t>(sent);
     }
   }

@@ -22,6 +22,7 @@
 //   io_errc::tls_*          see tls.h; system_category()/resolve_category(): see socket.h.
 #pragma once
 
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #include <chrono>
@@ -35,6 +36,7 @@
 #include "engine/io/error.h"
 #include "engine/io/socket.h"
 #include "engine/io/tls.h"
+#include "engine/metrics/metrics.h"
 
 namespace warren::io {
 
@@ -107,7 +109,18 @@ class transport {
   std::uint64_t bytes_sent() const noexcept { return bytes_sent_; }
   std::uint64_t bytes_received() const noexcept { return bytes_received_; }
 
+  // Counts every read and write system call on the connection and the octets it moved
+  // (ciphertext with TLS) into `m` (null: none, the default), from now on, across reconnects.
+  // `m` must outlive the transport or be replaced first.
+  void set_metrics(metrics::connection_metrics* m) noexcept { metrics_ = m; }
+
  private:
+  void count_read(ssize_t n) noexcept {
+    if (metrics_ != nullptr) metrics_->on_socket_read(n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
+  void count_write(ssize_t n) noexcept {
+    if (metrics_ != nullptr) metrics_->on_socket_write(n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
   io_error handshake(time_point deadline, std::chrono::milliseconds timeout);
   io_error send_raw(const char* p, std::size_t n, time_point deadline, std::string_view step,
                     std::chrono::milliseconds timeout);
@@ -135,6 +148,7 @@ class transport {
   std::size_t stash_head_ = 0;  // stash_[stash_head_..] not yet returned by read_some
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
+  metrics::connection_metrics* metrics_ = nullptr;
 };
 
 }  // namespace warren::io

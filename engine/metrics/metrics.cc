@@ -160,7 +160,7 @@ connection_snapshot connection_metrics::snapshot(clock::time_point now, bool wit
 
 std::shared_ptr<connection_metrics> registry::add_connection(std::string name) {
   std::lock_guard lock(mu_);
-  drop_unreferenced(connections_, [](const connection_metrics&) {});
+  if (!keep_) drop_unreferenced(connections_, [](const connection_metrics&) {});
   auto c = std::make_shared<connection_metrics>(next_id_++, std::move(name));
   connections_.push_back(c);
   return c;
@@ -170,7 +170,7 @@ snapshot registry::take(clock::time_point now) const {
   std::vector<std::shared_ptr<connection_metrics>> list;
   {
     std::lock_guard lock(mu_);
-    drop_unreferenced(connections_, [](const connection_metrics&) {});
+    if (!keep_) drop_unreferenced(connections_, [](const connection_metrics&) {});
     list = connections_;
   }
   snapshot s;

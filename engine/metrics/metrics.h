@@ -172,6 +172,8 @@ class channel_metrics {
 
   // Any thread: the channel is closed; it is no longer listed per channel (see the top).
   void mark_closed() noexcept { closed_.store(true, std::memory_order_release); }
+  // Any thread: the same channel opened again (a recovery reopens a channel's id): listed again.
+  void mark_open() noexcept { closed_.store(false, std::memory_order_release); }
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
   // Any thread. `with_consumers` false leaves the consumer list out (totals need none).
@@ -265,12 +267,19 @@ class connection_metrics {
 // One per engine (or per blocking client): the list snapshots walk.
 class registry {
  public:
+  // `keep_connections`: list every connection ever added, also once its face dropped it (its
+  // counts final), so that a counter never vanishes in the middle of a run; memory then grows
+  // with every connection made (a few KiB each), which suits a run of the perf tool, not a
+  // service that reconnects for months. By default a dropped connection leaves the list.
+  explicit registry(bool keep_connections = false) noexcept : keep_(keep_connections) {}
+
   // Any thread, not per message. Ids count from 1 in call order.
   std::shared_ptr<connection_metrics> add_connection(std::string name = {});
   // Any thread, any time: every connection whose face still holds its metrics.
   snapshot take(clock::time_point now = clock::now()) const;
 
  private:
+  const bool keep_;
   mutable std::mutex mu_;
   std::uint64_t next_id_ = 1;
   mutable std::vector<std::shared_ptr<connection_metrics>> connections_;

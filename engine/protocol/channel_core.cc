@@ -21,7 +21,7 @@ class publish_guard {
 };
 
 confirm_outcome outcome_of(end_cause cause) noexcept {
-  return cause == end_cause::connection_lost ? confirm_outcome::connection_lost
+  return cause == end_cause::connection_lost ? confirm_outcome::in_doubt
                                              : confirm_outcome::channel_closed;
 }
 
@@ -61,7 +61,8 @@ channel_core::channel_core(std::uint16_t id, channel_wire& wire, channel_handler
       handler_(handler),
       coalesce_(options.coalesce_acks),
       consumers_(options.cancelled_memory),
-      coalescer_(options.acks) {}
+      coalescer_(options.acks),
+      metrics_(std::move(options.metrics)) {}
 
 channel_core::~channel_core() = default;
 
@@ -70,6 +71,7 @@ channel_core::~channel_core() = default;
 bool channel_core::open(std::shared_ptr<reply_waiter> waiter) {
   if (state() != channel_state::closed) return false;
   ++life_;
+  if (metrics_) metrics_->mark_open();
   state_.store(channel_state::opening, std::memory_order_release);
   flow_.store(true, std::memory_order_release);
   wire_.open_channel(id_);
@@ -105,6 +107,7 @@ void channel_core::expect(std::uint32_t reply_id, std::shared_ptr<reply_waiter> 
 void channel_core::consume_sent(std::unique_ptr<consumer> c, std::shared_ptr<reply_waiter> waiter) {
   if (!waiter) {
     // nowait: deliveries may follow at once, so the consumer is there before them.
+    attach_metrics(*c);
     if (std::unique_ptr<consumer> replaced = consumers_.add(std::move(c))) {
       handler_.on_consumer_removed(std::move(replaced));
     }
@@ -145,6 +148,7 @@ void channel_core::recover_sent(std::shared_ptr<reply_waiter> waiter) {
   // The decisions held went before the method (flush_acks); what is still undecided the broker
   // now takes back, so a decision on it would name a tag the broker no longer knows.
   coalescer_.reset();
+  forget_unsettled_stream_deliveries();
   if (!waiter) return;
   ++recovering_;
   effect e;
@@ -223,19 +227,59 @@ void channel_core::start_confirms(const confirm_tracker_options& o) {
 
 bool channel_core::decide(std::uint32_t life, ack_action a, time_point now) {
   if (life != life_ || state() != channel_state::open) return false;
+  bool accepted = true;
+  std::uint64_t covered = 1;  // deliveries the decision covers, for the metrics
   if (!coalesce_) {
     wire_.send_ack(id_, a);
-    return true;
+  } else {
+    const std::size_t held = coalescer_.held();
+    switch (a.what) {
+      case ack_action::kind::ack:
+        accepted = coalescer_.ack(a.delivery_tag, a.multiple, now);
+        break;
+      case ack_action::kind::nack:
+        accepted = coalescer_.nack(a.delivery_tag, a.multiple, a.requeue, now);
+        break;
+      case ack_action::kind::reject:
+        accepted = coalescer_.reject(a.delivery_tag, a.requeue, now);
+        break;
+    }
+    // Each delivery a decision covers is held once (until it goes on the wire).
+    covered = coalescer_.held() - held;
   }
-  switch (a.what) {
+  if (accepted && metrics_) count_decisions(a.what, covered);
+  if (accepted && streams_) {
+    consumers_.for_each([&](consumer& c) {
+      if (c.stream) c.stream->on_settled(a.delivery_tag, a.multiple);
+    });
+  }
+  return accepted;
+}
+
+void channel_core::count_decisions(ack_action::kind what, std::uint64_t n) noexcept {
+  switch (what) {
     case ack_action::kind::ack:
-      return coalescer_.ack(a.delivery_tag, a.multiple, now);
+      metrics_->on_delivery_acked(n);
+      return;
     case ack_action::kind::nack:
-      return coalescer_.nack(a.delivery_tag, a.multiple, a.requeue, now);
+      metrics_->on_delivery_nacked(n);
+      return;
     case ack_action::kind::reject:
-      return coalescer_.reject(a.delivery_tag, a.requeue, now);
+      metrics_->on_delivery_rejected(n);
+      return;
   }
-  return false;
+}
+
+const stream_progress* channel_core::stream_progress_of(std::string_view consumer_tag) {
+  const consumer* c = consumers_.find(consumer_tag);
+  return c != nullptr && c->stream ? &*c->stream : nullptr;
+}
+
+void channel_core::forget_unsettled_stream_deliveries() {
+  if (!streams_) return;
+  consumers_.for_each([](consumer& c) {
+    if (c.stream) c.stream->forget_unsettled();
+  });
 }
 
 bool channel_core::ack(std::uint32_t life, std::uint64_t tag, bool multiple, time_point now) {
@@ -290,6 +334,7 @@ void channel_core::on_timer(time_point now) {
     if (tracker_ && now >= tracker_->next_deadline()) {
       tracker_->on_timer(now, [&](const confirm_event& e) {
         ended = true;
+        record_confirm(e, now);
         handler_.on_confirm(e);
       });
     }
@@ -315,7 +360,7 @@ void channel_core::on_command(command& cmd, time_point now) {
       return;
     case codec::basic_ack::id:
     case codec::basic_nack::id:
-      on_confirm_command(cmd);
+      on_confirm_command(cmd, now);
       return;
     case codec::basic_return::id:
       on_return_command(cmd);
@@ -348,6 +393,16 @@ void channel_core::on_deliver(command& cmd, time_point now) {
     return;
   }
   if (coalesce_) coalescer_.on_delivery(m.delivery_tag, !c->no_ack && recovering_ == 0);
+  if (metrics_) {
+    metrics_->on_delivered();
+    if (c->metrics) c->metrics->on_delivered();
+  }
+  if (c->stream) {
+    streams_ = true;
+    c->stream->on_delivery(m.delivery_tag, cmd.has_content
+                                               ? stream_offset_header(cmd.header.properties)
+                                               : std::nullopt);
+  }
   handler_.on_delivery(*c, cmd);
 }
 
@@ -366,7 +421,7 @@ void channel_core::on_unknown_consumer(std::string_view tag, std::uint64_t deliv
   if (owed && coalescer_.reject(delivery_tag, true, now)) flush_acks();
 }
 
-void channel_core::on_confirm_command(command& cmd) {
+void channel_core::on_confirm_command(command& cmd, time_point now) {
   const bool is_ack = cmd.id() == codec::basic_ack::id;
   std::uint64_t tag = 0;
   bool multiple = false;
@@ -388,6 +443,7 @@ void channel_core::on_confirm_command(command& cmd) {
     if (!tracker_) return;
     auto complete = [&](const confirm_event& e) {
       settled = true;
+      record_confirm(e, now);
       handler_.on_confirm(e);
     };
     known = is_ack ? tracker_->on_ack(tag, multiple, complete)
@@ -406,6 +462,7 @@ void channel_core::on_confirm_command(command& cmd) {
 void channel_core::on_return_command(command& cmd) {
   codec::basic_return m;
   if (cmd.decode(m) != codec::errc::ok) return;
+  if (metrics_) metrics_->on_returned();
   {
     publish_guard lock(handler_);
     if (tracker_) tracker_->on_return(m.exchange, m.routing_key, m.reply_code, m.reply_text);
@@ -482,6 +539,7 @@ void channel_core::apply(effect& e, command& reply, bool late, time_point now) {
         handler_.on_consumer_removed(std::move(c));
         return;
       }
+      attach_metrics(*c);
       if (std::unique_ptr<consumer> replaced = consumers_.add(std::move(c))) {
         handler_.on_consumer_removed(std::move(replaced));
       }
@@ -503,6 +561,7 @@ void channel_core::apply(effect& e, command& reply, bool late, time_point now) {
       reply.decode(m);
       const bool owed = !e.no_ack && recovering_ == 0;
       if (!late) {
+        if (metrics_) metrics_->on_delivered();
         if (coalesce_) coalescer_.on_delivery(m.delivery_tag, owed);
         return;
       }
@@ -550,10 +609,14 @@ void channel_core::end(end_cause cause, const close_reason& why) {
   bool ended = false;
   {
     publish_guard lock(handler_);
-    if (tracker_) {
+    if (tracker_ && keep_unconfirmed_ && cause == end_cause::connection_lost) {
+      tracker_->take_outstanding([&](const confirm_event& e) { handler_.on_kept(e); });
+      tracker_.reset();
+    } else if (tracker_) {
       tracker_->fail_all(outcome_of(cause), why.reply_code, why.reply_text,
                          [&](const confirm_event& e) {
                            ended = true;
+                           record_confirm(e, time_point{});
                            handler_.on_confirm(e);
                          });
       tracker_.reset();
@@ -564,6 +627,9 @@ void channel_core::end(end_cause cause, const close_reason& why) {
   coalescer_.reset();
   actions_.clear();
   recovering_ = 0;
+  // A stream consumer leaves with its watermark (what a recovery resumes after); what it had not
+  // settled comes again.
+  forget_unsettled_stream_deliveries();
   consumers_.clear(
       [&](std::unique_ptr<consumer> c) { handler_.on_consumer_removed(std::move(c)); });
   expected_.fail_all([&](expectations::entry& e) {
@@ -574,7 +640,41 @@ void channel_core::end(end_cause cause, const close_reason& why) {
   closing.swap(close_waiters_);
   sync_waiting();
   for (auto& w : closing) w->on_failed(cause, why);
+  if (metrics_) metrics_->mark_closed();
   handler_.on_ended(cause, why);
+}
+
+// Metrics ---------------------------------------------------------------------------------------
+
+void channel_core::record_confirm(const confirm_event& e, time_point now) noexcept {
+  if (!metrics_) return;
+  switch (e.outcome) {
+    case confirm_outcome::ack:
+    case confirm_outcome::nack: {
+      if (e.outcome == confirm_outcome::ack) {
+        metrics_->on_confirmed();
+      } else {
+        metrics_->on_nacked();
+      }
+      // time_point{}: the face did not stamp the publish.
+      if (e.published != time_point{} && now >= e.published) {
+        metrics_->record_confirm_latency(static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(now - e.published).count()));
+      }
+      return;
+    }
+    case confirm_outcome::timeout:
+    case confirm_outcome::in_doubt:
+    case confirm_outcome::channel_closed:
+      metrics_->on_in_doubt();
+      return;
+  }
+}
+
+void channel_core::attach_metrics(consumer& c) {
+  if (!metrics_ || c.metrics) return;
+  c.metrics = metrics_->add_consumer(c.tag);
+  c.channel_metrics = metrics_;
 }
 
 }  // namespace warren::protocol

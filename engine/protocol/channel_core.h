@@ -6,7 +6,8 @@
 //     channel opens, so that deliveries and events of an earlier life of the same id are told
 //     apart (a decision on a delivery of an ended life is refused);
 //   - the replies its calls wait for (reply_expectations: one rule for a call that gives up);
-//   - its consumers and the unknown-consumer rule (consumer_table), broker-side basic.cancel;
+//   - its consumers and the unknown-consumer rule (consumer_table), broker-side basic.cancel, and
+//     each stream consumer's progress (the offset its application last handled: streams.h);
 //   - publisher confirms (confirm_tracker) from confirm.select-ok on, flow (channel.flow from the
 //     broker), tx mode, the qos and client flow last acknowledged (what a recovery replays);
 //   - delivery decisions through an ack_coalescer (or sent at once, for a face whose callers name
@@ -41,12 +42,11 @@
 // virtual call (on_delivery); a decision is one coalescer step; a publish is can_publish() and the
 // tracker's on_publish under the face's lock. No allocation and no std::function per message.
 //
-// Designed for recovery (the next step, not implemented here): a new life restarts confirm
-// sequence numbers (the tracker is rebuilt at each confirm.select) and refuses decisions on the old
-// life's deliveries; settings() is what a recovered channel replays (qos, confirm mode, tx, flow);
-// the end of a life ends every unconfirmed publish through confirm_tracker::fail_all with the
-// outcome of end_cause, which is where a recovering face will instead keep (and republish) them or
-// report them in doubt.
+// Recovery (engine/protocol/recovery.h): a new life restarts confirm sequence numbers (the tracker
+// is rebuilt at each confirm.select) and refuses decisions on the old life's deliveries;
+// settings() is what a recovered channel replays (qos, confirm mode, tx, flow). A connection loss
+// ends every unconfirmed publish in_doubt (never a nack), or, with keep_unconfirmed_on_loss, hands
+// them to the face (on_kept) to publish again on the recovered channel.
 #pragma once
 
 #include <atomic>
@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "codec/methods.h"
+#include "engine/metrics/metrics.h"
 #include "engine/protocol/ack_coalescer.h"
 #include "engine/protocol/confirm_tracker.h"
 #include "engine/protocol/connection_machine.h"
@@ -103,6 +104,11 @@ class channel_handler {
   // One publish ended (ack, nack, timeout, or the end of the life). Publish lock held: record it,
   // run user code in after_confirms().
   virtual void on_confirm(const confirm_event& /*e*/) {}
+  // keep_unconfirmed_on_loss: a publish outstanding when the connection was lost, handed over
+  // instead of ended (event.outcome in_doubt; sequence and token as registered), in sequence
+  // order, publish lock held. The face keeps it to publish again on the recovered channel, or
+  // completes it in doubt itself; it must not drop it.
+  virtual void on_kept(const confirm_event& /*e*/) {}
   // After a run of on_confirm calls, the publish lock released.
   virtual void after_confirms() {}
   // A basic.ack or basic.nack frame from the broker, after the tracker settled it (py-amqp's
@@ -162,6 +168,14 @@ struct channel_core_options {
   ack_coalescer_options acks;
   // Cancelled no-ack consumer tags remembered (consumer_table).
   std::size_t cancelled_memory = 64;
+  // Where the channel's events are counted (README, "Metrics"), or null for none. The core
+  // records, on the owner thread: deliveries (and each consumer's, see consumer::metrics), the
+  // application's decisions as they are made (a multiple decision counts every delivery it
+  // covers when coalescing; without coalescing the core cannot tell and counts one), the
+  // broker's acks and nacks with their latency from the confirm_event's `published` (not
+  // recorded when the face passed time_point{} to on_publish), returns, and in-doubt ends
+  // (timeout, channel closed, connection lost). The face counts publishes (note_published).
+  std::shared_ptr<metrics::channel_metrics> metrics;
 };
 
 class channel_core {
@@ -195,6 +209,12 @@ class channel_core {
     if (tracker_ && tracker_->full()) return publish_gate::window_full;
     return publish_gate::ok;
   }
+  // n publishes accepted (the face calls it once the frames are queued).
+  void note_published(std::uint64_t n = 1) noexcept {
+    if (metrics_) metrics_->on_published(n);
+  }
+  // The channel's recorders (channel_core_options::metrics), or null. Any thread.
+  metrics::channel_metrics* metrics() const noexcept { return metrics_.get(); }
   // The confirm tracker while in confirm mode, else null. The face registers each publish with
   // on_publish() under the same lock as it queues the frames, so sequences follow wire order.
   confirm_tracker* confirms() noexcept { return tracker_ ? &*tracker_ : nullptr; }
@@ -212,6 +232,9 @@ class channel_core {
              std::shared_ptr<reply_waiter> waiter, std::uint16_t class_id = 0,
              std::uint16_t method_id = 0);
   std::uint32_t life() const noexcept { return life_; }
+  // Recovery with republish: when the connection is lost, the unconfirmed publishes are handed
+  // to channel_handler::on_kept instead of ending in_doubt (a channel close still ends them).
+  void keep_unconfirmed_on_loss(bool keep) noexcept { keep_unconfirmed_ = keep; }
 
   // Owner thread: calls (right after the face queued the method; call flush_acks() before
   // queueing it, so that decisions made before the call reach the broker first) ---------------
@@ -284,6 +307,11 @@ class channel_core {
   consumer_table& consumers() noexcept { return consumers_; }
   const consumer_table& consumers() const noexcept { return consumers_; }
   const channel_settings& settings() const noexcept { return settings_; }
+  // A stream consumer's progress (consumer::stream): the offset its application last handled,
+  // for a recovery to resume after (stream_progress::resume_from()). Null when no consumer has
+  // `consumer_tag` or it is not a stream consumer. Valid until the consumer leaves the table (it
+  // leaves with its progress: on_consumer_removed/on_consumer_cancelled hand it over).
+  const stream_progress* stream_progress_of(std::string_view consumer_tag);
   // Calls sent and not yet answered (abandoned ones included).
   std::size_t calls_pending() const noexcept { return expected_.size(); }
   bool in_tx() const noexcept { return settings_.tx; }
@@ -312,7 +340,12 @@ class channel_core {
 
   void on_deliver(command& cmd, time_point now);
   void on_unknown_consumer(std::string_view tag, std::uint64_t delivery_tag, time_point now);
-  void on_confirm_command(command& cmd);
+  void on_confirm_command(command& cmd, time_point now);
+  // Counts a publish's end (publish lock held).
+  void record_confirm(const confirm_event& e, time_point now) noexcept;
+  void count_decisions(ack_action::kind what, std::uint64_t n) noexcept;
+  // Gives a newly registered consumer its recorders.
+  void attach_metrics(consumer& c);
   void on_return_command(command& cmd);
   void on_flow_command(command& cmd);
   void on_cancel_command(command& cmd);
@@ -324,6 +357,8 @@ class channel_core {
   void end(end_cause cause, const close_reason& why);
   bool decide(std::uint32_t life, ack_action a, time_point now);
   void send_actions();
+  // Deliveries the broker takes back (recover, the end of a life) are no longer owed.
+  void forget_unsettled_stream_deliveries();
   // Recounts the calls waiting and reports a change (on_waiting).
   void sync_waiting();
 
@@ -341,9 +376,12 @@ class channel_core {
   ack_coalescer coalescer_;
   std::vector<ack_action> actions_;  // the coalescer's output, reused
   int recovering_ = 0;
+  bool streams_ = false;  // a stream consumer had a delivery: decisions feed consumer::stream
   std::optional<confirm_tracker> tracker_;  // publish lock
   bool confirm_timeouts_ = false;           // tracker_ has a timeout (owner thread)
+  bool keep_unconfirmed_ = false;
   channel_settings settings_;
+  const std::shared_ptr<metrics::channel_metrics> metrics_;  // may be null
 };
 
 }  // namespace warren::protocol

@@ -17,9 +17,7 @@ std::uint64_t confirm_tracker::on_publish(std::uint64_t token, time_point now, b
   slot& s = at(sequence);
   s.sequence = sequence;
   s.token = token;
-  s.deadline = time_point::max();
-  // Saturate instead of overflowing for huge timeouts.
-  if (timeout_.count() > 0 && now < time_point::max() - timeout_) s.deadline = now + timeout_;
+  s.published = now;
   s.state = slot_state::outstanding;
   s.mandatory = mandatory;
   s.returned = false;
@@ -56,7 +54,7 @@ std::uint64_t confirm_tracker::on_return(std::string_view exchange, std::string_
 
 time_point confirm_tracker::next_deadline() const noexcept {
   if (timer_ >= next_) return time_point::max();
-  return at(timer_).deadline;
+  return deadline_of(at(timer_));
 }
 
 void confirm_tracker::reset() {
@@ -72,6 +70,7 @@ void confirm_tracker::end(std::uint64_t sequence, confirm_outcome outcome, bool 
   event.sequence = sequence;
   event.token = s.token;
   event.outcome = outcome;
+  event.published = s.published;
   event.returned = s.returned;
   if (s.returned) {
     event.reply_code = s.reply_code;

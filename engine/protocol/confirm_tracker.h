@@ -48,11 +48,14 @@ struct confirm_tracker_options {
 };
 
 enum class confirm_outcome : std::uint8_t {
-  ack,              // the broker took responsibility (basic.ack)
-  nack,             // the broker could not (basic.nack)
-  timeout,          // no answer within confirm_tracker_options::timeout; a late answer is ignored
-  connection_lost,  // fail_all: the connection went before the answer
-  channel_closed,   // fail_all: the channel was closed before the answer
+  ack,      // the broker took responsibility (basic.ack)
+  nack,     // the broker could not (basic.nack)
+  timeout,  // no answer within confirm_tracker_options::timeout; a late answer is ignored
+  // fail_all: the connection went before the answer, so nobody knows whether the broker has the
+  // message (it may have stored it and lost only the ack). Never a nack: a nack is the broker
+  // refusing the message.
+  in_doubt,
+  channel_closed,  // fail_all: the channel was closed before the answer
 };
 
 // One per publish, exactly once. The views are valid only during the completion call.
@@ -65,6 +68,8 @@ struct confirm_event {
   // and timeout).
   std::uint16_t reply_code = 0;
   std::string_view reply_text;
+  // The `now` given to on_publish (for publish-to-confirm latency; whatever clock the face used).
+  time_point published{};
 };
 
 // Completion callbacks are any callable `void(const confirm_event&)`; they are templates so no
@@ -122,11 +127,20 @@ class confirm_tracker {
   time_point next_deadline() const noexcept;
 
   // The connection was lost or the channel closed: completes every outstanding publish, in
-  // sequence order, with `why` (connection_lost or channel_closed) and this code and text (a
+  // sequence order, with `why` (in_doubt or channel_closed) and this code and text (a
   // returned publish keeps its return's code and text). Timed-out publishes are forgotten.
   template <class F>
   void fail_all(confirm_outcome why, std::uint16_t reply_code, std::string_view reply_text,
                 F&& complete);
+
+  // The connection was lost and its unconfirmed publishes are to be published again on the
+  // recovered channel: calls `keep(const confirm_event&)` (outcome in_doubt, the publish's
+  // sequence and token) for every outstanding publish, in sequence order, WITHOUT ending it, and
+  // forgets them all; the caller registers each again with the new tracker (its token names it),
+  // and that publish's eventual answer completes it. Timed-out publishes (already completed) are
+  // forgotten.
+  template <class F>
+  void take_outstanding(F&& keep);
 
   // Forgets everything, without completions (call fail_all first), and restarts sequences at 1:
   // for a new confirm.select on a reopened channel.
@@ -139,7 +153,7 @@ class confirm_tracker {
   struct slot {
     std::uint64_t sequence = 0;
     std::uint64_t token = 0;
-    time_point deadline = time_point::max();
+    time_point published{};  // on_publish's `now`; the deadline is published + timeout
     slot_state state = slot_state::free;
     bool mandatory = false;
     bool returned = false;
@@ -153,6 +167,13 @@ class confirm_tracker {
   };
 
   slot& at(std::uint64_t sequence) noexcept { return slots_[sequence & mask_]; }
+  time_point deadline_of(const slot& s) const noexcept {
+    // Saturate instead of overflowing for huge timeouts.
+    if (timeout_.count() == 0 || s.published >= time_point::max() - timeout_) {
+      return time_point::max();
+    }
+    return s.published + timeout_;
+  }
   const slot& at(std::uint64_t sequence) const noexcept { return slots_[sequence & mask_]; }
   bool live(std::uint64_t sequence) const noexcept {
     const slot& s = at(sequence);
@@ -224,7 +245,7 @@ bool confirm_tracker::settle(std::uint64_t tag, bool multiple, confirm_outcome o
 template <class F>
 void confirm_tracker::on_timer(time_point now, F&& complete) {
   while (timer_ < next_) {
-    if (at(timer_).deadline > now) return;
+    if (deadline_of(at(timer_)) > now) return;
     confirm_event event;
     std::string text;
     // The slot stays taken (timed_out) until the broker answers; end() moves timer_ on.
@@ -254,6 +275,24 @@ void confirm_tracker::fail_all(confirm_outcome why, std::uint16_t reply_code,
       event.reply_text = reply_text;
     }
     complete(static_cast<const confirm_event&>(event));
+  }
+}
+
+template <class F>
+void confirm_tracker::take_outstanding(F&& keep) {
+  const std::uint64_t last = next_ - 1;
+  for (std::uint64_t sequence = base_; sequence <= last; ++sequence) {
+    if (sequence < base_ || !live(sequence)) continue;
+    if (at(sequence).state == slot_state::timed_out) {
+      forget(sequence);
+      advance();
+      continue;
+    }
+    confirm_event event;
+    std::string text;
+    end(sequence, confirm_outcome::in_doubt, true, event, text);
+    advance();
+    keep(static_cast<const confirm_event&>(event));
   }
 }
 

@@ -195,6 +195,7 @@ std::size_t connection_machine::feed(std::string_view data, const rx_ref& owner,
 }
 
 void connection_machine::handle_frame(const codec::frame_view& f, const rx_ref& owner) {
+  if (metrics_ != nullptr) metrics_->on_frames_received();
   if (f.type == codec::frame_heartbeat) return;  // any received byte already counts as life
   if (f.channel == 0) {
     if (f.type != codec::frame_method) {
@@ -274,9 +275,11 @@ void connection_machine::handle_connection_method(std::string_view payload) {
       mark_closed(std::move(why));
     } else if constexpr (std::is_same_v<M, codec::connection_blocked>) {
       blocked_ = true;
+      if (metrics_ != nullptr) metrics_->on_blocked(last_recv_);
       handler_.on_blocked(m.reason);
     } else if constexpr (std::is_same_v<M, codec::connection_unblocked>) {
       blocked_ = false;
+      if (metrics_ != nullptr) metrics_->on_unblocked(last_recv_);
       handler_.on_unblocked();
     } else if constexpr (std::is_same_v<M, codec::connection_update_secret_ok>) {
       command c;
@@ -542,8 +545,9 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
     if (id == codec::channel_close_ok::id) {
       slot.state = channel_state::closed;
     } else if (id == codec::channel_close::id) {
+      // The closes crossed. The broker answers ours with close-ok too (RabbitMQ does), which
+      // ends the channel; taking it for closed now would make that close-ok a 504.
       send(channel, codec::channel_close_ok{});
-      slot.state = channel_state::closed;
       return;
     } else if (!codec::method_has_content(class_id, method_id)) {
       return;
@@ -566,7 +570,15 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
       return;
     }
     slot.state = channel_state::open;
+  } else if (id == codec::channel_close_ok::id) {
+    // Only our channel.close (the closing branch above) is answered by close-ok.
+    fail(503, with_name(503, "unexpected channel.close-ok"), class_id, method_id);
+    return;
   } else if (id == codec::channel_flow::id) {
+    if (slot.state == channel_state::opening) {
+      fail(505, with_name(505, "channel.flow before channel.open-ok"), class_id, method_id);
+      return;
+    }
     codec::channel_flow m;
     if (codec::decode(payload.substr(4), m) != codec::errc::ok) {
       fail(502, with_name(502, "malformed channel.flow"), class_id, method_id);
@@ -628,6 +640,7 @@ bool connection_machine::fast_delivery(std::string_view in, const rx_ref& owner,
   c.has_deliver = true;
   c.deliver = d.method;
   consumed = used;
+  if (metrics_ != nullptr) metrics_->on_frames_received(2 + d.body_frame_count);
   handler_.on_command(c);
   // Whatever the handler did not take goes now, so that the buffer is not held until the next
   // delivery.
@@ -679,6 +692,9 @@ codec::errc connection_machine::send_publish(std::uint16_t channel, const codec:
   codec::errc e =
       codec::encode_publish(out_.data() + at, need, written, channel, m, props, body, frame_max_);
   out_.resize(at + (e == codec::errc::ok ? written : 0));
+  if (e == codec::errc::ok && metrics_ != nullptr) {
+    metrics_->on_frames_sent(2 + codec::body_frame_count(body.size(), frame_max_));
+  }
   return e;
 }
 
@@ -756,6 +772,15 @@ time_point connection_machine::next_timer() const noexcept {
 void connection_machine::on_timer(time_point now) {
   if (heartbeat_ == 0 || state_ == connection_state::closed || closed_emitted_) return;
   const auto hb = std::chrono::seconds(heartbeat_);
+  if (metrics_ != nullptr) {
+    // Each whole interval of silence counts once, however often on_timer looks at it.
+    if (missed_since_ != last_recv_) {
+      missed_since_ = last_recv_;
+      missed_counted_ = 0;
+    }
+    const std::int64_t missed = (now - last_recv_) / hb;
+    for (; missed_counted_ < missed; ++missed_counted_) metrics_->on_heartbeat_missed();
+  }
   if (now - last_recv_ >= 2 * hb) {
     parse_stopped_ = true;
     fail(320,
@@ -777,6 +802,7 @@ void connection_machine::send_heartbeat_if_idle(time_point now) {
 
 void connection_machine::send_heartbeat() {
   out_.append(codec::heartbeat_frame);
+  if (metrics_ != nullptr) metrics_->on_frames_sent();
 }
 
 void connection_machine::update_secret(std::string_view new_secret, std::string_view reason) {

@@ -34,6 +34,7 @@
 #include "codec/methods.h"
 #include "codec/publish.h"
 #include "engine/buffer.h"
+#include "engine/metrics/metrics.h"
 
 namespace warren::protocol {
 
@@ -198,7 +199,11 @@ class connection_machine {
     codec::errc e = codec::encode_method_frame(channel, m, w);
     w.finish();
     // A failed encode can leave the reserved frame header behind; it must not reach the wire.
-    if (e != codec::errc::ok) out_.resize(at);
+    if (e != codec::errc::ok) {
+      out_.resize(at);
+    } else if (metrics_ != nullptr) {
+      metrics_->on_frames_sent();
+    }
     return e;
   }
   // Queues basic.publish + content header + body frames, split at frame_max.
@@ -214,6 +219,12 @@ class connection_machine {
             std::uint16_t method_id = 0);
   // connection.update-secret; the -ok arrives as a command on channel 0.
   void update_secret(std::string_view new_secret, std::string_view reason);
+
+  // Where the machine counts (README, "Metrics"), or null (the default): frames received and
+  // queued for sending, heartbeat intervals that passed with nothing received (counted by
+  // on_timer), connection.blocked and unblocked (timed with the `now` of the feed that brought
+  // them). `m` must outlive the machine or be replaced first. The machine's thread.
+  void set_metrics(metrics::connection_metrics* m) noexcept { metrics_ = m; }
 
   connection_state state() const noexcept { return state_; }
   bool is_open() const noexcept { return state_ == connection_state::open; }
@@ -297,6 +308,11 @@ class connection_machine {
   std::uint8_t version_major_ = 0;
   std::uint8_t version_minor_ = 0;
   std::string chosen_mechanism_;
+
+  metrics::connection_metrics* metrics_ = nullptr;
+  // Heartbeat intervals already counted missed since last_recv_ was missed_since_.
+  time_point missed_since_{};
+  std::int64_t missed_counted_ = 0;
 
   std::unordered_map<std::uint16_t, channel_slot> channels_;
   std::uint16_t cached_id_ = 0;

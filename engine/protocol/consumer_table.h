@@ -24,9 +24,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "engine/metrics/metrics.h"
+#include "engine/protocol/streams.h"
 
 namespace warren::protocol {
 
@@ -37,6 +42,15 @@ class consumer {
   virtual ~consumer() = default;
   std::string tag;      // the broker's tag (set from consume-ok when the broker named it)
   bool no_ack = false;  // deliveries need no decision from the application
+  // Set by the channel core when it registers the consumer, if its channel records metrics
+  // (channel_core_options::metrics); null otherwise. The face's workers record handled
+  // deliveries into them (consumer_metrics::on_handled, channel_metrics::record_handled).
+  std::shared_ptr<metrics::consumer_metrics> metrics;
+  std::shared_ptr<metrics::channel_metrics> channel_metrics;
+  // Set for a stream consumer (the face sets it at basic.consume): the channel core feeds it each
+  // delivery's x-stream-offset and each accepted decision, so that last_handled() is the offset a
+  // recovery resumes after (stream_progress::resume_from()).
+  std::optional<stream_progress> stream;
 };
 
 class consumer_table {
@@ -93,7 +107,11 @@ class consumer_table {
   // Every registered consumer, in tag order: `f(consumer&)`. `f` must not add or remove.
   template <class F>
   void for_each(F&& f) const {
-    for (const auto& [tag, c] : by_tag_) f(*c);
+    for (const auto& [tag, c] : by_tag_) f(std::as_const(*c));
+  }
+  template <class F>
+  void for_each(F&& f) {
+    for (auto& [tag, c] : by_tag_) f(*c);
   }
 
   std::size_t size() const noexcept { return by_tag_.size(); }

@@ -76,6 +76,25 @@ void topology::cancel(std::uint16_t channel, std::string_view consumer_tag) {
   });
 }
 
+bool topology::stream_handled(std::uint16_t channel, std::string_view consumer_tag,
+                              std::uint64_t offset) {
+  for (consumer_record& c : record_.consumers) {
+    if (c.channel == channel && c.consumer_tag == consumer_tag) {
+      c.stream_last_handled = offset;
+      return true;
+    }
+  }
+  return false;
+}
+
+codec::field_table replay_arguments(const consumer_record& r) {
+  codec::field_table t = r.arguments;
+  if (r.stream_last_handled) {
+    t.set(std::string(x_stream_offset), stream_offset::at(*r.stream_last_handled + 1).to_field());
+  }
+  return t;
+}
+
 void topology::close_channel(std::uint16_t channel) {
   std::erase_if(record_.consumers, [&](const consumer_record& c) { return c.channel == channel; });
 }

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,8 +50,17 @@ struct consumer_record {
   std::uint16_t channel = 0;
   std::string queue, consumer_tag;
   bool no_ack = false, exclusive = false, no_local = false;
-  codec::field_table arguments;
+  codec::field_table arguments;  // as sent: a stream consumer's x-stream-offset included
+  // A stream consumer's last handled offset (stream_progress::last_handled), recorded when it left
+  // its channel's consumer table at the end of the channel's life; nullopt otherwise.
+  // replay_arguments() turns it into where a replay resumes.
+  std::optional<std::uint64_t> stream_last_handled;
 };
+
+// The arguments a replay of `r` sends: r.arguments, and for a stream consumer with a recorded
+// stream_last_handled, x-stream-offset at the offset after it (not the original start: what the
+// application handled is not read again).
+codec::field_table replay_arguments(const consumer_record& r);
 // A snapshot: each kind in declaration order.
 struct topology_record {
   std::vector<exchange_record> exchanges;
@@ -88,6 +98,9 @@ class topology {
   void consume(consumer_record r);
   // basic.cancel-ok, a nowait cancel, or the broker's basic.cancel.
   void cancel(std::uint16_t channel, std::string_view consumer_tag);
+  // A stream consumer's last handled offset as it left its channel's consumer table (see
+  // consumer_record::stream_last_handled). False when no consumer record matches.
+  bool stream_handled(std::uint16_t channel, std::string_view consumer_tag, std::uint64_t offset);
   // The channel closed: its consumers go.
   void close_channel(std::uint16_t channel);
   // A server-named queue was declared again and the broker named it `to`: the queue, its

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -38,6 +40,17 @@ TEST(connection_options, from_uri_maps_every_component_and_query_key) {
   EXPECT_EQ(d.heartbeat, 0);
   EXPECT_FALSE(d.connect_timeout);
   EXPECT_TRUE(d.authentication.empty());
+}
+
+TEST(connection_options, endpoint_hosts_are_the_endpoints_or_the_host_alone) {
+  connection_options o;
+  o.host = "broker:5673";
+  EXPECT_EQ(o.endpoint_hosts(), (std::vector<std::string>{"broker:5673"}));
+  o.endpoints = {"a:5672", "amqp://bob:secret@b.example:5680/vh", "amqps://[::1]", "c"};
+  EXPECT_EQ(o.endpoint_hosts(),
+            (std::vector<std::string>{"a:5672", "b.example:5680", "[::1]:5671", "c"}));
+  o.endpoints = {"amqp://bad host"};
+  EXPECT_THROW(o.endpoint_hosts(), uri_error);
 }
 
 TEST(connection_options, from_uri_tls_keys_fill_the_tls_options) {
@@ -179,6 +192,94 @@ TEST(options_methods, an_arguments_table_that_cannot_be_encoded_is_refused) {
   codec::field_table t;
   t.set(std::string(300, 'k'), codec::field_value::boolean(true));  // a key over 255 octets
   EXPECT_THROW(encode_arguments(t), std::invalid_argument);
+}
+
+// Quorum queues and streams -------------------------------------------------------------------
+
+TEST(queue_types, quorum_queue_is_durable_not_auto_delete_with_its_typed_arguments) {
+  const queue_declare_options q = quorum_queue(
+      {.delivery_limit = 5,
+       .initial_group_size = 3,
+       .arguments = {{"x-dead-letter-exchange", codec::field_value::long_string("dlx")}}});
+  EXPECT_TRUE(q.durable);
+  EXPECT_FALSE(q.auto_delete);
+  EXPECT_FALSE(q.exclusive);
+  ASSERT_NE(q.arguments.find("x-queue-type"), nullptr);
+  EXPECT_EQ(*q.arguments.find("x-queue-type")->as_long_string(), "quorum");
+  EXPECT_EQ(*q.arguments.find("x-delivery-limit"), codec::field_value::i64(5));
+  EXPECT_EQ(*q.arguments.find("x-quorum-initial-group-size"), codec::field_value::i64(3));
+  EXPECT_EQ(q.arguments.find("x-max-length"), nullptr) << "unset options send nothing";
+  EXPECT_NE(q.arguments.find("x-dead-letter-exchange"), nullptr) << "extra arguments kept";
+}
+
+TEST(queue_types, stream_queue_sends_its_retention_and_segment_size_as_longs) {
+  const queue_declare_options q = stream_queue(
+      {.max_length_bytes = 20'000'000'000, .max_segment_size_bytes = 500'000'000, .max_age = "7D"});
+  EXPECT_TRUE(q.durable);
+  EXPECT_FALSE(q.auto_delete);
+  EXPECT_EQ(*q.arguments.find("x-queue-type")->as_long_string(), "stream");
+  EXPECT_EQ(*q.arguments.find("x-max-length-bytes"), codec::field_value::i64(20'000'000'000));
+  EXPECT_EQ(*q.arguments.find("x-stream-max-segment-size-bytes"),
+            codec::field_value::i64(500'000'000));
+  EXPECT_EQ(*q.arguments.find("x-max-age"), codec::field_value::long_string("7D"));
+  // The result encodes (both faces send encode_arguments of it).
+  EXPECT_FALSE(encode_arguments(q.arguments).empty());
+}
+
+TEST(queue_types, values_the_broker_cannot_read_are_refused_before_sending) {
+  EXPECT_THROW((void)stream_queue({.max_age = "a week"}), std::invalid_argument);
+  EXPECT_THROW((void)stream_queue({.max_length_bytes = std::uint64_t{1} << 63}),
+               std::invalid_argument);
+  EXPECT_THROW((void)quorum_queue({.delivery_limit = ~std::uint64_t{0}}), std::invalid_argument);
+}
+
+TEST(stream_consume, stream_start_becomes_the_x_stream_offset_argument) {
+  consume_options o;
+  o.arguments.set("x-priority", codec::field_value::i32(5));
+  o.stream_start = stream_offset::at(42);
+  const codec::field_table t = consume_arguments(o);
+  EXPECT_EQ(*t.find("x-stream-offset"), codec::field_value::i64(42));
+  EXPECT_EQ(*t.find("x-priority"), codec::field_value::i32(5));
+  o.arguments.set("x-stream-offset", codec::field_value::long_string("first"));
+  EXPECT_EQ(*consume_arguments(o).find("x-stream-offset"), codec::field_value::i64(42))
+      << "the typed option wins over an argument of the same name";
+  EXPECT_EQ(consume_arguments(consume_options{}).size(), 0u);
+}
+
+TEST(stream_consume, a_stream_consume_is_told_by_stream_start_or_the_argument) {
+  EXPECT_FALSE(is_stream_consume(consume_options{}));
+  EXPECT_TRUE(is_stream_consume(consume_options{.stream_start = stream_offset::next()}));
+  EXPECT_TRUE(is_stream_consume(
+      consume_options{.arguments = {{"x-stream-offset", codec::field_value::i64(0)}}}));
+}
+
+TEST(stream_consume, no_ack_on_a_stream_is_refused_before_sending) {
+  const consume_options o{.no_ack = true, .stream_start = stream_offset::first()};
+  try {
+    check_consume("s", o, std::uint16_t{10});
+    FAIL() << "accepted";
+  } catch (const stream_consume_error& e) {
+    EXPECT_EQ(e.why(), stream_consume_error::reason::no_ack);
+    EXPECT_NE(std::string(e.what()).find("no_ack"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'s'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(stream_consume, a_stream_consume_without_consumer_prefetch_is_refused_before_sending) {
+  const consume_options o{.stream_start = stream_offset::first()};
+  for (std::optional<std::uint16_t> prefetch :
+       {std::optional<std::uint16_t>{}, std::optional<std::uint16_t>{0}}) {
+    try {
+      check_consume("s", o, prefetch);
+      ADD_FAILURE() << "accepted";
+    } catch (const stream_consume_error& e) {
+      EXPECT_EQ(e.why(), stream_consume_error::reason::prefetch_not_set);
+      EXPECT_NE(std::string(e.what()).find("basic_qos"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(check_consume("s", o, std::uint16_t{1}));
+  // Not a stream consume: nothing to check (the broker judges classic and quorum consumers).
+  EXPECT_NO_THROW(check_consume("q", consume_options{.no_ack = true}, std::nullopt));
 }
 
 }  // namespace

@@ -131,6 +131,19 @@ TEST(rabbit_node_test, a_graceful_stop_and_restart_keep_the_name_port_and_open_f
   EXPECT_TRUE(c.is_alive());
 }
 
+// A benchmark times the boot itself: restart(false) must return at the launch, not fail.
+TEST(rabbit_node_test, restart_without_waiting_returns_at_the_launch_and_the_node_then_serves) {
+  rabbit_node node;
+  node.kill();
+  EXPECT_FALSE(node.running());
+  node.restart(false);
+  node.wait_until_serving();
+  EXPECT_TRUE(node.running());
+  connection c(node_options(node));
+  c.connect();
+  EXPECT_TRUE(c.is_alive());
+}
+
 TEST(rabbit_node_test, the_default_open_files_limit_is_well_above_rabbitmqs_usual_1024) {
   rabbit_node node;
   rlimit hard{};

@@ -237,7 +237,15 @@ int cmd_consume(context& c) {
       failure = std::current_exception();
     }
   };
-  const std::string tag = ch.basic_consume(queue, on_message);
+  consume_options co;
+  if (const auto offset = a.get("stream-offset")) {
+    try {
+      co.stream_start = stream_offset::parse(*offset);
+    } catch (const std::invalid_argument& e) {
+      throw usage_error(std::string("--stream-offset: ") + e.what());
+    }
+  }
+  const std::string tag = ch.basic_consume(queue, on_message, co);
   while (!failure && (!count || received < *count)) {
     try {
       c.connection().drain_events(timeout ? std::optional<seconds_f>(*timeout) : std::nullopt);
@@ -280,11 +288,23 @@ int cmd_declare_exchange(context& c) {
 int cmd_declare_queue(context& c) {
   const parsed_args& a = c.args;
   queue_declare_options o;
+  const std::string type = a.get("type").value_or("classic");
+  if (type == "quorum" || type == "stream") {
+    // Durable, neither exclusive nor auto-delete: the broker refuses the others (406).
+    if (a.has("exclusive") || a.has("auto-delete")) {
+      throw usage_error("--type " + type + " queues cannot be --exclusive or --auto-delete");
+    }
+    o = type == "quorum" ? quorum_queue({.arguments = arguments_from(a)})
+                         : stream_queue({.arguments = arguments_from(a)});
+  } else if (type == "classic") {
+    o.durable = a.has("durable");
+    o.exclusive = a.has("exclusive");
+    o.auto_delete = a.has("auto-delete");
+    o.arguments = arguments_from(a);
+  } else {
+    throw usage_error("--type expects classic, quorum or stream, got '" + type + "'");
+  }
   o.passive = a.has("passive");
-  o.durable = a.has("durable");
-  o.exclusive = a.has("exclusive");
-  o.auto_delete = a.has("auto-delete");
-  o.arguments = arguments_from(a);
   const queue_declare_ok ok = c.channel().queue_declare(a.get("queue").value_or(""), o);
   if (a.has("json")) {
     json j = json::object();
@@ -381,6 +401,9 @@ const std::vector<command>& commands() {
         value("count", "stop after this many messages"),
         value("timeout", "stop when no message arrives for this many seconds"),
         flag("no-ack", "at-most-once: acknowledge each message on arrival, before printing"),
+        value("stream-offset",
+              "consume a stream from first, last, next, an offset, an interval (1h, 30m, 7D) "
+              "or an ISO 8601 date-time with its zone (2022-06-03T07:45:54Z)"),
         flag("json", "print one JSON object per line (input for publish --message-json)")},
        cmd_consume},
       {"get",
@@ -402,6 +425,9 @@ const std::vector<command>& commands() {
       {"declare-queue",
        "declare a queue; prints its name, message count and consumer count",
        {value("queue", "name (default: a server-named queue)"),
+        value("type",
+              "classic (default), quorum or stream (x-queue-type; quorum and stream queues are "
+              "durable)"),
         flag("durable", "survive a broker restart"), flag("exclusive", "this connection only"),
         flag("auto-delete", "delete when its last consumer goes"),
         flag("passive", "only check that it exists"),

@@ -18,7 +18,7 @@ constexpr settlement settlement_of(async::confirm_result::outcome o) noexcept {
     case outcome::nack:
       return settlement::nacked;
     case outcome::timeout:
-    case outcome::connection_lost:
+    case outcome::in_doubt:
     case outcome::channel_closed:
       return settlement::in_doubt;
   }

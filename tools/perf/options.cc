@@ -6,6 +6,7 @@
 #include <functional>
 #include <limits>
 #include <set>
+#include <stdexcept>
 
 #include "engine/uri.h"
 
@@ -95,86 +96,21 @@ variable_step parse_step(const std::string& name, const std::string& value,
   return step;
 }
 
-bool all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-// An ISO 8601 date-time with its offset (2022-06-03T07:45:54Z, 2022-06-03T09:45:54.250+02:00),
-// as PerfTest reads --stream-consumer-offset; seconds since the epoch (fractions dropped: an
-// AMQP timestamp counts whole seconds).
-std::optional<std::int64_t> parse_date_time(std::string_view v) {
-  // YYYY-MM-DDTHH:MM:SS
-  if (v.size() < 20 || v[4] != '-' || v[7] != '-' || (v[10] != 'T' && v[10] != 't') ||
-      v[13] != ':' || v[16] != ':') {
-    return std::nullopt;
-  }
-  auto num = [&](std::size_t at, std::size_t n) -> int {
-    const std::string_view d = v.substr(at, n);
-    return all_digits(d) ? std::stoi(std::string(d)) : -1;
-  };
-  const int year = num(0, 4), month = num(5, 2), day = num(8, 2);
-  const int hour = num(11, 2), minute = num(14, 2), second = num(17, 2);
-  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 ||
-      minute < 0 || minute > 59 || second < 0 || second > 60) {
-    return std::nullopt;
-  }
-  std::size_t at = 19;
-  if (at < v.size() && v[at] == '.') {
-    std::size_t end = at + 1;
-    while (end < v.size() && v[end] >= '0' && v[end] <= '9') ++end;
-    if (end == at + 1) return std::nullopt;
-    at = end;
-  }
-  int offset_s = 0;
-  const std::string_view zone = v.substr(at);
-  if (zone == "Z" || zone == "z") {
-    offset_s = 0;
-  } else if (zone.size() == 6 && (zone[0] == '+' || zone[0] == '-') && zone[3] == ':') {
-    const int h = num(at + 1, 2), m = num(at + 4, 2);
-    if (h < 0 || h > 18 || m < 0 || m > 59) return std::nullopt;
-    offset_s = (h * 3600 + m * 60) * (zone[0] == '-' ? -1 : 1);
-  } else {
-    return std::nullopt;
-  }
-  // Days from the civil date (proleptic Gregorian), independent of the local time zone.
-  const int y = year - (month <= 2 ? 1 : 0);
-  const int era = y / 400;
-  const int yoe = y - era * 400;
-  const int doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
-  const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  const std::int64_t days = static_cast<std::int64_t>(era) * 146097 + doe - 719468;
-  return days * 86400 + hour * 3600 + minute * 60 + second - offset_s;
-}
-
 stream_offset parse_stream_offset(const std::string& name, const std::string& v) {
-  stream_offset o;
-  if (v == "first" || v == "last" || v == "next") {
-    o.what = v == "first"  ? stream_offset::kind::first
-             : v == "last" ? stream_offset::kind::last
-                           : stream_offset::kind::next;
-    return o;
+  try {
+    return stream_offset::parse(v);
+  } catch (const std::invalid_argument&) {
+    if (!v.empty() &&
+        std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      throw usage_error(name + " must be between 0 and " +
+                        std::to_string(std::numeric_limits<std::int64_t>::max()) + ", got '" + v +
+                        "'");
+    }
+    throw usage_error(name +
+                      " expects first, last, next, an offset, an ISO 8601 date-time with its "
+                      "offset (2022-06-03T07:45:54Z) or an interval (1h, 30m, 7D), got '" +
+                      v + "'");
   }
-  if (all_digits(v)) {
-    o.what = stream_offset::kind::offset;
-    o.value = parse_integer<std::int64_t>(name, v, 0, std::numeric_limits<std::int64_t>::max());
-    return o;
-  }
-  // RabbitMQ's interval: a number and one unit of Y, M, D, h, m, s ("1h": the last hour).
-  if (v.size() >= 2 && all_digits(std::string_view(v).substr(0, v.size() - 1)) &&
-      std::string_view("YMDhms").find(v.back()) != std::string_view::npos) {
-    o.what = stream_offset::kind::interval;
-    o.interval = v;
-    return o;
-  }
-  if (const auto t = parse_date_time(v)) {
-    o.what = stream_offset::kind::timestamp;
-    o.value = *t;
-    return o;
-  }
-  throw usage_error(name +
-                    " expects first, last, next, an offset, an ISO 8601 date-time with its "
-                    "offset (2022-06-03T07:45:54Z) or an interval (1h, 30m, 7D), got '" +
-                    v + "'");
 }
 
 void parse_key_values(const std::string& name, const std::string& v,
@@ -523,6 +459,12 @@ const std::vector<option_def>& option_table() {
        [](auto& o, auto& n, auto& v) {
          o.consumer_tx_size = parse_integer<std::uint32_t>(n, v, 0, 1u << 24);
        }},
+      {{"--disable-connection-recovery", "-dcr"},
+       "",
+       false,
+       "do not recover a lost connection (async client; by default it reconnects, replays its "
+       "channels, queues and consumers, and goes on, printing one line per recovery)",
+       [](auto& o, auto&, auto&) { o.connection_recovery = false; }},
       {{"--polling", "-po"},
        "",
        false,
@@ -644,6 +586,16 @@ const std::vector<option_def>& option_table() {
        true,
        "consumer arguments (x-priority=5); integers and true/false typed",
        [](auto& o, auto& n, auto& v) { parse_key_values(n, v, o.consumer_arguments); }},
+      {{"--metrics-prometheus", "-mpr"},
+       "[PORT]",
+       false,
+       "serve Prometheus metrics at http://HOST:PORT/metrics during the run, on every interface "
+       "(default port 8080, PerfTest's; 0: a free one, printed): the tool's counters "
+       "(warren_perf_*) and, with the async client, warren's own (README, \"Metrics\")",
+       [](auto& o, auto& n, auto& v) {
+         o.metrics_prometheus_port =
+             v.empty() ? std::uint16_t{8080} : parse_integer<std::uint16_t>(n, v, 0, 65535);
+       }},
       {{"-h", "--help"}, "", false, "this text", [](auto& o, auto&, auto&) { o.help = true; }},
   };
   return table;
@@ -655,6 +607,15 @@ bool optional_value(const option_def& d) {
 
 bool looks_like_uri(std::string_view s) {
   return s.starts_with("amqp://") || s.starts_with("amqps://");
+}
+// Whether `next` is the optional value of `d` rather than the next option: a URI for [URI], a
+// number for [PORT].
+bool takes_optional(const option_def& d, std::string_view next) {
+  if (d.value_name == "[PORT]") {
+    return !next.empty() &&
+           std::all_of(next.begin(), next.end(), [](char c) { return c >= '0' && c <= '9'; });
+  }
+  return looks_like_uri(next);
 }
 
 void check_combinations(perf_options& o, const std::set<std::string_view>& given) {
@@ -856,7 +817,7 @@ perf_options parse_options(std::span<const std::string> args) {
     } else if (inline_value) {
       value = *inline_value;
     } else if (optional_value(*def)) {
-      if (i + 1 < args.size() && looks_like_uri(args[i + 1])) value = args[++i];
+      if (i + 1 < args.size() && takes_optional(*def, args[i + 1])) value = args[++i];
     } else {
       if (i + 1 >= args.size())
         throw usage_error(name + " needs a value (" + std::string(def->value_name) + ")");

@@ -17,6 +17,8 @@
 #include <variant>
 #include <vector>
 
+#include "engine/protocol/streams.h"
+
 namespace warren::perf {
 
 // Bad command line. what() is one line that names the option at fault, never a password.
@@ -63,13 +65,9 @@ enum class exit_when { never, idle, empty };
 // --connection-allocation: how connections take the -H URIs.
 enum class connection_allocation { round_robin, random };
 
-// --stream-consumer-offset, sent as the x-stream-offset consumer argument.
-struct stream_offset {
-  enum class kind { first, last, next, offset, timestamp, interval } what = kind::next;
-  std::int64_t value = 0;  // offset: the offset; timestamp: seconds since the epoch
-  std::string interval;    // interval: as RabbitMQ reads it, e.g. "1h", "30m", "7D"
-  bool operator==(const stream_offset&) const = default;
-};
+// --stream-consumer-offset, sent as the x-stream-offset consumer argument: the engine's type
+// (engine/protocol/streams.h), which both faces send.
+using stream_offset = warren::stream_offset;
 
 struct perf_options {
   unsigned producers = 1;          // -x
@@ -135,6 +133,11 @@ struct perf_options {
   connection_allocation allocation = connection_allocation::round_robin;
   std::vector<queue_argument> consumer_arguments;  // --consumer-args
   bool auto_delete = true;  // --auto-delete: the named queues (-u, --queue-pattern)
+  // Automatic connection recovery of the async client (PerfTest's default too);
+  // --disable-connection-recovery turns it off.
+  bool connection_recovery = true;
+  // --metrics-prometheus [PORT]: serve /metrics on this port during the run (0: a free one).
+  std::optional<std::uint16_t> metrics_prometheus_port;
   bool help = false;
 
   bool confirms() const noexcept { return confirm_window > 0; }

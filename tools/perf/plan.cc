@@ -96,30 +96,7 @@ codec::field_table queue_arguments_table(const perf_options& o) {
 codec::field_table consumer_arguments_table(const perf_options& o) {
   codec::field_table t;
   set_arguments(t, o.consumer_arguments);
-  if (o.consumer_offset) {
-    const stream_offset& so = *o.consumer_offset;
-    switch (so.what) {
-      case stream_offset::kind::first:
-        t.set("x-stream-offset", codec::field_value::long_string("first"));
-        break;
-      case stream_offset::kind::last:
-        t.set("x-stream-offset", codec::field_value::long_string("last"));
-        break;
-      case stream_offset::kind::next:
-        t.set("x-stream-offset", codec::field_value::long_string("next"));
-        break;
-      case stream_offset::kind::offset:
-        t.set("x-stream-offset", codec::field_value::i64(so.value));
-        break;
-      case stream_offset::kind::timestamp:
-        t.set("x-stream-offset",
-              codec::field_value::timestamp(static_cast<std::uint64_t>(so.value)));
-        break;
-      case stream_offset::kind::interval:
-        t.set("x-stream-offset", codec::field_value::long_string(so.interval));
-        break;
-    }
-  }
+  if (o.consumer_offset) t.set("x-stream-offset", o.consumer_offset->to_field());
   return t;
 }
 

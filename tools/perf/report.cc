@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "engine/metrics/prometheus.h"
+
 namespace warren::perf {
 namespace {
 
@@ -75,7 +77,7 @@ const char* exit_name(exit_when e) {
 
 nlohmann::ordered_json stream_offset_json(const std::optional<stream_offset>& so) {
   if (!so) return nullptr;
-  switch (so->what) {
+  switch (so->what()) {
     case stream_offset::kind::first:
       return "first";
     case stream_offset::kind::last:
@@ -83,11 +85,11 @@ nlohmann::ordered_json stream_offset_json(const std::optional<stream_offset>& so
     case stream_offset::kind::next:
       return "next";
     case stream_offset::kind::offset:
-      return {{"offset", so->value}};
+      return {{"offset", so->value()}};
     case stream_offset::kind::timestamp:
-      return {{"timestamp", so->value}};
+      return {{"timestamp", so->value()}};
     case stream_offset::kind::interval:
-      return {{"interval", so->interval}};
+      return {{"interval", so->interval_spec()}};
   }
   return nullptr;
 }
@@ -138,6 +140,7 @@ nlohmann::ordered_json options_json(const perf_options& o) {
       {"exit_when", exit_name(o.exit)},
       {"producer_tx_size", o.producer_tx_size},
       {"consumer_tx_size", o.consumer_tx_size},
+      {"connection_recovery", o.connection_recovery},
       {"polling", o.polling},
       {"polling_interval_ms", o.polling_interval_ms},
       {"nack", o.nack},
@@ -203,6 +206,10 @@ std::string format_interval(const interval_report& r, const report_style& style)
                      " msg/s, nacked " + std::to_string(r.nacked) + ", in doubt " +
                      std::to_string(r.in_doubt) + ", returned " + std::to_string(r.returned) +
                      ", received " + fixed(r.receive_rate, 0) + " msg/s";
+  if (r.recoveries != 0 || r.unpublished_ms > 0) {
+    line += ", recoveries " + std::to_string(r.recoveries) + ", not publishing " +
+            fixed(r.unpublished_ms, 0) + " ms";
+  }
   if (style.latency) {
     line += ", latency median/95th/99th" + three(r.latency, style.millis);
     if (style.intended) line += " (from intended" + three(r.latency_intended, style.millis) + ")";
@@ -226,6 +233,11 @@ std::string format_summary(const run_summary& s, const report_style& style) {
                     std::to_string(t.nacked) + ", in doubt " + std::to_string(t.in_doubt) +
                     ", returned " + std::to_string(t.returned) + ", received " +
                     std::to_string(t.received) + " (" + fixed(t.receive_rate, 0) + " msg/s)\n";
+  if (t.recoveries != 0) {
+    out += id + "recoveries: " + std::to_string(t.recoveries) + ", republished " +
+           std::to_string(t.republished) + ", not publishing " + fixed(t.unpublished_ms, 0) +
+           " ms (summed over producers)\n";
+  }
   // Percentiles over the whole run, every sample of every interval.
   if (style.latency) {
     out += id + "latency " + u + ": " + all_percentiles(t.latency, style.millis) + "\n";
@@ -273,6 +285,9 @@ std::string to_json(const perf_options& o, const std::vector<interval_report>& i
          {"in_doubt", r.in_doubt},
          {"returned", r.returned},
          {"received", r.received},
+         {"recoveries", r.recoveries},
+         {"republished", r.republished},
+         {"unpublished_ms", r.unpublished_ms},
          {"publish_rate", r.publish_rate},
          {"confirm_rate", r.confirm_rate},
          {"receive_rate", r.receive_rate},
@@ -297,6 +312,9 @@ std::string to_json(const perf_options& o, const std::vector<interval_report>& i
       {"in_doubt", t.in_doubt},
       {"returned", t.returned},
       {"received", t.received},
+      {"recoveries", t.recoveries},
+      {"republished", t.republished},
+      {"unpublished_ms", t.unpublished_ms},
       {"seconds", t.seconds},
       {"publish_rate", t.publish_rate},
       {"confirm_rate", t.confirm_rate},
@@ -400,6 +418,35 @@ std::string perftest_csv_row(const perf_options& o, const std::string& id,
          rate(static_cast<double>(r.nacked) / (r.seconds > 0 ? r.seconds : 1), confirmed) + "," +
          rate(r.receive_rate, received) + "," + five(r.latency, received) + "," +
          five(r.confirm_latency, confirmed) + "\n";
+}
+
+std::string prometheus_counters(const totals& t, const std::string& id) {
+  // The id is the tool's own or the user's (--id): escaped as a label value must be.
+  const std::string labels = "{id=\"" + metrics::escape_label_value(id) + "\"}";
+  std::string out;
+  auto counter = [&](const char* name, const char* help, std::uint64_t v) {
+    out += "# HELP warren_perf_";
+    out += name;
+    out += "_total ";
+    out += help;
+    out += "\n# TYPE warren_perf_";
+    out += name;
+    out += "_total counter\nwarren_perf_";
+    out += name;
+    out += "_total";
+    out += labels;
+    out += ' ';
+    out += std::to_string(v);
+    out += '\n';
+  };
+  counter("published", "Messages the producers published (accepted by the client).", t.published);
+  counter("confirmed", "Publishes the broker confirmed (basic.ack).", t.confirmed);
+  counter("nacked", "Publishes the broker refused (basic.nack).", t.nacked);
+  counter("in_doubt", "Publishes whose outcome is unknown (connection or channel lost, timeout).",
+          t.in_doubt);
+  counter("returned", "Mandatory publishes returned unroutable.", t.returned);
+  counter("consumed", "Messages the consumers received.", t.received);
+  return out;
 }
 
 }  // namespace warren::perf

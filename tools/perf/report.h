@@ -4,6 +4,8 @@
 // JSON layout (bench/compare reads the summary's names; keep them):
 //   {"options": {...}, "intervals": [{...}, ...],
 //    "summary": {"published", "confirmed", "nacked", "in_doubt", "returned", "received",
+//                "recoveries", "republished", "unpublished_ms" (time producers could not publish
+//                while recovering, summed; intervals have the three too),
 //                "seconds", "publish_rate", "receive_rate", "client_cpu_us_per_msg",
 //                "latency_us": {"min", "p50", "p75", "p95", "p99", "p999", "max"},
 //                "latency_intended_us", "confirm_latency_us", "confirm_latency_intended_us"
@@ -57,5 +59,10 @@ std::string perftest_csv_row(const perf_options& o, const std::string& id,
                              const interval_report& r);
 // PerfTest's rate format: 0, two decimals below 1, one below 10, whole numbers above.
 std::string perftest_rate(double rate);
+
+// The tool's own counts in Prometheus' text format (--metrics-prometheus), the same the summary
+// reports: warren_perf_published_total, _confirmed_total, _nacked_total, _in_doubt_total,
+// _returned_total and _consumed_total, each labelled with the test id (`id`).
+std::string prometheus_counters(const totals& t, const std::string& id);
 
 }  // namespace warren::perf

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <thread>
 
+#include "engine/metrics/http_exporter.h"
+#include "engine/metrics/prometheus.h"
 #include "tools/perf/bodies.h"
 #include "tools/perf/plan.h"
 #include "tools/perf/report.h"
@@ -124,10 +126,29 @@ int run(const perf_options& o, std::ostream& out, std::ostream& err, bool live) 
       return 1;
     }
   }
+  // --metrics-prometheus: /metrics from the start of the workload to the end of the run.
+  std::shared_ptr<metrics::registry> registry;
+  std::unique_ptr<metrics::http_exporter> exporter;
+  if (o.metrics_prometheus_port) {
+    // Producers that reached -C close their connections: their counters stay listed.
+    registry = std::make_shared<metrics::registry>(true);
+    try {
+      exporter = std::make_unique<metrics::http_exporter>(
+          [registry, &stats, test_id] {
+            return metrics::render_prometheus(registry->take()) +
+                   prometheus_counters(stats.snapshot(), test_id);
+          },
+          metrics::http_exporter_options{.host = "0.0.0.0", .port = *o.metrics_prometheus_port});
+    } catch (const std::exception& e) {
+      err << "perf: " << one_line(e.what()) << "\n";
+      return 1;
+    }
+    out << "metrics: http://0.0.0.0:" << exporter->port() << "/metrics\n" << std::flush;
+  }
   std::unique_ptr<workload> w;
   try {
     declare_topology(o, plan);
-    w = make_workload(o, plan, stats, bodies);
+    w = make_workload(o, plan, stats, bodies, registry);
     w->start();
   } catch (const std::exception& e) {
     err << "perf: " << one_line(e.what()) << "\n";

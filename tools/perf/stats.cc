@@ -23,6 +23,9 @@ totals run_stats::snapshot() const {
     t.in_doubt += in_doubt;
     t.returned += s.returned.load(std::memory_order_acquire);
     t.received += s.received.load(std::memory_order_acquire);
+    t.recoveries += s.recoveries.load(std::memory_order_acquire);
+    t.republished += s.republished.load(std::memory_order_acquire);
+    t.unpublished_ns += s.unpublished_ns.load(std::memory_order_acquire);
     t.published +=
         std::max(s.published.load(std::memory_order_acquire), confirmed + nacked + in_doubt);
     auto merge = [](const optional_histogram& from, histogram& into) {
@@ -52,6 +55,9 @@ interval_report make_report(const totals& t, double elapsed_s, double seconds) {
   r.in_doubt = t.in_doubt;
   r.returned = t.returned;
   r.received = t.received;
+  r.recoveries = t.recoveries;
+  r.republished = t.republished;
+  r.unpublished_ms = static_cast<double>(t.unpublished_ns) / 1e6;
   if (seconds > 0) {
     r.publish_rate = static_cast<double>(r.published) / seconds;
     r.confirm_rate = static_cast<double>(r.confirmed) / seconds;
@@ -98,6 +104,9 @@ interval_report interval_meter::next(const totals& now, double elapsed_s) {
   d.in_doubt = since(now.in_doubt, prev_.in_doubt);
   d.returned = since(now.returned, prev_.returned);
   d.received = since(now.received, prev_.received);
+  d.recoveries = since(now.recoveries, prev_.recoveries);
+  d.republished = since(now.republished, prev_.republished);
+  d.unpublished_ns = since(now.unpublished_ns, prev_.unpublished_ns);
   d.latency = histogram_since(now.latency, prev_.latency);
   d.latency_intended = histogram_since(now.latency_intended, prev_.latency_intended);
   d.confirm_latency = histogram_since(now.confirm_latency, prev_.confirm_latency);

@@ -48,6 +48,11 @@ struct alignas(64) stats_slot {
   std::atomic<std::uint64_t> in_doubt{0};
   std::atomic<std::uint64_t> returned{0};
   std::atomic<std::uint64_t> received{0};
+  // Recoveries of this slot's connection, publishes it republished, and the time its producer
+  // could not publish because the connection was recovering (nanoseconds).
+  std::atomic<std::uint64_t> recoveries{0};
+  std::atomic<std::uint64_t> republished{0};
+  std::atomic<std::uint64_t> unpublished_ns{0};
   // Consumers: publish to receipt; from the intended send time too when publishing is paced
   // (coordinated omission corrected). Producers: publish to confirm, likewise.
   optional_histogram latency, latency_intended, confirm_latency, confirm_latency_intended;
@@ -77,6 +82,7 @@ struct alignas(64) stats_slot {
 // Sums over every slot at one moment.
 struct totals {
   std::uint64_t published = 0, confirmed = 0, nacked = 0, in_doubt = 0, returned = 0, received = 0;
+  std::uint64_t recoveries = 0, republished = 0, unpublished_ns = 0;
   histogram latency, latency_intended, confirm_latency, confirm_latency_intended;
 };
 
@@ -100,6 +106,10 @@ struct interval_report {
   double elapsed_s = 0;  // since the start of the run, at the interval's end
   double seconds = 0;    // length of the interval
   std::uint64_t published = 0, confirmed = 0, nacked = 0, in_doubt = 0, returned = 0, received = 0;
+  std::uint64_t recoveries = 0, republished = 0;
+  // Time producers could not publish because their connection was recovering, summed over
+  // producers (milliseconds).
+  double unpublished_ms = 0;
   double publish_rate = 0, confirm_rate = 0, receive_rate = 0;
   latency_summary latency, latency_intended, confirm_latency, confirm_latency_intended;
 };

@@ -17,15 +17,16 @@ std::unique_ptr<workload> make_blocking_workload(const perf_options& o, const to
 
 std::unique_ptr<workload> make_async_workload(const perf_options& o, const topology_plan& plan,
                                               run_stats& stats,
-                                              std::shared_ptr<const body_source> bodies);
+                                              std::shared_ptr<const body_source> bodies,
+                                              std::shared_ptr<metrics::registry> registry);
 
 std::unique_ptr<workload> make_workload(const perf_options& o, const topology_plan& plan,
-                                        run_stats& stats,
-                                        std::shared_ptr<const body_source> bodies) {
+                                        run_stats& stats, std::shared_ptr<const body_source> bodies,
+                                        std::shared_ptr<metrics::registry> registry) {
   if (o.client == client_kind::blocking) {
     return make_blocking_workload(o, plan, stats, std::move(bodies));
   }
-  return make_async_workload(o, plan, stats, std::move(bodies));
+  return make_async_workload(o, plan, stats, std::move(bodies), std::move(registry));
 }
 
 publisher::publisher(const perf_options& o, const topology_plan& plan, unsigned producer_index,

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/metrics/metrics.h"
 #include "tools/perf/bodies.h"
 #include "tools/perf/options.h"
 #include "tools/perf/plan.h"
@@ -57,10 +58,12 @@ class workload {
 };
 
 // Stats slots: producer i uses slot i, consumer j slot producers + j. `bodies`: -B or
-// --json-body bodies (null for the tool's own).
+// --json-body bodies (null for the tool's own). `registry`: where the async client's connections
+// record warren's metrics (--metrics-prometheus); null records none (the blocking client records
+// none either way).
 std::unique_ptr<workload> make_workload(const perf_options& o, const topology_plan& plan,
-                                        run_stats& stats,
-                                        std::shared_ptr<const body_source> bodies);
+                                        run_stats& stats, std::shared_ptr<const body_source> bodies,
+                                        std::shared_ptr<metrics::registry> registry = nullptr);
 
 // Declares the exchange and the shared queues with their bindings, on one short-lived
 // connection (the first URI). Throws run_error.

@@ -240,7 +240,7 @@ TEST_F(engine_broker_test, connection_close_mid_flight_completes_every_publish) 
       const auto s = ch->try_publish("", q, props, body, {}, [&](const confirm_result& r) {
         if (r.what == confirm_result::outcome::ack) {
           ++acked;
-        } else if (r.what == confirm_result::outcome::connection_lost) {
+        } else if (r.what == confirm_result::outcome::in_doubt) {
           ++lost;
         } else {
           ++other;

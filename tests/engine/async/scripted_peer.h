@@ -72,6 +72,7 @@ class scripted_peer {
   std::atomic<std::uint64_t> publishes{0};
   std::atomic<std::uint64_t> unanswered{0};  // methods received and never answered
   std::atomic<std::uint64_t> bytes{0};
+  std::atomic<std::uint64_t> frames{0};  // frames parsed (not in discard mode)
   std::atomic<bool> handshake_done{false};
   std::atomic<bool> finished{false};
 
@@ -131,6 +132,13 @@ class scripted_peer {
     std::string frames = delivery_frames(channel, consumer_tag, delivery_tag, body);
     std::lock_guard lock(mu_);
     to_send_ += frames;
+  }
+  // Queues any method frame (a broker's basic.cancel, say) for the peer thread's next round.
+  template <class M>
+  void queue_method(std::uint16_t channel, const M& m) {
+    std::string frame = method_frame(channel, m);
+    std::lock_guard lock(mu_);
+    to_send_ += frame;
   }
   // The delivery tags of the basic.reject and basic.ack frames received so far, in order.
   std::vector<std::uint64_t> rejected() const {
@@ -257,6 +265,7 @@ class scripted_peer {
           break;
         }
         at += used;
+        frames.fetch_add(1, std::memory_order_relaxed);
         if (f.type != codec::frame_method || f.payload.size() < 4) continue;
         const auto* p = reinterpret_cast<const unsigned char*>(f.payload.data());
         const std::uint32_t id = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |

@@ -69,6 +69,23 @@ TEST(stream, a_short_read_says_the_socket_is_drained) {
   EXPECT_FALSE(r.drained) << "a full read may leave more behind";
 }
 
+TEST(stream, metrics_count_every_read_and_write_call_and_the_octets_it_moved) {
+  pair p = make_pair();
+  metrics::connection_metrics counts(1, "");
+  p.s.set_metrics(&counts);
+  char b[16];
+  EXPECT_EQ(p.s.read(b, sizeof b).status, stream_status::would_block);  // a call, 0 octets
+  ASSERT_EQ(::write(p.peer.get(), "hello", 5), 5);
+  ASSERT_EQ(p.s.read(b, sizeof b).bytes, 5u);
+  iovec two[] = {buf("ab"), buf("cde")};
+  ASSERT_EQ(p.s.write(two, 2).bytes, 5u);  // one sendmsg for both segments
+  const metrics::transport_counts t = counts.snapshot().transport;
+  EXPECT_EQ(t.socket_reads, 2u);
+  EXPECT_EQ(t.bytes_received, 5u);
+  EXPECT_EQ(t.socket_writes, 1u);
+  EXPECT_EQ(t.bytes_sent, 5u);
+}
+
 TEST(stream, the_peer_closing_is_eof_named_for_people) {
   pair p = make_pair();
   p.peer.reset();

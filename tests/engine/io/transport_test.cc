@@ -98,6 +98,24 @@ TEST(transport, connects_and_counts_the_bytes_both_ways) {
   EXPECT_GE(t.fd(), 0);
 }
 
+TEST(transport, metrics_count_every_read_and_write_call_and_the_octets_it_moved) {
+  listener l;
+  transport t = connected(l.address());
+  unique_fd server = l.accept();
+  metrics::connection_metrics counts(1, "");
+  t.set_metrics(&counts);
+  iovec parts[] = {buf("hel"), buf("lo")};
+  ASSERT_FALSE(t.write_all(parts, 2, 5s));
+  EXPECT_EQ(recv_n(server.get(), 5), "hello");
+  ASSERT_EQ(::send(server.get(), "world!", 6, 0), 6);
+  EXPECT_EQ(read_n(t, 6), "world!");
+  const metrics::transport_counts c = counts.snapshot().transport;
+  EXPECT_EQ(c.socket_writes, 1u) << "one sendmsg for both buffers";
+  EXPECT_EQ(c.bytes_sent, 5u);
+  EXPECT_GE(c.socket_reads, 1u);  // a read may find the bytes in parts (each call counts)
+  EXPECT_EQ(c.bytes_received, 6u);
+}
+
 TEST(transport, writes_many_buffers_in_order_through_partial_writes) {
   listener l;
   transport_options o;

@@ -194,6 +194,19 @@ TEST(metrics, registry_numbers_connections_and_forgets_those_the_face_dropped) {
   EXPECT_EQ(reg.add_connection()->id(), 3u);
 }
 
+TEST(metrics, a_registry_keeping_connections_lists_dropped_ones_with_their_final_counts) {
+  registry reg(true);
+  auto a = reg.add_connection("a");
+  a->add_channel(1)->on_published(5);  // the channel dropped at once: folded into the totals
+  a.reset();
+  reg.add_connection("b");
+  const snapshot s = reg.take();
+  ASSERT_EQ(s.connections.size(), 2u);
+  EXPECT_EQ(s.connections[0].name, "a");
+  EXPECT_EQ(s.connections[0].publishes.published, 5u);
+  EXPECT_EQ(s.connections[1].name, "b");
+}
+
 // Recording from the threads that would record in the engine (two publishers under a publish
 // lock, one I/O thread, two workers, a channel opened and closed over and over) while another
 // thread snapshots: TSan-clean, counters never go down, effects never outnumber causes, and the

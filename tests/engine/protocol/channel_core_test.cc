@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -626,13 +627,13 @@ TEST_F(channel_core_test, on_ending_comes_first_while_the_channel_still_reads_op
   EXPECT_EQ(events.ended.size(), 1u);
 }
 
-TEST_F(channel_core_test, connection_loss_ends_unconfirmed_publishes_as_connection_lost) {
+TEST_F(channel_core_test, connection_loss_ends_unconfirmed_publishes_in_doubt) {
   open_core();
   select_confirms();
   publish();
   machine->transport_closed("connection reset by peer");
   ASSERT_EQ(events.confirms.size(), 1u);
-  EXPECT_EQ(events.confirms[0].outcome, confirm_outcome::connection_lost);
+  EXPECT_EQ(events.confirms[0].outcome, confirm_outcome::in_doubt);
   ASSERT_EQ(events.ended.size(), 1u);
   EXPECT_EQ(events.ended[0].first, end_cause::connection_lost);
   EXPECT_EQ(events.ended[0].second.reply_code, 320);
@@ -724,6 +725,235 @@ TEST_F(channel_core_test, settings_keep_qos_tx_and_client_flow_as_the_broker_ack
   EXPECT_FALSE(s.client_flow);
   machine->transport_closed("gone");
   EXPECT_TRUE(core->settings().tx) << "settings outlive the life";
+}
+
+// Metrics (channel_core_options::metrics) ------------------------------------------------------
+
+class channel_core_metrics_test : public channel_core_test {
+ protected:
+  channel_core& open_counted(channel_core_options o = {}) {
+    o.metrics = counts;
+    return open_core(std::move(o));
+  }
+  metrics::channel_snapshot snap() const { return counts->snapshot(); }
+
+  std::shared_ptr<metrics::channel_metrics> counts = std::make_shared<metrics::channel_metrics>(1);
+};
+
+TEST_F(channel_core_metrics_test,
+       count_deliveries_each_consumers_pending_and_decisions_per_delivery) {
+  open_counted();
+  consume("c", false, "c");
+  consume("n", true, "n");
+  for (std::uint64_t t = 1; t <= 4; ++t) deliver("c", t);
+  deliver("n", 5);
+  feed(peer);
+  // One multiple ack covers 1..3; then a nack and, with a fifth delivery, a reject.
+  EXPECT_TRUE(core->ack(core->life(), 3, true, now));
+  EXPECT_TRUE(core->nack(core->life(), 4, false, true, now));
+  deliver("c", 6);
+  feed(peer);
+  EXPECT_TRUE(core->reject(core->life(), 6, false, now));
+  EXPECT_FALSE(core->ack(core->life(), 6, false, now)) << "refused: not counted";
+  metrics::channel_snapshot s = snap();
+  EXPECT_EQ(s.deliveries.delivered, 6u);
+  EXPECT_EQ(s.deliveries.acked, 3u);
+  EXPECT_EQ(s.deliveries.nacked, 1u);
+  EXPECT_EQ(s.deliveries.rejected, 1u);
+  ASSERT_EQ(s.consumers.size(), 2u);
+  EXPECT_EQ(s.consumers[0].tag, "c");
+  EXPECT_EQ(s.consumers[0].delivered, 5u);
+  EXPECT_EQ(s.consumers[0].pending, 5);
+  EXPECT_EQ(s.consumers[1].tag, "n");
+  EXPECT_EQ(s.consumers[1].delivered, 1u);
+  // The face's workers report handled deliveries through the consumer's recorders.
+  consumer* c = core->consumers().find("c");
+  ASSERT_NE(c, nullptr);
+  ASSERT_NE(c->metrics, nullptr);
+  EXPECT_EQ(c->channel_metrics, counts);
+  c->metrics->on_handled(4);
+  c->channel_metrics->record_handled(1500);
+  s = snap();
+  EXPECT_EQ(s.consumers[0].pending, 1);
+  EXPECT_EQ(s.delivery_to_handled.count(), 1u);
+}
+
+TEST_F(channel_core_metrics_test, without_coalescing_a_multiple_decision_counts_one) {
+  open_counted({.coalesce_acks = false});
+  consume("c", false, "c");
+  deliver("c", 1);
+  deliver("c", 2);
+  feed(peer);
+  EXPECT_TRUE(core->ack(core->life(), 2, true, now));
+  EXPECT_EQ(snap().deliveries.acked, 1u) << "the core does not know what the tag covers";
+}
+
+TEST_F(channel_core_metrics_test, count_acks_nacks_returns_and_the_latency_from_each_publish) {
+  open_counted();
+  select_confirms();
+  const time_point t0 = now;
+  publish(true, "nowhere");
+  now += 2ms;
+  publish();
+  publish();
+  core->note_published(3);
+  now = t0 + 5ms;
+  codec::basic_return r;
+  r.reply_code = 312;
+  r.reply_text = "NO_ROUTE";
+  r.exchange = "ex";
+  r.routing_key = "nowhere";
+  feed(peer.method(1, r).header(1, 1).body(1, "b").method(1, codec::basic_ack{2, true}));
+  feed(peer.method(1, codec::basic_nack{3, false, false}));
+  const metrics::channel_snapshot s = snap();
+  EXPECT_EQ(s.publishes.published, 3u);
+  EXPECT_EQ(s.publishes.confirmed, 2u);
+  EXPECT_EQ(s.publishes.nacked, 1u);
+  EXPECT_EQ(s.publishes.returned, 1u);
+  EXPECT_EQ(s.publishes.in_doubt, 0u);
+  ASSERT_EQ(s.publish_to_confirm.count(), 3u);
+  // 5 ms for the first, 3 ms for the two published 2 ms later (within the histogram's 3.2%).
+  EXPECT_NEAR(static_cast<double>(s.publish_to_confirm.max()), 5e6, 5e6 * 0.032);
+  EXPECT_NEAR(static_cast<double>(s.publish_to_confirm.min()), 3e6, 3e6 * 0.032);
+}
+
+TEST_F(channel_core_metrics_test, a_publish_not_stamped_by_the_face_has_no_latency) {
+  open_counted();
+  select_confirms();
+  events.lock_publish();
+  core->confirms()->on_publish(0, time_point{});
+  events.unlock_publish();
+  feed(peer.method(1, codec::basic_ack{1, false}));
+  EXPECT_EQ(snap().publishes.confirmed, 1u);
+  EXPECT_EQ(snap().publish_to_confirm.count(), 0u);
+}
+
+TEST_F(channel_core_metrics_test, timeouts_and_the_end_of_the_life_count_in_doubt_never_nacked) {
+  open_counted();
+  select_confirms(8, 50ms);
+  publish();
+  publish();
+  now += 50ms;
+  core->on_timer(now);  // both time out
+  publish();
+  machine->transport_closed("connection reset by peer");
+  const metrics::channel_snapshot s = snap();
+  EXPECT_EQ(s.publishes.in_doubt, 3u);
+  EXPECT_EQ(s.publishes.nacked, 0u);
+  EXPECT_EQ(s.publish_to_confirm.count(), 0u);
+}
+
+TEST_F(channel_core_metrics_test, a_closed_channel_is_hidden_until_the_same_core_opens_again) {
+  metrics::connection_metrics conn(1, "");
+  counts = conn.add_channel(1);
+  events.core_state = [this] { return core->state(); };
+  open_counted();
+  EXPECT_EQ(conn.snapshot().open_channels, 1u);
+  events.on_end = [this](end_cause) { core->open(std::make_shared<test_waiter>()); };
+  feed(peer.channel_close(1, 404, "NOT_FOUND", 50, 10));
+  events.on_end = nullptr;
+  feed(peer.channel_open_ok(1));
+  ASSERT_TRUE(core->is_open());
+  EXPECT_EQ(conn.snapshot().open_channels, 1u) << "reopened from on_ended";
+  core->close(200, "bye", nullptr);
+  feed(peer.channel_close_ok(1));
+  EXPECT_EQ(conn.snapshot().open_channels, 0u);
+  EXPECT_TRUE(conn.snapshot().channels.empty());
+}
+
+// Stream consumers ------------------------------------------------------------------------------
+
+class channel_core_stream_test : public channel_core_test {
+ protected:
+  // A stream consumer (consumer::stream set, as a face does for consume_options::stream_start).
+  void consume_stream(std::string tag) {
+    auto c = std::make_unique<test_consumer>(tag, false, tag);
+    c->stream.emplace();
+    auto w = std::make_shared<test_waiter>();
+    core->consume_sent(std::move(c), w);
+    feed(peer.method(1, codec::basic_consume_ok{tag}));
+    ASSERT_TRUE(w->reply.has_value());
+  }
+  // A delivery carrying x-stream-offset as RabbitMQ sends it (a long).
+  void deliver_offset(std::string_view tag, std::uint64_t delivery_tag, std::int64_t offset) {
+    headers_.push_back(codec::encode_table({{"x-stream-offset", codec::field_value::i64(offset)}}));
+    codec::basic_properties p;
+    p.flags = codec::basic_properties::headers_flag;
+    p.headers = codec::table_view{headers_.back()};
+    codec::basic_deliver m;
+    m.consumer_tag = tag;
+    m.delivery_tag = delivery_tag;
+    peer.method(1, m).header(1, 1, p).body(1, "m");
+  }
+  std::deque<std::string> headers_;
+};
+
+TEST_F(channel_core_stream_test, acked_deliveries_move_the_consumers_last_handled_offset) {
+  open_core({.acks = {.max_count = 64, .max_delay = 1000us}});
+  consume_stream("s");
+  for (std::uint64_t t = 1; t <= 3; ++t) deliver_offset("s", t, 99 + static_cast<int>(t));
+  feed(peer);
+  const stream_progress* p = core->stream_progress_of("s");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->last_handled(), std::nullopt) << "delivered is not handled";
+  EXPECT_TRUE(core->ack(core->life(), 1, false, now));
+  EXPECT_TRUE(core->ack(core->life(), 2, false, now));
+  EXPECT_EQ(p->last_handled(), 101u) << "counted when the decision is accepted, not when the "
+                                        "coalesced ack leaves";
+  EXPECT_EQ(p->resume_from(), stream_offset::at(102));
+  EXPECT_FALSE(core->ack(core->life(), 2, false, now)) << "already decided";
+  EXPECT_EQ(p->last_handled(), 101u);
+}
+
+TEST_F(channel_core_stream_test, a_refused_decision_does_not_count_as_handled) {
+  open_core();
+  consume_stream("s");
+  deliver_offset("s", 1, 5);
+  feed(peer);
+  EXPECT_FALSE(core->ack(core->life() + 1, 1, false, now)) << "another life's";
+  EXPECT_EQ(core->stream_progress_of("s")->last_handled(), std::nullopt);
+  EXPECT_TRUE(core->reject(core->life(), 1, false, now));
+  EXPECT_EQ(core->stream_progress_of("s")->last_handled(), 5u) << "a reject settles it too";
+}
+
+TEST_F(channel_core_stream_test, a_multiple_ack_settles_each_stream_consumer_up_to_its_tag) {
+  open_core();
+  consume_stream("a");
+  consume_stream("b");
+  deliver_offset("a", 1, 10);
+  deliver_offset("b", 2, 70);
+  deliver_offset("a", 3, 11);
+  deliver_offset("b", 4, 71);
+  feed(peer);
+  EXPECT_TRUE(core->ack(core->life(), 3, true, now));
+  EXPECT_EQ(core->stream_progress_of("a")->last_handled(), 11u);
+  EXPECT_EQ(core->stream_progress_of("b")->last_handled(), 70u);
+}
+
+TEST_F(channel_core_stream_test, a_consumer_leaves_with_its_watermark_at_the_end_of_the_life) {
+  open_core();
+  consume_stream("s");
+  deliver_offset("s", 1, 0);
+  deliver_offset("s", 2, 1);
+  feed(peer);
+  EXPECT_TRUE(core->ack(core->life(), 1, false, now));
+  machine->transport_closed("connection reset by peer");
+  ASSERT_EQ(events.removed.size(), 1u);
+  const consumer& gone = *events.removed[0];
+  ASSERT_TRUE(gone.stream.has_value());
+  EXPECT_EQ(gone.stream->last_handled(), 0u);
+  EXPECT_EQ(gone.stream->pending(), 0u) << "the unsettled delivery comes again after a resume";
+  EXPECT_EQ(gone.stream->resume_from(), stream_offset::at(1));
+}
+
+TEST_F(channel_core_stream_test, classic_consumers_are_not_tracked) {
+  open_core();
+  consume("c", false, "c");
+  deliver_offset("c", 1, 3);
+  feed(peer);
+  EXPECT_EQ(core->stream_progress_of("c"), nullptr);
+  EXPECT_EQ(core->stream_progress_of("nobody"), nullptr);
+  EXPECT_TRUE(core->ack(core->life(), 1, false, now));
 }
 
 }  // namespace

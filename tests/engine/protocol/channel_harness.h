@@ -66,6 +66,8 @@ struct recording_handler : channel_handler {
   std::vector<confirm_event> confirms;
   std::vector<std::string> confirm_texts;  // the events' reply_text, copied
   int after_confirms_calls = 0;
+  std::vector<confirm_event> kept;  // on_kept
+  int kept_holding_lock = 0;
   std::vector<std::tuple<bool, std::uint64_t, bool>> confirm_frames;
   std::vector<std::string> returns;  // "code routing_key body"
   std::vector<bool> flows;
@@ -97,6 +99,10 @@ struct recording_handler : channel_handler {
     confirm_texts.emplace_back(e.reply_text);
   }
   void after_confirms() override { ++after_confirms_calls; }
+  void on_kept(const confirm_event& e) override {
+    if (holding != 0) ++kept_holding_lock;
+    kept.push_back(e);
+  }
   void on_confirm_frame(bool ack, std::uint64_t tag, bool multiple) override {
     confirm_frames.emplace_back(ack, tag, multiple);
   }

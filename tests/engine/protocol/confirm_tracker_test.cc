@@ -251,12 +251,11 @@ TEST_F(confirm_tracker_test, fail_all_completes_every_outstanding_publish_exactl
   t.on_timer(now, rec.callback());
   ASSERT_EQ(rec.events.size(), 2u);
   rec.events.clear();
-  t.fail_all(confirm_outcome::connection_lost, 320, "CONNECTION_FORCED", rec.callback());
-  EXPECT_EQ(rec.events,
-            (std::vector<seen>{
-                {2, 2, confirm_outcome::connection_lost, true, 312, "NO_ROUTE"},
-                {4, 4, confirm_outcome::connection_lost, false, 320, "CONNECTION_FORCED"},
-                {5, 5, confirm_outcome::connection_lost, false, 320, "CONNECTION_FORCED"}}));
+  t.fail_all(confirm_outcome::in_doubt, 320, "CONNECTION_FORCED", rec.callback());
+  EXPECT_EQ(rec.events, (std::vector<seen>{
+                            {2, 2, confirm_outcome::in_doubt, true, 312, "NO_ROUTE"},
+                            {4, 4, confirm_outcome::in_doubt, false, 320, "CONNECTION_FORCED"},
+                            {5, 5, confirm_outcome::in_doubt, false, 320, "CONNECTION_FORCED"}}));
   EXPECT_EQ(t.outstanding(), 0u);
   EXPECT_FALSE(t.full());
   rec.events.clear();
@@ -441,12 +440,41 @@ TEST(confirm_tracker_property, random_operations_complete_every_publish_exactly_
       ASSERT_EQ(t.outstanding(), outstanding()) << "round " << round << " step " << step;
       ASSERT_EQ(t.next_sequence(), next);
     }
-    expected_outcome = confirm_outcome::connection_lost;
-    t.fail_all(confirm_outcome::connection_lost, 320, "CONNECTION_FORCED", complete);
+    expected_outcome = confirm_outcome::in_doubt;
+    t.fail_all(confirm_outcome::in_doubt, 320, "CONNECTION_FORCED", complete);
     for (auto& [sequence, p] : model) EXPECT_TRUE(p.answered_or_expired) << sequence;
     for (auto& [sequence, count] : completions) ASSERT_EQ(count, 1) << sequence;
     ASSERT_EQ(t.outstanding(), 0u);
   }
+}
+
+}  // namespace
+}  // namespace warren::protocol
+
+namespace warren::protocol {
+namespace {
+
+// Recovery's republish: the unconfirmed publishes are handed over in order without ending, a
+// timed-out one (already ended) is not, and the tracker is empty afterwards.
+TEST(confirm_tracker_take, outstanding_publishes_are_handed_over_in_order_and_not_completed) {
+  const time_point now = time_point{} + 1h;
+  confirm_tracker t({.window = 8, .timeout = 5s});
+  for (std::uint64_t token = 100; token < 105; ++token) t.on_publish(token, now);
+  recorder done;
+  ASSERT_TRUE(t.on_ack(1, false, done.callback()));
+  t.on_timer(now + 6s, done.callback());  // 2..5 time out
+  t.on_publish(105, now + 6s);            // 6, outstanding
+  t.on_publish(106, now + 6s);            // 7, outstanding
+  const std::size_t completed = done.events.size();
+  recorder kept;
+  t.take_outstanding(kept.callback());
+  EXPECT_EQ(done.events.size(), completed) << "nothing taken is completed";
+  ASSERT_EQ(kept.events.size(), 2u);
+  EXPECT_EQ(kept.events[0].token, 105u);
+  EXPECT_EQ(kept.events[0].sequence, 6u);
+  EXPECT_EQ(kept.events[0].outcome, confirm_outcome::in_doubt);
+  EXPECT_EQ(kept.events[1].token, 106u);
+  EXPECT_EQ(t.outstanding(), 0u);
 }
 
 }  // namespace

@@ -852,6 +852,58 @@ TEST_F(connection_machine_test, content_completing_after_client_close_channel_is
   finish_channel_close(1);
 }
 
+// Regression: when the client's channel.close crossed the broker's, the client answered the
+// broker's close and took the channel for closed, so the broker's close-ok to the client's close,
+// which RabbitMQ sends (3.10.8, tried on a real broker: a publish to a missing exchange followed
+// at once by channel.close gets channel.close 404, then channel.close-ok), failed the whole
+// connection with 504. The channel now stays closing until that close-ok.
+TEST_F(connection_machine_test, crossing_channel_closes_wait_for_the_brokers_close_ok) {
+  open();
+  open_channel(1);
+  m->close_channel(1, 200, "bye");
+  written();
+  feed(peer.channel_close(1, 404, "NOT_FOUND - no exchange 'x'", 60, 40));
+  {
+    const client_output out = written();
+    ASSERT_EQ(out.frames.size(), 1u);
+    EXPECT_EQ(out.frames[0].channel, 1);
+    EXPECT_TRUE(out.frames[0].is<codec::channel_close_ok>());
+  }
+  EXPECT_EQ(m->state_of(1), channel_state::closing);
+  EXPECT_TRUE(log.commands.empty());
+  finish_channel_close(1);
+  EXPECT_TRUE(log.closes.empty()) << log.closes.front().reply_text;
+  EXPECT_TRUE(m->is_open());
+}
+
+// Regression (found by connection_machine_fuzz): a channel.close-ok on an open channel, which
+// the client never closed, reached the channel's owner as a command, where the channel core
+// dropped it silently; it is a protocol violation, like an unexpected channel.open-ok.
+TEST_F(connection_machine_test, channel_close_ok_on_an_open_channel_is_503) {
+  open();
+  open_channel(1);
+  feed(peer.channel_close_ok(1));
+  expect_closed_with(503);
+  expect_close_queued(503);
+  EXPECT_TRUE(log.commands.empty());
+}
+
+// Regression (found by connection_machine_fuzz): a channel.flow before channel.open-ok was
+// answered with flow-ok and handed to the face on a channel still opening, where any other method
+// is 505.
+TEST_F(connection_machine_test, channel_flow_before_channel_open_ok_is_505) {
+  open();
+  m->open_channel(1);
+  written();
+  codec::channel_flow f;
+  f.active = false;
+  feed(peer.method(1, f));
+  expect_closed_with(505);
+  EXPECT_TRUE(log.commands.empty());
+  const client_output out = written();
+  EXPECT_EQ(find<codec::channel_flow_ok>(out), nullptr) << "no flow-ok for a channel not open";
+}
+
 TEST_F(connection_machine_test, frames_on_never_opened_channel_are_504) {
   open();
   open_channel(1);
@@ -1265,6 +1317,70 @@ TEST(connection_machine_split_test, every_byte_split_gives_identical_events) {
     ASSERT_EQ(two.trace, whole.trace) << "split at " << i;
     ASSERT_EQ(two.output, whole.output) << "split at " << i;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics (set_metrics).
+
+TEST_F(connection_machine_test, metrics_count_frames_received_whole_or_in_pieces_and_frames_sent) {
+  metrics::connection_metrics counts(1, "");
+  open();
+  open_channel(1);
+  m->set_metrics(&counts);
+  // A delivery read whole (the one-pass path) and one read octet by octet: 3 frames each; a
+  // heartbeat is a frame too.
+  const std::string bytes = peer.deliver(1, 7, "body", 1).take();
+  feed(bytes);
+  for (char octet : bytes) feed(std::string_view(&octet, 1));
+  feed(peer.heartbeat());
+  ASSERT_EQ(log.commands.size(), 2u);
+  EXPECT_EQ(counts.snapshot().transport.frames_received, 7u);
+  // A method, a publish of a 300 000 octet body (3 body frames under frame_max 131072) and a
+  // heartbeat.
+  ASSERT_EQ(m->send(1, codec::basic_ack{7, false}), codec::errc::ok);
+  codec::basic_publish p;
+  p.routing_key = "rk";
+  ASSERT_EQ(m->send_publish(1, p, {}, std::string(300000, 'x')), codec::errc::ok);
+  m->send_heartbeat();
+  const client_output out = written();
+  EXPECT_EQ(out.frames.size(), 7u);
+  EXPECT_EQ(counts.snapshot().transport.frames_sent, out.frames.size());
+}
+
+TEST_F(connection_machine_test, metrics_count_each_silent_heartbeat_interval_once) {
+  metrics::connection_metrics counts(1, "");
+  open_with_heartbeat(10);
+  m->set_metrics(&counts);
+  const time_point t0 = now;
+  for (auto t : {5s, 9s, 10s, 12s, 15s, 19s}) {
+    now = t0 + t;
+    m->on_timer(now);
+    written();
+  }
+  EXPECT_EQ(counts.snapshot().heartbeats_missed, 1u) << "one whole interval of silence, 10 s";
+  feed(peer.heartbeat());  // life: the count starts again from here
+  const time_point t1 = now;
+  now = t1 + 9s;
+  m->on_timer(now);
+  EXPECT_EQ(counts.snapshot().heartbeats_missed, 1u);
+  now = t1 + 20s;  // two intervals: the machine gives up on the peer
+  m->on_timer(now);
+  EXPECT_EQ(counts.snapshot().heartbeats_missed, 3u);
+  expect_closed_with(320);
+}
+
+TEST_F(connection_machine_test, metrics_time_a_block_with_the_feeds_clock) {
+  metrics::connection_metrics counts(1, "");
+  open();
+  m->set_metrics(&counts);
+  feed(peer.method(0, codec::connection_blocked{"low on memory"}));
+  EXPECT_TRUE(counts.snapshot(now).blocked);
+  EXPECT_EQ(counts.snapshot(now + 2s).blocked_time, 2s) << "the current block counts";
+  now += 3s;
+  feed(peer.method(0, codec::connection_unblocked{}));
+  const auto s = counts.snapshot(now + 1h);
+  EXPECT_FALSE(s.blocked);
+  EXPECT_EQ(s.blocked_time, 3s);
 }
 
 }  // namespace

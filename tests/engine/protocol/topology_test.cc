@@ -144,5 +144,31 @@ TEST(topology, a_snapshot_leaves_out_what_the_filter_rejects) {
   EXPECT_EQ(t.snapshot().exchanges.size(), 2u) << "no filter: everything";
 }
 
+TEST(topology, a_stream_consumers_replay_resumes_after_its_last_handled_offset) {
+  topology t;
+  t.declare_queue("s", {}, false);
+  t.consume({1,
+             "s",
+             "c",
+             false,
+             false,
+             false,
+             {{"x-stream-offset", codec::field_value::long_string("first")},
+              {"x-priority", codec::field_value::i32(3)}}});
+  const consumer_record& before = t.record().consumers[0];
+  EXPECT_EQ(replay_arguments(before), before.arguments) << "nothing handled: the original start";
+  EXPECT_FALSE(t.stream_handled(2, "c", 41)) << "another channel's tag";
+  EXPECT_TRUE(t.stream_handled(1, "c", 41));
+  const consumer_record& r = t.record().consumers[0];
+  EXPECT_EQ(r.stream_last_handled, 41u);
+  const codec::field_table replay = replay_arguments(r);
+  EXPECT_EQ(*replay.find("x-stream-offset"), codec::field_value::i64(42));
+  EXPECT_EQ(*replay.find("x-priority"), codec::field_value::i32(3)) << "the others as sent";
+  EXPECT_EQ(*r.arguments.find("x-stream-offset"), codec::field_value::long_string("first"))
+      << "the record keeps what was sent";
+  t.cancel(1, "c");
+  EXPECT_FALSE(t.stream_handled(1, "c", 50)) << "a cancelled consumer has no record";
+}
+
 }  // namespace
 }  // namespace warren::protocol

@@ -14,7 +14,7 @@ TEST(confirm_outcome, only_the_brokers_nack_counts_as_nacked) {
 
 // Issue 9 item 7: a connection lost with publishes outstanding was counted as nacked.
 TEST(confirm_outcome, an_outcome_nobody_knows_is_in_doubt) {
-  EXPECT_EQ(settlement_of(outcome::connection_lost), settlement::in_doubt);
+  EXPECT_EQ(settlement_of(outcome::in_doubt), settlement::in_doubt);
   EXPECT_EQ(settlement_of(outcome::channel_closed), settlement::in_doubt);
   EXPECT_EQ(settlement_of(outcome::timeout), settlement::in_doubt);
 }

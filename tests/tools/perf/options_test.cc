@@ -81,6 +81,17 @@ TEST(options, rx_batch_takes_bytes_and_an_optional_wait) {
   EXPECT_EQ(both.rx_batch_wait_us, 2000u);
 }
 
+TEST(options, metrics_prometheus_takes_an_optional_port_defaulting_to_perftests_8080) {
+  EXPECT_FALSE(parse({}).metrics_prometheus_port.has_value());
+  EXPECT_EQ(parse({"--metrics-prometheus"}).metrics_prometheus_port, 8080);
+  EXPECT_EQ(parse({"--metrics-prometheus", "-x", "2"}).metrics_prometheus_port, 8080);
+  EXPECT_EQ(parse({"--metrics-prometheus", "9419"}).metrics_prometheus_port, 9419);
+  EXPECT_EQ(parse({"--metrics-prometheus=0"}).metrics_prometheus_port, 0);
+  EXPECT_EQ(parse({"-mpr", "0"}).metrics_prometheus_port, 0);
+  EXPECT_THROW(parse({"--metrics-prometheus=http"}), usage_error);
+  EXPECT_THROW(parse({"--metrics-prometheus", "70000"}), usage_error);
+}
+
 TEST(options, perftest_long_names_and_equals_form_are_accepted) {
   const perf_options o = parse({"--producers", "2", "--consumers=3", "--autoack", "--qos=7",
                                 "--flag", "persistent,mandatory", "--client", "blocking"});
@@ -242,19 +253,18 @@ TEST(options, stream_consumer_offsets_in_every_form) {
   auto offset = [](const std::string& v) {
     return *parse({"--stream-queue", "-u", "s", "--stream-consumer-offset", v}).consumer_offset;
   };
-  EXPECT_EQ(offset("first").what, stream_offset::kind::first);
-  EXPECT_EQ(offset("last").what, stream_offset::kind::last);
-  EXPECT_EQ(offset("next").what, stream_offset::kind::next);
-  EXPECT_EQ(offset("12345"), (stream_offset{stream_offset::kind::offset, 12345, ""}));
-  EXPECT_EQ(offset("1h"), (stream_offset{stream_offset::kind::interval, 0, "1h"}));
-  EXPECT_EQ(offset("7D"), (stream_offset{stream_offset::kind::interval, 0, "7D"}));
+  EXPECT_EQ(offset("first"), stream_offset::first());
+  EXPECT_EQ(offset("last"), stream_offset::last());
+  EXPECT_EQ(offset("next"), stream_offset::next());
+  EXPECT_EQ(offset("12345"), stream_offset::at(12345));
+  EXPECT_EQ(offset("1h"), stream_offset::interval("1h"));
+  EXPECT_EQ(offset("7D"), stream_offset::interval("7D"));
   // 2022-06-03T07:45:54Z is 1654242354 s after the epoch.
-  EXPECT_EQ(offset("2022-06-03T07:45:54Z"),
-            (stream_offset{stream_offset::kind::timestamp, 1654242354, ""}));
-  EXPECT_EQ(offset("2022-06-03T09:45:54.750+02:00").value, 1654242354);
-  EXPECT_EQ(offset("2022-06-03T02:45:54-05:00").value, 1654242354);
-  EXPECT_EQ(offset("1970-01-01T00:00:00Z").value, 0);
-  EXPECT_EQ(offset("2000-03-01T00:00:00Z").value, 951868800);  // after a leap day
+  EXPECT_EQ(offset("2022-06-03T07:45:54Z"), stream_offset::at_timestamp(1654242354));
+  EXPECT_EQ(offset("2022-06-03T09:45:54.750+02:00").value(), 1654242354u);
+  EXPECT_EQ(offset("2022-06-03T02:45:54-05:00").value(), 1654242354u);
+  EXPECT_EQ(offset("1970-01-01T00:00:00Z").value(), 0u);
+  EXPECT_EQ(offset("2000-03-01T00:00:00Z").value(), 951868800u);  // after a leap day
 }
 
 TEST(options, help_stops_checking_and_documents_every_option) {

@@ -33,6 +33,28 @@ run_summary sample_summary() {
   return make_summary(whole, 0.6);
 }
 
+TEST(report, prometheus_counters_are_the_summarys_counts_labelled_with_the_id) {
+  totals t;
+  t.published = 10;
+  t.confirmed = 7;
+  t.nacked = 1;
+  t.in_doubt = 2;
+  t.returned = 3;
+  t.received = 9;
+  const std::string text = prometheus_counters(t, "run \"a\"");
+  EXPECT_NE(text.find("# TYPE warren_perf_published_total counter\n"
+                      "warren_perf_published_total{id=\"run \\\"a\\\"\"} 10\n"),
+            std::string::npos)
+      << text;
+  for (const char* line : {"warren_perf_confirmed_total{id=\"run \\\"a\\\"\"} 7\n",
+                           "warren_perf_nacked_total{id=\"run \\\"a\\\"\"} 1\n",
+                           "warren_perf_in_doubt_total{id=\"run \\\"a\\\"\"} 2\n",
+                           "warren_perf_returned_total{id=\"run \\\"a\\\"\"} 3\n",
+                           "warren_perf_consumed_total{id=\"run \\\"a\\\"\"} 9\n"}) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
+  }
+}
+
 TEST(report, cpu_per_message_counts_published_and_received) {
   EXPECT_DOUBLE_EQ(sample_summary().cpu_us_per_msg, 0.6e6 / 6000);
   EXPECT_DOUBLE_EQ(make_summary(interval_report{}, 1).cpu_us_per_msg, 0);
