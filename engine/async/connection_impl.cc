@@ -57,9 +57,10 @@ metrics::connection_snapshot connection_impl::metrics_snapshot() const {
   return metrics_->snapshot();
 }
 
-void connection_impl::log(log_level level, std::string_view message) const {
+void connection_impl::log(log_level level, std::string_view component,
+                          std::string_view message) const {
   if (!log_.enabled(level)) return;
-  log_.log(level, log_component::connection,
+  log_.log(level, component,
            opts_.connection_name.empty() ? std::string(message)
                                          : opts_.connection_name + ": " + std::string(message));
 }
@@ -217,6 +218,7 @@ void connection_impl::finish(const protocol::close_reason& why, bool was_open, b
 // What a channel asks of its connection --------------------------------------------------------
 
 void connection_impl::send_frame(out_buffer frame) {
+  if (metrics_) metrics_->on_frames_sent();  // one method frame, encoded by the channel
   seal(clock::now());
   push_segment(std::move(frame));
 }

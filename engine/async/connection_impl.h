@@ -149,7 +149,10 @@ class connection_impl final : public protocol::connection_handler,
   bool dead() const noexcept { return ended() || drop_transport_; }
   void set_phase(phase p);
   // A message of the `connection` component, prefixed with the connection's name.
-  void log(log_level level, std::string_view message) const;
+  void log(log_level level, std::string_view message) const {
+    log(level, log_component::connection, message);
+  }
+  void log(log_level level, std::string_view component, std::string_view message) const;
   // Why the connection ended: info for our own close, warning for anything else (lost).
   void log_end(const protocol::close_reason& why, phase at) const;
   // A call now waits for a reply: receive batching stops holding bytes back (connection_io.cc).

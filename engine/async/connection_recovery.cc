@@ -239,6 +239,9 @@ void connection_impl::recovery_main() {
 
 bool connection_impl::recover_once(const protocol::close_reason& why, time_point lost_at,
                                    std::size_t lost_endpoint) {
+  log(log_level::warning, log_component::recovery,
+      "connection lost, recovery started: " + why.reply_text +
+          (why.reply_code != 0 ? " (reply code " + std::to_string(why.reply_code) + ")" : ""));
   {
     std::function<void(const protocol::close_reason&)> f;
     {
@@ -259,13 +262,15 @@ bool connection_impl::recover_once(const protocol::close_reason& why, time_point
       protocol::close_reason end = why;
       end.reply_text += "; recovery gave up after " + std::to_string(schedule.attempts()) +
                         " attempts (last: " + error + ")";
-      io_.run_and_wait([&] { give_up(end); });
+      log(log_level::error, log_component::recovery, "recovery gave up: " + end.reply_text);
+      // The hook first, then the end (on_closed): once state() reads closed, it has run.
       std::function<void(const protocol::close_reason&)> f;
       {
         std::lock_guard lock(cb_mu_);
         f = on_recovery_failed_cb_;
       }
       if (f) run_hook([&] { f(end); });
+      io_.run_and_wait([&] { give_up(end); });
       return false;
     }
     {
@@ -304,6 +309,7 @@ bool connection_impl::recover_once(const protocol::close_reason& why, time_point
     }
     set_phase(phase::open);
     staging_.notify_room();
+    if (metrics_) metrics_->on_recovered();
     finished = true;
   });
   if (!finished) return false;
@@ -312,6 +318,20 @@ bool connection_impl::recover_once(const protocol::close_reason& why, time_point
   in_doubt_seen_ = in_doubt;
   republished_seen_ = republished;
   report.took = clock::now() - lost_at;
+  for (const protocol::recovery_failure& f : report.failures) {
+    log(log_level::warning, log_component::recovery,
+        "replay refused: " + f.entity + ": " + f.reply_text +
+            (f.reply_code != 0 ? " (reply code " + std::to_string(f.reply_code) + ")" : ""));
+  }
+  if (log_.enabled(log_level::info)) {
+    log(log_level::info, log_component::recovery,
+        "recovered after " + std::to_string(report.attempts) + " attempt(s) in " +
+            std::to_string(
+                std::chrono::duration_cast<std::chrono::milliseconds>(report.took).count()) +
+            " ms, to " + report.endpoint + ": " + std::to_string(report.republished) +
+            " publishes republished, " + std::to_string(report.in_doubt) + " in doubt, " +
+            std::to_string(report.failures.size()) + " entities refused");
+  }
   std::function<void(const recovery_report&)> f;
   {
     std::lock_guard lock(cb_mu_);

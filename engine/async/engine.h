@@ -265,8 +265,8 @@ class connection {
   connection_state state() const noexcept;
   void on_recovery_started(std::function<void(const warren::protocol::close_reason&)> f);
   void on_recovered(std::function<void(const recovery_report&)> f);
-  // Attempts ran out (recovery_policy::max_attempts): the connection is closed for good, with
-  // the loss's reason; on_closed runs too.
+  // Attempts ran out (recovery_policy::max_attempts): called first, then the connection closes
+  // for good with the loss's reason (and on_closed runs): once state() reads closed, this ran.
   void on_recovery_failed(std::function<void(const warren::protocol::close_reason&)> f);
   // The endpoint (host[:port]) the connection is on, or was last on.
   std::string endpoint() const;
@@ -550,6 +550,8 @@ class engine {
   engine& operator=(const engine&) = delete;
 
   // Blocking connect (any non-I/O thread): returns once connection.open-ok arrived, or throws
+  // (each of opts.endpoint_hosts() is tried in the order of opts.allocation until one accepts the
+  // TCP connection; the last one's error is thrown when none does)
   // (std::system_error for TCP/TLS failures, the py-amqp error for a refused login, amqp_timeout
   // when connect_timeout passes, naming the handshake). Takes the options both faces share
   // (engine/options.h: host, credentials and SASL, TLS, heartbeat, limits); the connection's
@@ -560,7 +562,8 @@ class engine {
   // the engine's heartbeats find dead peers instead.
   std::shared_ptr<connection> connect(const warren::connection_options& opts);
   // The same over an already connected stream socket (a socketpair in tests and benches); the
-  // engine owns `fd` from here on. opts.host names the peer for TLS.
+  // engine owns `fd` from here on. opts.host names the peer for TLS. Such a connection is never
+  // recovered (the engine has no endpoint to reconnect to).
   std::shared_ptr<connection> adopt(io::unique_fd fd, const warren::connection_options& opts);
 
   const engine_options& options() const noexcept;

@@ -23,11 +23,17 @@ void publish_staging::wait_for_room(std::unique_lock<publish_lock>& lock,
 
 bool publish_staging::take(out_buffer& out) {
   if (!scheduled_.load(std::memory_order_relaxed)) return false;
-  std::lock_guard lock(mu_);
-  if (staging_.size == 0) return false;
-  std::swap(out, staging_);
-  scheduled_.store(false, std::memory_order_relaxed);
-  unsent_.fetch_add(out.size, std::memory_order_relaxed);
+  std::uint64_t frames = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (staging_.size == 0) return false;
+    std::swap(out, staging_);
+    scheduled_.store(false, std::memory_order_relaxed);
+    unsent_.fetch_add(out.size, std::memory_order_relaxed);
+    frames = staged_frames_;
+    staged_frames_ = 0;
+  }
+  if (metrics_ != nullptr) metrics_->on_frames_sent(frames);
   return true;
 }
 
@@ -41,6 +47,7 @@ void publish_staging::clear() {
   {
     std::lock_guard lock(mu_);
     staging_ = out_buffer{};
+    staged_frames_ = 0;
     scheduled_.store(false, std::memory_order_relaxed);
   }
   unsent_.store(0);

@@ -18,6 +18,18 @@ using protocol::time_point;
 
 namespace {
 constexpr std::uint64_t max_body_size = std::uint64_t{512} << 20;
+
+// Whole frames in `frames` (a publish's, as encoded): for the metrics of a republish.
+std::uint64_t frame_count(std::string_view frames) noexcept {
+  std::uint64_t n = 0;
+  for (std::size_t at = 0; at + codec::frame_header_size <= frames.size(); ++n) {
+    const auto* p = reinterpret_cast<const unsigned char*>(frames.data() + at);
+    const std::size_t size =
+        std::size_t{p[3]} << 24 | std::size_t{p[4]} << 16 | std::size_t{p[5]} << 8 | p[6];
+    at += codec::frame_header_size + size + 1;
+  }
+  return n;
+}
 }  // namespace
 
 publish_status channel_impl::try_publish(std::string_view exchange, std::string_view routing_key,
@@ -138,6 +150,7 @@ void channel_impl::start_confirm_select(std::shared_ptr<rpc_call> c, out_buffer 
     // The method joins the publish stream: every publish staged after it is numbered by the
     // broker, and by the tracker started here.
     staging_.append(frame.view());
+    staging_.count_frames(1);
     staging_.staged();  // this is the I/O thread: its service round writes it
     core_.confirm_select_sent(c->confirms, c);
     // A recovered channel: the publishes kept from the lost connection go first, in their order,
@@ -151,11 +164,13 @@ void channel_impl::start_confirm_select(std::shared_ptr<rpc_call> c, out_buffer 
         const std::uint64_t seq = t->on_publish(k.token, now);
         if (seq == 0) break;  // not expected: they were kept under the same window
         staging_.append(k.frames);
+        staging_.count_frames(frame_count(k.frames));
         callbacks_[seq & mask_] = std::move(k.callback);
         frames_[seq & mask_] = std::move(k.frames);
       }
       kept_.erase(kept_.begin(), kept_.begin() + static_cast<std::ptrdiff_t>(n));
       republished_.fetch_add(n, std::memory_order_relaxed);
+      if (metrics::channel_metrics* m = core_.metrics()) m->on_republished(n);
       outstanding_.store(t->outstanding(), std::memory_order_relaxed);
     }
   }

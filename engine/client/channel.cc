@@ -74,6 +74,15 @@ protocol::command channel::call(const M& m, std::uint32_t reply_id) {
   return wait_reply(w, time_point::max());
 }
 
+template <class M>
+void channel::call_unless(bool nowait, const M& m, std::uint32_t reply_id) {
+  if (nowait) {
+    send(m);
+  } else {
+    call(m, reply_id);
+  }
+}
+
 void channel::ensure_open() {
   conn_.throw_if_failed();
   conn_.raise_pending();
@@ -226,11 +235,7 @@ void channel::exchange_declare(std::string_view exchange, std::string_view type,
   ensure_open();
   const std::string args = encode_arguments(o.arguments);
   const codec::exchange_declare m = exchange_declare_method(exchange, type, o, args);
-  if (o.nowait) {
-    send(m);
-  } else {
-    call(m, codec::exchange_declare_ok::id);
-  }
+  call_unless(o.nowait, m, codec::exchange_declare_ok::id);
 }
 
 void channel::exchange_delete(std::string_view exchange, bool if_unused, bool nowait) {
@@ -240,11 +245,7 @@ void channel::exchange_delete(std::string_view exchange, bool if_unused, bool no
   m.exchange = exchange;
   m.if_unused = if_unused;
   m.nowait = nowait;
-  if (nowait) {
-    send(m);
-  } else {
-    call(m, codec::exchange_delete_ok::id);
-  }
+  call_unless(nowait, m, codec::exchange_delete_ok::id);
 }
 
 void channel::exchange_bind(std::string_view destination, std::string_view source,
@@ -253,11 +254,7 @@ void channel::exchange_bind(std::string_view destination, std::string_view sourc
   ensure_open();
   const std::string args = encode_arguments(o.arguments);
   const codec::exchange_bind m = exchange_bind_method(destination, source, routing_key, o, args);
-  if (o.nowait) {
-    send(m);
-  } else {
-    call(m, codec::exchange_bind_ok::id);
-  }
+  call_unless(o.nowait, m, codec::exchange_bind_ok::id);
 }
 
 void channel::exchange_unbind(std::string_view destination, std::string_view source,
@@ -267,11 +264,7 @@ void channel::exchange_unbind(std::string_view destination, std::string_view sou
   const std::string args = encode_arguments(o.arguments);
   const codec::exchange_unbind m =
       exchange_unbind_method(destination, source, routing_key, o, args);
-  if (o.nowait) {
-    send(m);
-  } else {
-    call(m, codec::exchange_unbind_ok::id);
-  }
+  call_unless(o.nowait, m, codec::exchange_unbind_ok::id);
 }
 
 // queue --------------------------------------------------------------------------------------
@@ -297,11 +290,7 @@ void channel::queue_bind(std::string_view queue, std::string_view exchange,
   ensure_open();
   const std::string args = encode_arguments(o.arguments);
   const codec::queue_bind m = queue_bind_method(queue, exchange, routing_key, o, args);
-  if (o.nowait) {
-    send(m);
-  } else {
-    call(m, codec::queue_bind_ok::id);
-  }
+  call_unless(o.nowait, m, codec::queue_bind_ok::id);
 }
 
 void channel::queue_unbind(std::string_view queue, std::string_view exchange,

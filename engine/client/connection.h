@@ -220,6 +220,9 @@ class channel {
   // Sends `m`, expects `reply_id` through the core and waits for it.
   template <class M>
   protocol::command call(const M& m, std::uint32_t reply_id);
+  // call(), or with nowait only the send.
+  template <class M>
+  void call_unless(bool nowait, const M& m, std::uint32_t reply_id);
   // Waits until the core answered `w` or ended its channel's life. When the wait raises first (a
   // timeout, an error read meanwhile) the call gives up through the core (channel_core::abandon:
   // its reply, when it comes, answers no later call).

@@ -28,12 +28,15 @@ void ack_coalescer::on_delivery(std::uint64_t tag, bool needs_ack) {
     // Nothing owed: restart the ring at this tag, whatever the jump.
     base_ = tag;
     if (gap_ < tag) gap_ = tag;
+  } else if (tag - last_ > max_tag_jump) {
+    return;  // no broker numbers this way: owed nothing, rather than a ring the size of the jump
   } else if (tag - base_ >= ring_.size()) {
     grow(tag - base_ + 1);
   }
-  // Tags skipped (never seen) are owed nothing.
-  for (std::uint64_t skipped = last_ + 1; skipped < tag; ++skipped) {
-    if (skipped >= base_) at(skipped) = none;
+  // Tags skipped (never seen) are owed nothing. Only those in the ring: after a restart there
+  // are none, however far the tag jumped.
+  for (std::uint64_t skipped = std::max(last_ + 1, base_); skipped < tag; ++skipped) {
+    at(skipped) = none;
   }
   at(tag) = needs_ack ? undecided : none;
   last_ = tag;

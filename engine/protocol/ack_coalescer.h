@@ -45,11 +45,17 @@ struct ack_action {
 
 class ack_coalescer {
  public:
+  // The furthest a delivery tag may jump past the newest one while deliveries are owed (a broker
+  // numbers a channel's deliveries one by one; the ring would otherwise take one octet per tag
+  // skipped).
+  static constexpr std::uint64_t max_tag_jump = std::uint64_t{1} << 16;
+
   explicit ack_coalescer(ack_coalescer_options options = {});
 
   // Every delivery on the channel, in order, including no_ack ones (which the broker does not
   // hold, so multiple frames may span them) and basic.get-ok ones. Tags must increase; a tag
-  // that does not is ignored.
+  // that does not, or that jumps more than max_tag_jump past the newest while deliveries are
+  // owed, is ignored (owed nothing: a decision on it is refused).
   void on_delivery(std::uint64_t tag, bool needs_ack);
 
   // The application's decision for `tag` (with `multiple`: for every delivery up to `tag` that

@@ -575,6 +575,10 @@ void connection_machine::handle_channel_method(channel_slot& slot, std::uint16_t
     fail(503, with_name(503, "unexpected channel.close-ok"), class_id, method_id);
     return;
   } else if (id == codec::channel_flow::id) {
+    if (slot.state == channel_state::opening) {
+      fail(505, with_name(505, "channel.flow before channel.open-ok"), class_id, method_id);
+      return;
+    }
     codec::channel_flow m;
     if (codec::decode(payload.substr(4), m) != codec::errc::ok) {
       fail(502, with_name(502, "malformed channel.flow"), class_id, method_id);

@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -127,6 +128,28 @@ struct publish_record {
   protocol::confirm_outcome outcome{};
 };
 
+// The broker's side of one channel, as a conforming RabbitMQ keeps it: fed with every frame the
+// client writes (in wire order), it answers calls in order, delivers only to consumers it knows
+// with increasing tags, confirms only what was published in confirm mode, and answers a
+// channel.close that crosses its own with close-ok (as RabbitMQ 3.10 does).
+struct broker_channel {
+  enum class state : std::uint8_t { closed, open, closing } st = state::closed;
+  struct call {
+    std::uint32_t request = 0;  // the method id the client sent
+    std::string tag;            // consume/cancel
+    bool active = false;        // channel.flow
+  };
+  std::deque<std::string> in_flight;  // method payloads the client wrote, not yet read
+  std::deque<call> calls;             // read, not yet answered
+  bool open_ok_sent = false;
+  std::vector<std::string> consumers;
+  std::uint64_t delivery_tag = 0;
+  bool confirm = false;
+  std::uint64_t published = 0;  // since confirm.select
+  std::uint64_t confirmed = 0;  // every sequence up to here answered
+  int named = 0;                // server-named consumers so far
+};
+
 class run;
 
 // One face channel: the core, its handler, and the model of what it was told.
@@ -147,6 +170,8 @@ struct face final : protocol::channel_handler {
   std::map<std::pair<std::uint64_t, std::uint64_t>, publish_record> publishes;
   std::uint64_t next_token = 1;
   std::vector<fuzz_consumer*> consumers;  // handed to the core, not yet returned
+  broker_channel broker;
+  bool face_closed = false;  // the face called close() in this life
 
   void on_delivery(protocol::consumer& c, protocol::command& cmd) override;
   void lock_publish() override { ++holding; }
@@ -179,7 +204,11 @@ struct face final : protocol::channel_handler {
     CHECK(lives_ended + 1 == core->life());
     ending = true;
     ending_cause = cause;
+    // With a conforming broker the core never closes a channel on its own (406 on a confirm for
+    // an unknown tag is for brokers that are not).
+    if (cause == protocol::end_cause::closed_by_client) CHECK(face_closed || !conforming());
   }
+  bool conforming() const;
   void on_ended(protocol::end_cause cause, const protocol::close_reason&) override;
 
   void give_back(std::unique_ptr<protocol::consumer> c) {
@@ -228,6 +257,7 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
       step(op);
       check_all();
     }
+    TRACE("end of script: the broker %s\n", conforming_ ? "conformed" : "did not conform");
     // The end: the transport goes; every life ends, every call and publish is settled.
     if (machine_) machine_->transport_closed("end of script");
     check_all();
@@ -275,10 +305,14 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
   }
   void on_closed(const protocol::close_reason& why) override {
     TRACE("  connection closed: %u %s\n", why.reply_code, why.reply_text.c_str());
+    // The client fails the connection only for a broker that broke the protocol.
+    if (conforming_) CHECK(why.by_peer);
+    for (face& f : faces_) f.broker = {};
     table_.on_connection_lost(why);
   }
 
   bool confirm_frame_reading() const { return reading_confirm_; }
+  bool conforming() const { return conforming_; }
   protocol::time_point now() const { return now_; }
 
  private:
@@ -341,6 +375,7 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         if (!live() || f.core->state() != channel_state::closed) return;
         auto w = maybe_waiter(f, true);
         CHECK(f.core->open(w));
+        f.face_closed = false;
         bind(f, w);
         f.tags.clear();
         f.blind = false;
@@ -354,6 +389,7 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         const bool was_open = f.core->is_open();
         auto w = maybe_waiter(f, want);
         CHECK(f.core->close(code, "fuzz", w));
+        f.face_closed = true;
         bind(f, w);
         // close() flushed every held decision first.
         if (was_open) check_all_settled(f);
@@ -554,9 +590,11 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         return;
       }
       case cs::peer_method:
+        conforming_ = false;
         peer_method(pick());
         return;
       case cs::peer_raw: {
+        conforming_ = false;
         face& f = pick();
         const std::uint16_t class_id = in_.u16();
         const std::uint16_t method_id = in_.u16();
@@ -581,6 +619,7 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         return;
       }
       case cs::peer_frame: {
+        conforming_ = false;
         const std::uint8_t type = in_.u8();
         const std::uint16_t channel = in_.u8();
         const std::string_view payload = in_.bytes(in_.u16());
@@ -634,9 +673,249 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         bind(f, w);
         return;
       }
+      case cs::broker_answer: {
+        face& f = pick();  // (arguments are read in script order, not in one call)
+        broker_answer(f, in_.flag());
+        return;
+      }
+      case cs::broker_read: {
+        face& f = pick();
+        broker_read(f.broker, in_.u8());
+        return;
+      }
+      case cs::broker_deliver: {
+        face& f = pick();
+        const std::uint8_t which = in_.u8();
+        const std::string body(in_.u8(), 'm');
+        broker_channel& b = f.broker;
+        if (b.st != broker_channel::state::open || b.consumers.empty()) return;
+        codec::basic_deliver m;
+        m.consumer_tag = b.consumers[which % b.consumers.size()];
+        m.delivery_tag = ++b.delivery_tag;
+        m.exchange = "ex";
+        m.routing_key = "rk";
+        protocol::test::scripted_peer p;
+        p.method(f.core->id(), m).header(f.core->id(), body.size());
+        if (!body.empty()) p.body(f.core->id(), body);
+        note_tag(f, m.delivery_tag);
+        feed(p.take());
+        return;
+      }
+      case cs::broker_confirm: {
+        face& f = pick();
+        const std::uint8_t how = in_.u8();
+        const std::uint8_t span = in_.u8();
+        broker_channel& b = f.broker;
+        if (b.st != broker_channel::state::open || !b.confirm || b.published == b.confirmed) return;
+        const bool multiple = (how & 2) != 0;
+        const std::uint64_t tag =
+            multiple ? b.confirmed + 1 + span % (b.published - b.confirmed) : b.confirmed + 1;
+        b.confirmed = tag;
+        protocol::test::scripted_peer p;
+        if (how & 1) {
+          codec::basic_nack m;
+          m.delivery_tag = tag;
+          m.multiple = multiple;
+          p.method(f.core->id(), m);
+        } else {
+          p.method(f.core->id(), codec::basic_ack{tag, multiple});
+        }
+        reading_confirm_ = true;
+        feed(p.take());
+        reading_confirm_ = false;
+        return;
+      }
+      case cs::broker_close: {
+        face& f = pick();
+        const std::uint16_t code = in_.u16();
+        broker_channel& b = f.broker;
+        if (b.st != broker_channel::state::open || !b.open_ok_sent) return;
+        // RabbitMQ closing a channel ignores what follows but a crossing channel.close, which it
+        // answers with close-ok.
+        std::erase_if(b.calls, [](const broker_channel::call& c) {
+          return c.request != codec::channel_close::id;
+        });
+        b.st = broker_channel::state::closing;
+        b.consumers.clear();
+        b.confirm = false;
+        protocol::test::scripted_peer p;
+        p.channel_close(f.core->id(), code, "closed by the broker (fuzz)");
+        feed(p.take());
+        return;
+      }
+      case cs::broker_cancel: {
+        face& f = pick();
+        const std::uint8_t which = in_.u8();
+        broker_channel& b = f.broker;
+        if (b.st != broker_channel::state::open || b.consumers.empty()) return;
+        const std::string tag = b.consumers[which % b.consumers.size()];
+        b.consumers.erase(b.consumers.begin() + which % b.consumers.size());
+        protocol::test::scripted_peer p;
+        p.method(f.core->id(), codec::basic_cancel{tag, true});
+        feed(p.take());
+        return;
+      }
+      case cs::broker_flow: {
+        face& f = pick();
+        const bool active = in_.flag();
+        if (f.broker.st != broker_channel::state::open || !f.broker.open_ok_sent) return;
+        protocol::test::scripted_peer p;
+        p.method(f.core->id(), codec::channel_flow{active});
+        feed(p.take());
+        return;
+      }
       case cs::op_count:
         return;
     }
+  }
+
+  // The broker reads up to n of the methods the client wrote on the channel (0: all of them).
+  void broker_read(broker_channel& b, std::size_t n) {
+    if (n == 0) n = b.in_flight.size();
+    for (; n > 0 && !b.in_flight.empty(); --n) {
+      const std::string payload = std::move(b.in_flight.front());
+      b.in_flight.pop_front();
+      std::deque<std::string> later;
+      later.swap(b.in_flight);  // broker_receives may reset `b`; what is still in flight stays
+      codec::dispatch_method(payload, [&](const auto& m) { broker_receives(b, m); });
+      later.swap(b.in_flight);
+    }
+  }
+
+  // A method the client wrote on a channel, as the conforming broker takes it.
+  template <class M>
+  void broker_receives(broker_channel& b, const M& m) {
+    using state = broker_channel::state;
+    constexpr std::uint32_t id = M::id;
+    TRACE("  broker receives %s\n", std::string(M::name).c_str());
+    if constexpr (id == codec::channel_open::id) {
+      b = {};
+      b.st = state::open;
+      b.calls.push_back({id});
+      return;
+    }
+    if constexpr (id == codec::channel_close_ok::id) {
+      // The client answered the broker's close.
+      if (b.st == state::closing) b.st = state::closed;
+      return;
+    }
+    if constexpr (id == codec::channel_close::id) {
+      if (b.st == state::open) {
+        b.st = state::closed;
+        b.consumers.clear();
+        b.confirm = false;
+        b.calls.push_back({id});
+      } else if (b.st == state::closing) {
+        b.calls.push_back({id});  // crossing closes: RabbitMQ answers both
+      }
+      return;
+    }
+    if (b.st != state::open) return;  // closing: ignored; closed: never sent by a face
+    if constexpr (id == codec::basic_consume::id) {
+      std::string tag(m.consumer_tag);
+      if (m.nowait) {
+        b.consumers.push_back(std::move(tag));
+      } else {
+        b.calls.push_back({id, std::move(tag)});
+      }
+    } else if constexpr (id == codec::basic_cancel::id) {
+      if (m.nowait) {
+        std::erase(b.consumers, std::string(m.consumer_tag));
+      } else {
+        b.calls.push_back({id, std::string(m.consumer_tag)});
+      }
+    } else if constexpr (id == codec::confirm_select::id) {
+      if (!b.confirm) {
+        b.confirm = true;
+        b.published = b.confirmed = 0;
+      }
+      if (!m.nowait) b.calls.push_back({id});
+    } else if constexpr (id == codec::channel_flow::id) {
+      b.calls.push_back({id, {}, m.active});
+    } else if constexpr (id == codec::basic_publish::id) {
+      if (b.confirm) ++b.published;
+    } else if constexpr (id == codec::basic_get::id || id == codec::basic_recover::id ||
+                         id == codec::basic_qos::id || id == codec::tx_select::id ||
+                         id == codec::queue_declare::id || id == codec::exchange_declare::id ||
+                         id == codec::tx_commit::id) {
+      b.calls.push_back({id});
+    }
+  }
+
+  // The reply to the oldest call the broker has not answered.
+  void broker_answer(face& f, bool get_ok) {
+    broker_channel& b = f.broker;
+    // Nothing left to answer: the broker reads what the client wrote first.
+    if (b.calls.empty()) broker_read(b, 0);
+    TRACE("  broker answers ch%u (%zu calls waiting)\n", f.core->id(), b.calls.size());
+    if (b.calls.empty()) return;
+    broker_channel::call c = std::move(b.calls.front());
+    b.calls.pop_front();
+    const std::uint16_t ch = f.core->id();
+    protocol::test::scripted_peer p;
+    switch (c.request) {
+      case codec::channel_open::id:
+        b.open_ok_sent = true;
+        p.channel_open_ok(ch);
+        break;
+      case codec::channel_close::id: {
+        std::deque<std::string> in_flight = std::move(b.in_flight);
+        b = {};
+        b.in_flight = std::move(in_flight);
+        p.channel_close_ok(ch);
+        break;
+      }
+      case codec::basic_consume::id: {
+        std::string tag = c.tag.empty() ? "amq.ctag-b" + std::to_string(++b.named) : c.tag;
+        p.method(ch, codec::basic_consume_ok{tag});
+        b.consumers.push_back(std::move(tag));
+        break;
+      }
+      case codec::basic_cancel::id:
+        std::erase(b.consumers, c.tag);
+        p.method(ch, codec::basic_cancel_ok{c.tag});
+        break;
+      case codec::basic_get::id:
+        if (get_ok) {
+          codec::basic_get_ok m;
+          m.delivery_tag = ++b.delivery_tag;
+          m.exchange = "ex";
+          m.routing_key = "rk";
+          p.method(ch, m).header(ch, 3).body(ch, "got");
+          note_tag(f, m.delivery_tag);
+        } else {
+          p.method(ch, codec::basic_get_empty{});
+        }
+        break;
+      case codec::basic_recover::id:
+        p.method(ch, codec::basic_recover_ok{});
+        break;
+      case codec::basic_qos::id:
+        p.method(ch, codec::basic_qos_ok{});
+        break;
+      case codec::confirm_select::id:
+        p.method(ch, codec::confirm_select_ok{});
+        break;
+      case codec::tx_select::id:
+        p.method(ch, codec::tx_select_ok{});
+        break;
+      case codec::channel_flow::id:
+        p.method(ch, codec::channel_flow_ok{c.active});
+        break;
+      case codec::queue_declare::id:
+        p.method(ch, codec::queue_declare_ok{"q", 0, 0});
+        break;
+      case codec::exchange_declare::id:
+        p.method(ch, codec::exchange_declare_ok{});
+        break;
+      case codec::tx_commit::id:
+        p.method(ch, codec::tx_commit_ok{});
+        break;
+      default:
+        violated("the broker model holds a call it cannot answer", __LINE__);
+    }
+    CHECK(p.encode_status() == codec::errc::ok);
+    feed(p.take());
   }
 
   void decide(face& f, std::uint32_t life, std::uint64_t tag, std::uint8_t how) {
@@ -780,7 +1059,7 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
         p.method(ch, codec::basic_cancel_ok{tag});
         break;
       }
-      case cs::broker_cancel: {
+      case cs::cancel_from_peer: {
         const std::string tag = tag_name(in_.u8());
         p.method(ch, codec::basic_cancel{tag, true});
         break;
@@ -846,8 +1125,11 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
   // A tag that does not increase is one no broker sends: the model leaves it unjudged.
   void note_tag(face& f, std::uint64_t tag) {
     if (f.index != 0) return;
-    // (Tags start at 1: the coalescer ignores a delivery-tag 0.)
-    const bool increases = tag > 0 && (f.tags.empty() || tag > f.tags.rbegin()->first);
+    // (Tags start at 1: the coalescer ignores a delivery-tag 0, and a jump past max_tag_jump
+    // while something is owed, which the model leaves unjudged whatever is owed.)
+    const std::uint64_t last = f.tags.empty() ? 0 : f.tags.rbegin()->first;
+    const bool increases =
+        tag > last && (last == 0 || tag - last <= protocol::ack_coalescer::max_tag_jump);
     tag_state& t = f.tags[tag];
     if (!increases) t.duplicate = true;
   }
@@ -935,6 +1217,9 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
       CHECK(e == codec::errc::ok);  // the machine queues whole frames only
       if (f.type == codec::frame_method) {
         CHECK(codec::dispatch_method(f.payload, [](const auto&) {}) == codec::errc::ok);
+        if (f.channel >= 1 && f.channel <= core_count) {
+          faces_[f.channel - 1].broker.in_flight.emplace_back(f.payload);
+        }
       }
       w.remove_prefix(consumed);
     }
@@ -952,7 +1237,12 @@ class run : public protocol::connection_handler, public protocol::channel_wire {
   std::string wire_;
   bool header_seen_ = false;
   bool reading_confirm_ = false;
+  bool conforming_ = true;  // the broker's side used only conforming operations
 };
+
+bool face::conforming() const {
+  return owner->conforming();
+}
 
 void face::on_delivery(protocol::consumer& c, protocol::command& cmd) {
   TRACE("  delivery ch%u tag %llu consumer %s\n", core->id(),

@@ -57,6 +57,18 @@ enum op : std::uint8_t {
   reconnect,              // when the connection has ended: a new machine and handshake
   call,  // ch what:u8: a call through expect(): queue.declare (0), exchange.declare (1),
          // tx.commit (2), each waiting for its -ok
+  // A conforming broker (the model of RabbitMQ in channel_core_fuzz.cc, driven by what the client
+  // wrote): while a script uses only these on the broker's side (not peer_method, peer_raw,
+  // peer_frame), the client must never fail the connection nor close a channel on its own.
+  // The broker reads the client's methods only when told (or when it has no call left to
+  // answer), so the script decides what crosses on the wire.
+  broker_read,     // ch n:u8: the broker reads n of the methods in flight (0: all)
+  broker_answer,   // ch get_ok:u8: the reply to the oldest call the broker has read
+  broker_deliver,  // ch consumer:u8 body_size:u8: to a consumer the broker knows
+  broker_confirm,  // ch how:u8 span:u8: bit 0 nack, bit 1 multiple (up to `span` later publishes)
+  broker_close,    // ch reply_code:u16: the broker closes the channel
+  broker_cancel,   // ch consumer:u8: the broker cancels a consumer (its queue went)
+  broker_flow,     // ch active:u8
   // Extension point: recovery's replay (a reconnect that then replays each core's settings()
   // and the topology, republishing or reporting in doubt what was unconfirmed) goes here.
   op_count,
@@ -70,13 +82,13 @@ enum peer_what : std::uint8_t {
   deliver,        // tag:u8 delivery_tag:u16 body_size:u8
   get_ok,         // delivery_tag:u16
   get_empty,
-  consume_ok,      // tag:u8
-  cancel_ok,       // tag:u8
-  broker_cancel,   // tag:u8 (the broker cancels a consumer)
-  confirm_ack,     // delivery_tag:u16 multiple:u8 (a publisher confirm)
-  confirm_nack,    // delivery_tag:u16 multiple:u8
-  basic_return,    // route:u8
-  flow_from_peer,  // active:u8
+  consume_ok,        // tag:u8
+  cancel_ok,         // tag:u8
+  cancel_from_peer,  // tag:u8 (the broker cancels a consumer)
+  confirm_ack,       // delivery_tag:u16 multiple:u8 (a publisher confirm)
+  confirm_nack,      // delivery_tag:u16 multiple:u8
+  basic_return,      // route:u8
+  flow_from_peer,    // active:u8
   qos_ok,
   recover_ok,
   select_ok,

@@ -341,7 +341,7 @@ void channel_core_seeds(seed_set& out) {
     c.op(ccs::cancel, ch1).w.u8(c2).u8(1);
     c.peer(ch1, ccs::cancel_ok).w.u8(c2);
     c.deliver(ch1, c2, 2).deliver(ch1, c3, 3).deliver(ch1, c1, 4);
-    c.peer(ch1, ccs::broker_cancel).w.u8(c1);
+    c.peer(ch1, ccs::cancel_from_peer).w.u8(c1);
     c.deliver(ch1, c1, 5).tick(2);
     out[dir + "seed_cancels_and_unknown_consumers"] = c.w.str();
   }
@@ -402,6 +402,61 @@ void channel_core_seeds(seed_set& out) {
     c.w.u8(ccs::reconnect);
     c.opened(ch2);
     out[dir + "seed_connection_closed_by_peer_reconnect"] = c.w.str();
+  }
+  // With the conforming broker (the model answers what the client wrote).
+  {
+    channel_writer c;
+    c.op(ccs::open, ch1).w.u8(1);
+    c.op(ccs::broker_answer, ch1).w.u8(0);
+    c.op(ccs::qos, ch1).w.u8(10).u8(0);
+    c.op(ccs::consume, ch1).w.u8(c1).u8(0).u8(0);
+    c.op(ccs::consume, ch1).w.u8(tag_named).u8(0).u8(0);
+    c.op(ccs::confirm_select, ch1).w.u8(16).u16(0).u8(0);
+    for (int i = 0; i < 4; ++i) c.op(ccs::broker_answer, ch1).w.u8(0);
+    c.publish(ch1, false, 0).publish(ch1, true, 1).publish(ch1, false, 2);
+    c.op(ccs::broker_read, ch1).w.u8(0);
+    for (int i = 0; i < 4; ++i) c.op(ccs::broker_deliver, ch1).w.u8(i).u8(4);
+    c.decide(ch1, 0, ccs::how_ack).decide(ch1, 2, ccs::how_ack | ccs::how_multiple);
+    c.op(ccs::broker_confirm, ch1).w.u8(0).u8(0);  // ack 1
+    c.op(ccs::broker_confirm, ch1).w.u8(2).u8(1);  // ack up to 3
+    c.tick(2);
+    out[dir + "seed_broker_consume_confirm"] = c.w.str();
+  }
+  {
+    // Crossing closes: the face closes while the broker closes; RabbitMQ answers both.
+    channel_writer c;
+    c.op(ccs::open, ch1).w.u8(1);
+    c.op(ccs::broker_answer, ch1).w.u8(0);
+    c.op(ccs::consume, ch1).w.u8(c1).u8(0).u8(0);
+    c.op(ccs::broker_answer, ch1).w.u8(0);
+    c.op(ccs::broker_deliver, ch1).w.u8(0).u8(3);
+    c.op(ccs::close, ch1).w.u8(1).u16(200);  // in flight when the broker closes
+    c.op(ccs::broker_close, ch1).w.u16(406);
+    c.op(ccs::broker_answer, ch1).w.u8(0);  // reads the close, answers it with close-ok
+    c.op(ccs::open, ch1).w.u8(1);
+    c.op(ccs::broker_answer, ch1).w.u8(0);
+    out[dir + "seed_broker_crossing_closes"] = c.w.str();
+  }
+  {
+    channel_writer c;
+    c.op(ccs::open, ch2).w.u8(1);
+    c.op(ccs::broker_answer, ch2).w.u8(0);
+    c.op(ccs::get, ch2).w.u8(0);
+    c.op(ccs::get, ch2).w.u8(0);
+    c.op(ccs::broker_answer, ch2).w.u8(1);  // get-ok
+    c.op(ccs::broker_answer, ch2).w.u8(0);  // get-empty
+    c.decide(ch2, 0, ccs::how_reject | ccs::how_requeue);
+    c.op(ccs::consume, ch2).w.u8(c2).u8(1).u8(1);  // no-ack, nowait
+    c.op(ccs::broker_read, ch2).w.u8(0);
+    c.op(ccs::broker_deliver, ch2).w.u8(0).u8(1);
+    c.op(ccs::recover, ch2).w.u8(0);
+    c.op(ccs::broker_answer, ch2).w.u8(0);
+    c.op(ccs::broker_flow, ch2).w.u8(0);
+    c.op(ccs::broker_cancel, ch2).w.u8(0);
+    c.op(ccs::call, ch2).w.u8(1);
+    c.op(ccs::broker_answer, ch2).w.u8(0);
+    c.op(ccs::broker_close, ch2).w.u16(404);
+    out[dir + "seed_broker_get_recover_cancel_close"] = c.w.str();
   }
   {
     // The direct core: each decision goes at once, tags as given.

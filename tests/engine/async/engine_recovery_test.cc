@@ -7,6 +7,7 @@
 // Each test prints its measured times ("measured: ...") for the README's reliability table.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -72,9 +73,17 @@ struct recovery_log {
 // ----------------------------------------------------------------------------
 
 TEST(engine_recovery, forced_close_recovers_renames_the_queue_and_its_consumer_follows) {
+  // The logging hook's lines (component level: message), kept past the engine's end.
+  std::mutex lines_mu;
+  std::vector<std::string> lines;
+  warren::logger hook([&](log_level level, std::string_view component, std::string_view m) {
+    std::lock_guard lock(lines_mu);
+    lines.push_back(std::string(component) + " " + std::string(to_string(level)) + ": " +
+                    std::string(m));
+  });
   test::rabbit_node node;
   engine e(fast_recovery());
-  auto conn = e.connect({.host = node.host()});
+  auto conn = e.connect({.host = node.host(), .log = hook});
   recovery_log log;
   log.attach(*conn);
   auto ch = conn->open_channel();
@@ -150,6 +159,18 @@ TEST(engine_recovery, forced_close_recovers_renames_the_queue_and_its_consumer_f
   EXPECT_EQ(t.consumers[0].consumer_tag, tag);
   ASSERT_EQ(t.bindings.size(), 1u);
   EXPECT_EQ(t.bindings[0].destination, new_queue);
+  EXPECT_EQ(conn->metrics().recoveries, 1u);
+  {
+    std::lock_guard lock(lines_mu);
+    ASSERT_GE(lines.size(), 2u);
+    const auto started = std::find_if(lines.begin(), lines.end(), [](const std::string& l) {
+      return l.rfind("recovery warning: connection lost, recovery started: ", 0) == 0;
+    });
+    EXPECT_NE(started, lines.end()) << lines[0];
+    EXPECT_EQ(lines.back().rfind("recovery info: recovered after 1 attempt(s) in ", 0), 0u)
+        << lines.back();
+    EXPECT_NE(lines.back().find(", 0 entities refused"), std::string::npos) << lines.back();
+  }
 
   // The delivery of the lost connection cannot be settled on the new one.
   {
@@ -287,6 +308,8 @@ TEST_P(engine_recovery_kill, every_confirmed_publish_survives_and_the_rest_is_re
     EXPECT_GT(in_doubt, 0u) << "a kill with 500 in flight leaves some in doubt";
     EXPECT_LE(in_doubt, 500u) << "at most the confirm window";
   }
+  // on_recovered runs just after the connection reads open again.
+  ASSERT_TRUE(wait_until([&] { return log.recovered() == 1; }, 10s));
   {
     std::lock_guard lock(log.mu);
     ASSERT_EQ(log.reports.size(), 1u);

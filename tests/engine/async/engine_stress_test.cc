@@ -47,18 +47,19 @@ TEST_F(engine_stress_test, many_publishers_many_consumers_acks_from_workers) {
   for (int i = 0; i < queue_count * consumers_per_queue; ++i) {
     auto ch = sub->open_channel();
     ch->basic_qos(0, 50, false);
-    ch->basic_consume(queues_[i % queue_count],
-                      [&](delivery& d) {
-                        // Half the acks from a copy that outlives the handler.
-                        if (d.delivery_tag() % 2 == 0) {
-                          delivery copy = d;
-                          copy.ack();
-                        } else {
-                          d.ack();
-                        }
-                        ++received;
-                      },
-                      {}, {}, (i % 2 == 0) ? 1u : 3u);
+    ch->basic_consume(
+        queues_[i % queue_count],
+        [&](delivery& d) {
+          // Half the acks from a copy that outlives the handler.
+          if (d.delivery_tag() % 2 == 0) {
+            delivery copy = d;
+            copy.ack();
+          } else {
+            d.ack();
+          }
+          ++received;
+        },
+        {}, {}, (i % 2 == 0) ? 1u : 3u);
     consumer_channels.push_back(ch);
   }
   auto shared = pub->open_channel();

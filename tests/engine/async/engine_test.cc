@@ -699,6 +699,14 @@ TEST(engine_test, metrics_count_publishes_confirms_deliveries_decisions_and_the_
         return s.deliveries.acked == 3 && s.delivery_to_handled.count() == 3;
       },
       10s));
+  // The I/O thread counts a write once its system call returned, which may be after the peer
+  // read the bytes: wait for the two counts to meet (nothing more is sent meanwhile).
+  ASSERT_TRUE(
+      wait_until([&] { return c->metrics().transport.bytes_sent == peer.bytes.load(); }, 10s))
+      << c->metrics().transport.bytes_sent << " counted, " << peer.bytes.load() << " read";
+  ASSERT_TRUE(
+      wait_until([&] { return c->metrics().transport.frames_sent == peer.frames.load(); }, 10s))
+      << c->metrics().transport.frames_sent << " counted, " << peer.frames.load() << " read";
 
   const metrics::connection_snapshot s = c->metrics();
   EXPECT_EQ(s.name, "orders");
@@ -714,9 +722,10 @@ TEST(engine_test, metrics_count_publishes_confirms_deliveries_decisions_and_the_
   EXPECT_EQ(s.channels[1].consumers[0].tag, "c");
   EXPECT_EQ(s.channels[1].consumers[0].delivered, 3u);
   EXPECT_EQ(s.channels[1].consumers[0].pending, 0);
-  // 100 publishes of 3 frames; 3 deliveries of 3 frames; the handshake and replies besides.
-  EXPECT_GT(s.transport.frames_sent, 300u);
-  EXPECT_GT(s.transport.frames_received, 9u);
+  // Every frame the peer read, counted once: the machine's, the channels' methods, the publishes.
+  EXPECT_EQ(s.transport.frames_sent, peer.frames.load());
+  EXPECT_GT(s.transport.frames_sent, 300u) << "100 publishes of 3 frames";
+  EXPECT_GT(s.transport.frames_received, 9u) << "3 deliveries of 3 frames, and the replies";
   EXPECT_GT(s.transport.socket_writes, 0u);
   EXPECT_GT(s.transport.socket_reads, 0u);
   EXPECT_GE(s.transport.bytes_sent, 100u * 16);

@@ -72,6 +72,7 @@ class scripted_peer {
   std::atomic<std::uint64_t> publishes{0};
   std::atomic<std::uint64_t> unanswered{0};  // methods received and never answered
   std::atomic<std::uint64_t> bytes{0};
+  std::atomic<std::uint64_t> frames{0};  // frames parsed (not in discard mode)
   std::atomic<bool> handshake_done{false};
   std::atomic<bool> finished{false};
 
@@ -264,6 +265,7 @@ class scripted_peer {
           break;
         }
         at += used;
+        frames.fetch_add(1, std::memory_order_relaxed);
         if (f.type != codec::frame_method || f.payload.size() < 4) continue;
         const auto* p = reinterpret_cast<const unsigned char*>(f.payload.data());
         const std::uint32_t id = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |

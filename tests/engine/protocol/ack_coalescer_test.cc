@@ -224,6 +224,34 @@ TEST_F(ack_coalescer_test, a_long_held_delivery_lets_the_ring_grow_and_still_set
   EXPECT_EQ(c.unsettled(), 0u);
 }
 
+// Regression (found by channel_core_fuzz, a libFuzzer timeout): with nothing owed, a delivery tag
+// far past the last one restarted the ring at it but still walked every skipped tag, one by one.
+TEST_F(ack_coalescer_test, a_tag_far_past_the_last_is_taken_at_once_when_nothing_is_owed) {
+  ack_coalescer c({.max_count = 64, .max_delay = 1s});
+  c.on_delivery(1, false);
+  c.on_delivery(std::uint64_t{1} << 62, true);
+  ASSERT_TRUE(c.ack(std::uint64_t{1} << 62, false, now));
+  EXPECT_EQ(flush(c), std::vector<ack_action>{ack(std::uint64_t{1} << 62)});
+  EXPECT_EQ(c.unsettled(), 0u);
+}
+
+// A broker numbers a channel's deliveries one by one; a tag that jumps further than
+// max_tag_jump while deliveries are owed is ignored (like a tag that does not increase) rather
+// than growing the ring, one octet per skipped tag, to whatever the broker names.
+TEST_F(ack_coalescer_test, a_tag_jumping_past_max_tag_jump_while_owed_is_ignored) {
+  ack_coalescer c({.max_count = 64, .max_delay = 1s});
+  c.on_delivery(1, true);
+  const std::uint64_t far = 1 + ack_coalescer::max_tag_jump + 1;
+  c.on_delivery(far, true);
+  EXPECT_FALSE(c.ack(far, false, now));
+  EXPECT_EQ(c.unsettled(), 1u);
+  // The largest jump allowed is still taken.
+  c.on_delivery(1 + ack_coalescer::max_tag_jump, true);
+  ASSERT_TRUE(c.ack(1, false, now));
+  ASSERT_TRUE(c.ack(1 + ack_coalescer::max_tag_jump, false, now));
+  EXPECT_EQ(flush(c), std::vector<ack_action>{ack(1 + ack_coalescer::max_tag_jump, true)});
+}
+
 // The broker's side: which deliveries it holds unacknowledged, and how each was settled.
 class broker_model {
  public:

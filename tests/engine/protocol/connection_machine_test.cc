@@ -888,6 +888,22 @@ TEST_F(connection_machine_test, channel_close_ok_on_an_open_channel_is_503) {
   EXPECT_TRUE(log.commands.empty());
 }
 
+// Regression (found by connection_machine_fuzz): a channel.flow before channel.open-ok was
+// answered with flow-ok and handed to the face on a channel still opening, where any other method
+// is 505.
+TEST_F(connection_machine_test, channel_flow_before_channel_open_ok_is_505) {
+  open();
+  m->open_channel(1);
+  written();
+  codec::channel_flow f;
+  f.active = false;
+  feed(peer.method(1, f));
+  expect_closed_with(505);
+  EXPECT_TRUE(log.commands.empty());
+  const client_output out = written();
+  EXPECT_EQ(find<codec::channel_flow_ok>(out), nullptr) << "no flow-ok for a channel not open";
+}
+
 TEST_F(connection_machine_test, frames_on_never_opened_channel_are_504) {
   open();
   open_channel(1);
