@@ -157,7 +157,9 @@ struct confirm_result {  // per-message completion, delivered once
   // Same values as protocol::confirm_outcome. in_doubt: the connection was lost before the
   // broker answered, so the message may or may not be on the broker (never reported as a nack,
   // which is the broker refusing it); with recovery's republish it is published again instead,
-  // and this completion is its answer on the recovered channel.
+  // and this completion is its answer on the recovered channel: ack, or in_doubt when the broker
+  // nacks the copy (the original may have been stored before the loss: a nack of the copy says
+  // nothing about it).
   enum class outcome : std::uint8_t { ack, nack, timeout, in_doubt, channel_closed } what;
   std::uint64_t sequence = 0;    // the publish sequence number on its channel
   bool returned = false;         // basic.return arrived for it first (mandatory, unroutable)
@@ -249,7 +251,8 @@ class connection {
   // the connection:
   //   - ends what was in flight: calls waiting for a reply throw the loss's error; unconfirmed
   //     publishes complete in_doubt (or, with recovery_policy::republish, are kept and published
-  //     again on the recovered channel, completing with that channel's answer); deliveries of the
+  //     again on the recovered channel, completing with that channel's ack, or in_doubt when it
+  //     nacks the copy); deliveries of the
   //     lost connection can no longer be settled (ack/nack/reject return false, nothing is sent;
   //     the broker redelivers them, redelivered set);
   //   - reconnects (the next endpoint at once, the backoff of the policy between failed rounds),

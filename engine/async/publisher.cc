@@ -165,7 +165,14 @@ void channel_impl::start_confirm_select(std::shared_ptr<rpc_call> c, out_buffer 
         if (seq == 0) break;  // not expected: they were kept under the same window
         staging_.append(k.frames);
         staging_.count_frames(frame_count(k.frames));
-        callbacks_[seq & mask_] = std::move(k.callback);
+        // A nack refuses the copy, not the original: that one may have been stored before the
+        // loss, so its outcome stays unknown (in doubt), never a nack. An ack settles both.
+        callbacks_[seq & mask_] = [cb = std::move(k.callback)](const confirm_result& r) {
+          if (r.what != confirm_result::outcome::nack) return cb(r);
+          confirm_result d = r;
+          d.what = confirm_result::outcome::in_doubt;
+          cb(d);
+        };
         frames_[seq & mask_] = std::move(k.frames);
       }
       kept_.erase(kept_.begin(), kept_.begin() + static_cast<std::ptrdiff_t>(n));

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -410,6 +411,61 @@ TEST(engine_recovery, a_frozen_peer_is_declared_dead_and_the_connection_recovers
   ASSERT_EQ(ch->publish("", "recovery.stall", {}, "after", clock_type::now() + 5s),
             publish_status::ok);
   EXPECT_TRUE(ch->wait_for_confirms(clock_type::now() + 5s));
+}
+
+// A republished copy the broker refuses
+// ----------------------------------------------------------------------------
+
+TEST(engine_recovery, a_nacked_republished_copy_completes_the_original_in_doubt_never_nacked) {
+  // Five publishes are held by the frozen proxy, then the connection is reset: the client cannot
+  // know whether the broker got them. Republished on the recovered channel into a queue that
+  // takes one message (reject-publish), four copies are nacked. The nack refuses the copy, not
+  // the original, whose outcome stays unknown: in doubt, never a nack.
+  test::rabbit_node node;
+  test::fault_proxy proxy("127.0.0.1", node.amqp_port());
+  engine_options eo = fast_recovery();
+  eo.recovery.republish = true;
+  engine e(eo);
+  auto conn = e.connect({.host = proxy.address(), .connect_timeout = seconds_f(5)});
+  recovery_log log;
+  log.attach(*conn);
+  auto ch = conn->open_channel();
+  const std::string queue = "recovery.republish.refused";
+  ch->queue_declare(queue,
+                    {.auto_delete = false,
+                     .arguments = codec::field_table{
+                         {"x-max-length", codec::field_value::i64(1)},
+                         {"x-overflow", codec::field_value::long_string("reject-publish")}}});
+  ch->confirm_select(10);
+
+  constexpr int n = 5;
+  std::array<std::atomic<int>, n> completions{};
+  std::array<std::atomic<int>, n> outcome{};
+  proxy.freeze();
+  for (int i = 0; i < n; ++i) {
+    ASSERT_EQ(ch->try_publish("", queue, {}, std::to_string(i), {},
+                              [&, i](const confirm_result& r) {
+                                outcome[i].store(static_cast<int>(r.what));
+                                completions[i].fetch_add(1);
+                              }),
+              publish_status::ok);
+  }
+  proxy.reset_connections();
+  proxy.thaw();
+  ASSERT_TRUE(wait_until([&] { return log.recovered() == 1; }, 30s));
+  ASSERT_TRUE(ch->wait_for_confirms(clock_type::now() + 20s));
+  int acked = 0, in_doubt = 0, nacked = 0;
+  for (int i = 0; i < n; ++i) {
+    ASSERT_EQ(completions[i].load(), 1) << "publish " << i;
+    const auto what = static_cast<confirm_result::outcome>(outcome[i].load());
+    acked += what == confirm_result::outcome::ack;
+    in_doubt += what == confirm_result::outcome::in_doubt;
+    nacked += what == confirm_result::outcome::nack;
+  }
+  EXPECT_EQ(acked, 1) << "the first copy fills the queue";
+  EXPECT_EQ(in_doubt, n - 1);
+  EXPECT_EQ(nacked, 0) << "a nacked copy says nothing of the original";
+  EXPECT_EQ(ch->queue_declare(queue, {.passive = true}).message_count, 1u);
 }
 
 // Threads across forced closes
