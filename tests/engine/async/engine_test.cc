@@ -190,12 +190,11 @@ TEST(engine_test, full_window_returns_window_full_and_close_fails_outstanding) {
   std::atomic<int> lost{0}, other{0};
   codec::basic_properties props;
   for (int i = 0; i < 8; ++i) {
-    ASSERT_EQ(
-        ch->try_publish("", "q", props, "m", {},
-                        [&](const confirm_result& r) {
-                          (r.what == confirm_result::outcome::in_doubt ? lost : other)++;
-                        }),
-        publish_status::ok);
+    ASSERT_EQ(ch->try_publish("", "q", props, "m", {},
+                              [&](const confirm_result& r) {
+                                (r.what == confirm_result::outcome::in_doubt ? lost : other)++;
+                              }),
+              publish_status::ok);
   }
   EXPECT_EQ(ch->try_publish("", "q", props, "m"), publish_status::window_full);
   EXPECT_EQ(ch->outstanding_confirms(), 8u);

@@ -169,8 +169,7 @@ TEST_F(streams_broker_test, a_stream_read_from_a_timestamp_skips_what_was_writte
   publish_confirmed(*ch_, q, 0, 10);
   // The next whole second: everything confirmed so far was written before it, so its chunks'
   // timestamps are earlier, and the broker starts at the first chunk written at or after it.
-  const auto from =
-      std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()) + 1s;
+  const auto from = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()) + 1s;
   std::this_thread::sleep_until(from + 10ms);
   publish_confirmed(*ch_, q, 10, 10);
   const auto got = consume_n(q, stream_offset::at_time(from), 10);

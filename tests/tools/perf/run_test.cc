@@ -233,8 +233,8 @@ TEST(perf_null_broker, a_connection_lost_mid_run_ends_the_run_with_one_line) {
       sink.stop();
     });
     // Without recovery (on by default for the async client, which would reconnect instead).
-    const outcome r = perf(std::string("--client ") + client + " --sink amqp://127.0.0.1:" +
-                           std::to_string(sink.port()) +
+    const outcome r = perf(std::string("--client ") + client +
+                           " --sink amqp://127.0.0.1:" + std::to_string(sink.port()) +
                            " -z 20 -c 100 --disable-connection-recovery");
     stopper.join();
     EXPECT_EQ(r.status, 1) << client << ": " << r.err;
