@@ -147,6 +147,10 @@ class confirm_tracker {
   void reset();
 
  private:
+  // Ends every outstanding publish with `why` in sequence order (a timed-out one is only
+  // forgotten), handing each event to `each` before the next; fail_all and take_outstanding.
+  template <class F>
+  void end_outstanding(confirm_outcome why, F&& each);
   enum class slot_state : std::uint8_t { free, outstanding, timed_out };
 
   // 32 bytes: the hot path touches only this.
@@ -256,8 +260,7 @@ void confirm_tracker::on_timer(time_point now, F&& complete) {
 }
 
 template <class F>
-void confirm_tracker::fail_all(confirm_outcome why, std::uint16_t reply_code,
-                               std::string_view reply_text, F&& complete) {
+void confirm_tracker::end_outstanding(confirm_outcome why, F&& each) {
   const std::uint64_t last = next_ - 1;
   for (std::uint64_t sequence = base_; sequence <= last; ++sequence) {
     if (sequence < base_ || !live(sequence)) continue;
@@ -270,30 +273,26 @@ void confirm_tracker::fail_all(confirm_outcome why, std::uint16_t reply_code,
     std::string text;
     end(sequence, why, true, event, text);
     advance();
+    each(event);
+  }
+}
+
+template <class F>
+void confirm_tracker::fail_all(confirm_outcome why, std::uint16_t reply_code,
+                               std::string_view reply_text, F&& complete) {
+  end_outstanding(why, [&](confirm_event& event) {
     if (!event.returned) {
       event.reply_code = reply_code;
       event.reply_text = reply_text;
     }
     complete(static_cast<const confirm_event&>(event));
-  }
+  });
 }
 
 template <class F>
 void confirm_tracker::take_outstanding(F&& keep) {
-  const std::uint64_t last = next_ - 1;
-  for (std::uint64_t sequence = base_; sequence <= last; ++sequence) {
-    if (sequence < base_ || !live(sequence)) continue;
-    if (at(sequence).state == slot_state::timed_out) {
-      forget(sequence);
-      advance();
-      continue;
-    }
-    confirm_event event;
-    std::string text;
-    end(sequence, confirm_outcome::in_doubt, true, event, text);
-    advance();
-    keep(static_cast<const confirm_event&>(event));
-  }
+  end_outstanding(confirm_outcome::in_doubt,
+                  [&](confirm_event& event) { keep(static_cast<const confirm_event&>(event)); });
 }
 
 }  // namespace warren::protocol
